@@ -1,0 +1,419 @@
+"""Markdown -> chunks, a pure function of (text, token counter, parameters).
+
+Structure comes from markdown-it-py's block parser (CommonMark + tables): a document is cut into sections at
+headings, sections into blocks (paragraph, list, fence, table, ...), and only a block that alone exceeds the limit
+is cut further: lines, then sentences, then words, then characters. A split code fence repeats its fence lines and a
+split table its header, so each piece is still valid markdown. Sizes are measured with the model's own tokenizer on
+the exact text that will be embedded, so no chunk is ever truncated by the model.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import yaml
+from markdown_it import MarkdownIt
+
+CHUNKER_VERSION = "1"
+#: Counts model tokens (special tokens included) of each text in a batch.
+TokenCounter = Callable[[Sequence[str]], list[int]]
+Scalar = str | int | float | bool
+
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+# Finer and finer places to cut a block that is too big on its own.
+_SPLITTERS = (re.compile(r"\n[ \t]*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?;:])\s+"), re.compile(r"\s+"))
+_MAX_FRONT_MATTER = 64 * 1024
+_ATTR_LIST = re.compile(r"\s*\{\s*[#.][^{}]*\}\s*$")
+
+
+@dataclass(frozen=True)
+class ChunkParams:
+    """Chunking limits, all in model tokens (special tokens and heading context included)."""
+
+    max_tokens: int = 256
+    min_tokens: int = 48
+    overlap_tokens: int = 32
+    heading_context: bool = True
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a document, with where it came from."""
+
+    text: str  # markdown as shown to users: the source slice (a split fence/table gets its fence/header back)
+    embed_text: str  # what the model embeds: heading context + text
+    trail: tuple[str, ...]  # heading trail, outermost first
+    shown: tuple[str, ...]  # the part of the trail prepended to embed_text (headings not already in text)
+    start_char: int  # [start_char, end_char) in the file's text
+    end_char: int
+    start_line: int  # 1-based, inclusive
+    end_line: int
+    tokens: int  # model tokens of embed_text, special tokens included
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """A markdown file's front matter, title and chunks."""
+
+    front_matter: dict[str, Scalar | list[str]]
+    title: str | None
+    chunks: list[Chunk]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A span that is packed whole; `head`/`tail` re-open/close a block that was split."""
+
+    start: int
+    end: int
+    cost: int
+    group: int  # pieces of one split block share a group (>= 0); whole blocks have -1
+    head: str = ""
+    tail: str = ""
+
+
+@dataclass
+class _Section:
+    trail: tuple[str, ...]
+    has_heading: bool
+    blocks: list[tuple[int, int, str, dict[str, str]]]  # (start, end, kind, info)
+
+
+def chunk_markdown(text: str, count_tokens: TokenCounter, params: ChunkParams) -> ParsedDocument:
+    """Split a markdown document into chunks that each fit `params.max_tokens` model tokens."""
+    front, body_start, warnings = _front_matter(text)
+    title_value = front.get("title")
+    sections = _sections(text, body_start)
+    title = str(title_value) if title_value else _first_h1(sections)
+    packer = _Packer(text, count_tokens, params)
+    packer.prefetch(sections)
+    chunks = [c for s in sections for c in packer.pack_section(s)]
+    return ParsedDocument(front, title, packer.merge_small(chunks), warnings)
+
+
+def chunk_id(source: str, chunk: Chunk, occurrence: int) -> str:
+    """Deterministic id: same file, same heading trail, same text, same occurrence -> same id."""
+    key = "\0".join((source, " > ".join(chunk.trail), chunk.text, str(occurrence)))
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def chunk_ids(source: str, chunks: Sequence[Chunk]) -> list[str]:
+    """Ids for a document's chunks; identical chunks in one file are told apart by occurrence."""
+    seen: dict[tuple[tuple[str, ...], str], int] = {}
+    ids = []
+    for chunk in chunks:
+        key = (chunk.trail, chunk.text)
+        seen[key] = seen.get(key, -1) + 1
+        ids.append(chunk_id(source, chunk, seen[key]))
+    return ids
+
+
+def content_hash(embed_text: str) -> str:
+    """Hash of exactly what the model embeds: equal hashes mean equal vectors under one fingerprint."""
+    return hashlib.sha256(embed_text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+# --- front matter -------------------------------------------------------------------------------------------
+
+
+def _front_matter(text: str) -> tuple[dict[str, Scalar | list[str]], int, list[str]]:
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        return {}, 0, []
+    if len(match.group(1)) > _MAX_FRONT_MATTER:
+        return {}, match.end(), [f"front matter over {_MAX_FRONT_MATTER // 1024} KiB ignored"]
+    try:
+        data = yaml.safe_load(match.group(1))
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        return {}, match.end(), [f"front matter ignored: {problem}"]
+    if data is None:
+        return {}, match.end(), []
+    if not isinstance(data, dict):
+        return {}, match.end(), ["front matter ignored: not a mapping of keys"]
+    return _scalar_fields(data), match.end(), []
+
+
+def _scalar_fields(data: dict[Any, Any]) -> dict[str, Scalar | list[str]]:
+    """Keep what a vector store can filter on: scalars, and lists of scalars as lists of strings."""
+    out: dict[str, Scalar | list[str]] = {}
+    for key, value in data.items():
+        if isinstance(value, (datetime.date, datetime.datetime)):
+            value = value.isoformat()
+        if isinstance(value, (str, int, float, bool)):
+            out[str(key)] = value
+        elif isinstance(value, list):
+            items = [str(v) for v in value if isinstance(v, (str, int, float, bool))]
+            if items:
+                out[str(key)] = items
+    return out
+
+
+# --- structure -----------------------------------------------------------------------------------------------
+
+
+def _line_starts(text: str) -> list[int]:
+    return [0] + [m.end() for m in _NEWLINE.finditer(text)]
+
+
+def _blocks(text: str, body_start: int) -> Iterator[tuple[int, int, str, dict[str, str]]]:
+    """Top-level blocks of the body as (start char, end char, kind, info), gaps with text included."""
+    starts = _line_starts(text)
+    first_line = bisect.bisect_right(starts, body_start) - 1
+    # Only block structure is needed; inline parsing (links, emphasis) is most of markdown-it's time.
+    parser = MarkdownIt("commonmark", {"maxNesting": 20}).enable("table").disable(["inline", "text_join"])
+    tokens = parser.parse(text[body_start:])
+    covered = first_line
+    for i, tok in enumerate(tokens):
+        if tok.level != 0 or tok.map is None or tok.nesting == -1:
+            continue
+        begin, end = tok.map[0] + first_line, tok.map[1] + first_line
+        if begin > covered:
+            yield from _gap(text, starts, covered, begin)
+        info = {"heading": tokens[i + 1].content, "level": tok.tag[1:]} if tok.type == "heading_open" else {}
+        if tok.type == "fence":
+            info = {"fence": tok.markup}
+        kind = tok.type.removesuffix("_open")
+        yield _char(starts, begin, text), _char(starts, end, text), kind, info
+        covered = max(covered, end)
+    if covered < len(starts):
+        yield from _gap(text, starts, covered, len(starts))
+
+
+def _gap(text: str, starts: list[int], begin: int, end: int) -> Iterator[tuple[int, int, str, dict[str, str]]]:
+    """Lines the parser produced no block for (link definitions, ...): still text, still covered."""
+    a, b = _char(starts, begin, text), _char(starts, end, text)
+    if text[a:b].strip():
+        yield a, b, "other", {}
+
+
+def _char(starts: list[int], line: int, text: str) -> int:
+    return starts[line] if line < len(starts) else len(text)
+
+
+def _sections(text: str, body_start: int) -> list[_Section]:
+    sections = [_Section((), False, [])]
+    stack: list[tuple[int, str]] = []
+    for start, end, kind, info in _blocks(text, body_start):
+        if kind == "heading":
+            level = int(info["level"])
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, _heading_text(info["heading"])))
+            sections.append(_Section(tuple(h for _, h in stack), True, []))
+        sections[-1].blocks.append((start, end, kind, info))
+    return [s for s in sections if s.blocks]
+
+
+def _heading_text(raw: str) -> str:
+    """Heading text for trails: whitespace collapsed, a trailing attribute list ({ #anchor }) removed."""
+    return " ".join(_ATTR_LIST.sub("", raw).split())
+
+
+def _first_h1(sections: list[_Section]) -> str | None:
+    for s in sections:
+        if s.has_heading and len(s.trail) == 1 and s.blocks[0][3].get("level") == "1":
+            return s.trail[0]
+    return None
+
+
+# --- packing -------------------------------------------------------------------------------------------------
+
+
+class _Packer:
+    """Packs a section's blocks into chunks under the token limit."""
+
+    def __init__(self, text: str, count_tokens: TokenCounter, params: ChunkParams) -> None:
+        self.text = text
+        self.count = count_tokens
+        self.params = params
+        self.overhead = count_tokens([""])[0]  # special tokens the counter adds to any text
+        self.starts = _line_starts(text)
+        self.groups = 0
+        self.cache: dict[str, int] = {}
+
+    def cost(self, s: str) -> int:
+        if s not in self.cache:
+            self.cache[s] = self.count([s])[0] - self.overhead
+        return self.cache[s]
+
+    def prefetch(self, sections: list[_Section]) -> None:
+        """Count every block of the document in one batch: one call instead of thousands."""
+        texts = list({self.text[slice(*_trim(self.text, a, b))] for s in sections for a, b, _, _ in s.blocks})
+        texts = [t for t in texts if t not in self.cache]
+        for t, n in zip(texts, self.count(texts) if texts else []):
+            self.cache[t] = n - self.overhead
+
+    def shown(self, trail: tuple[str, ...], heading_in_text: bool) -> tuple[str, ...]:
+        """Headings prepended for the model: the trail, minus a heading the text already starts with."""
+        if not self.params.heading_context:
+            return ()
+        return trail[:-1] if heading_in_text else trail
+
+    def pack_section(self, section: _Section) -> list[Chunk]:
+        budget = self.params.max_tokens - self.overhead - self.cost(_context(self.shown(section.trail, False)))
+        units = [u for b in section.blocks for u in self._units(b, budget)]
+        chunks: list[Chunk] = []
+        current: list[_Unit] = []
+        for unit in units:
+            if current and not self._fits(section, current + [unit]):
+                chunks.extend(self._emit_or_cut(section, current))
+                current = self._overlap(current, unit)
+                if current and not self._fits(section, current + [unit]):
+                    current = []
+            current.append(unit)
+        if current:
+            chunks.extend(self._emit_or_cut(section, current))
+        return chunks
+
+    def _fits(self, section: _Section, units: list[_Unit]) -> bool:
+        """Estimate from per-unit counts (exact for whitespace-separated text; checked again on emit)."""
+        if len({u.group for u in units}) > 1 and any(u.group >= 0 for u in units):
+            return False  # pieces of a split block are packed only among themselves
+        shown = self.shown(section.trail, self._heading_in(section, units[0].start))
+        wrap = units[0].head + units[-1].tail
+        estimate = self.overhead + self.cost(_context(shown)) + sum(u.cost for u in units)
+        return estimate + (self.cost(wrap) if wrap else 0) <= self.params.max_tokens
+
+    def _heading_in(self, section: _Section, start: int) -> bool:
+        return section.has_heading and start == _trim(self.text, *section.blocks[0][:2])[0]
+
+    def _emit_or_cut(self, section: _Section, units: list[_Unit]) -> list[Chunk]:
+        chunk = self._emit(section, units)
+        if chunk is not None:
+            return [chunk]
+        if len(units) > 1:  # the estimate was off by a token or two: give back the last unit
+            return self._emit_or_cut(section, units[:-1]) + self._emit_or_cut(section, units[-1:])
+        # A lone unit that fit by estimate but not by exact count: cut it finer, one token tighter each time.
+        unit = units[0]
+        out: list[Chunk] = []
+        budget = unit.cost - 1
+        for a, b in self._split(unit.start, unit.end, budget, 0) if budget > 0 else [(unit.start, unit.end)]:
+            piece = _Unit(a, b, self.cost(self.text[a:b]), unit.group, unit.head, unit.tail)
+            if piece.cost >= unit.cost:  # cannot shrink (a single character): emit it even if over
+                out.append(self._chunk(self.text[a:b], section.trail, (), a, b))
+                continue
+            out.extend(self._emit_or_cut(section, [piece]))
+        return out
+
+    def _overlap(self, previous: list[_Unit], following: _Unit) -> list[_Unit]:
+        """Trailing units of the previous chunk (within overlap_tokens) that start the next one."""
+        carried: list[_Unit] = []
+        total = 0
+        for unit in reversed(previous[1:]):
+            if unit.group != following.group or total + unit.cost > self.params.overlap_tokens:
+                break
+            carried.insert(0, unit)
+            total += unit.cost
+        return carried
+
+    def _units(self, block: tuple[int, int, str, dict[str, str]], budget: int) -> list[_Unit]:
+        start, end, kind, info = block
+        start, end = _trim(self.text, start, end)
+        if start >= end:
+            return []
+        whole = _Unit(start, end, self.cost(self.text[start:end]), -1)
+        if whole.cost <= budget:
+            return [whole]
+        self.groups += 1
+        head, tail, inner_start, inner_end = self._wrappers(start, end, kind, info)
+        pieces = self._split(inner_start, inner_end, budget - self.cost(head + tail), 0)
+        if not pieces:
+            return [whole]
+        # The first piece keeps the block's own opening lines, the last its closing line.
+        pieces[0] = (start, pieces[0][1])
+        pieces[-1] = (pieces[-1][0], end)
+        return [
+            _Unit(a, b, self.cost(self.text[a:b]), self.groups, head if i else "", tail if i < len(pieces) - 1 else "")
+            for i, (a, b) in enumerate(pieces)
+        ]
+
+    def _wrappers(self, start: int, end: int, kind: str, info: dict[str, str]) -> tuple[str, str, int, int]:
+        """Text repeated on each piece of a split fence (its fence lines) or table (its header rows)."""
+        lines = self.text[start:end].splitlines(keepends=True)
+        if kind == "fence" and len(lines) > 1:
+            opening = lines[0]
+            closed = lines[-1].strip().startswith(info["fence"]) and len(lines) > 1
+            inner_end = end - len(lines[-1]) if closed else end
+            return opening, ("\n" + lines[-1].strip() if closed else ""), start + len(opening), inner_end
+        if kind == "table" and len(lines) > 2:
+            header = lines[0] + lines[1]
+            return header, "", start + len(header), end
+        return "", "", start, end
+
+    def _split(self, start: int, end: int, budget: int, level: int) -> list[tuple[int, int]]:
+        """Cut [start, end) into trimmed spans of at most `budget` tokens, at the coarsest boundary that works."""
+        start, end = _trim(self.text, start, end)
+        if start >= end:
+            return []
+        if self.cost(self.text[start:end]) <= max(budget, 1) or end - start == 1:
+            return [(start, end)]
+        if level >= len(_SPLITTERS):
+            mid = start + (end - start) // 2
+            return self._split(start, mid, budget, level) + self._split(mid, end, budget, level)
+        cuts = [m.start() for m in _SPLITTERS[level].finditer(self.text, start, end)]
+        if not cuts:
+            return self._split(start, end, budget, level + 1)
+        bounds = [start] + cuts + [end]
+        return [p for a, b in zip(bounds, bounds[1:]) for p in self._split(a, b, budget, level + 1)]
+
+    def _emit(self, section: _Section, units: list[_Unit]) -> Chunk | None:
+        """The chunk made of `units`, or None when its exact token count exceeds the limit."""
+        start, end = units[0].start, units[-1].end
+        text = units[0].head + self.text[start:end] + units[-1].tail
+        shown = self.shown(section.trail, self._heading_in(section, start))
+        chunk = self._chunk(text, section.trail, shown, start, end)
+        return chunk if chunk.tokens <= self.params.max_tokens else None
+
+    def _chunk(self, text: str, trail: tuple[str, ...], shown: tuple[str, ...], start: int, end: int) -> Chunk:
+        embed = _context(shown) + text
+        first = bisect.bisect_right(self.starts, start)
+        last = bisect.bisect_right(self.starts, max(start, end - 1))
+        return Chunk(text, embed, trail, shown, start, end, first, last, self.count([embed])[0])
+
+    def merge_small(self, chunks: list[Chunk]) -> list[Chunk]:
+        """Merge chunks under min_tokens into the previous one when the result still fits."""
+        out: list[Chunk] = []
+        for chunk in chunks:
+            prev = out[-1] if out else None
+            if prev is not None and min(prev.tokens, chunk.tokens) < self.params.min_tokens:
+                merged = self._merge(prev, chunk)
+                if merged is not None:
+                    out[-1] = merged
+                    continue
+            out.append(chunk)
+        return out
+
+    def _merge(self, a: Chunk, b: Chunk) -> Chunk | None:
+        plain = all(self.text[c.start_char:c.end_char] == c.text for c in (a, b))
+        if not plain or b.start_char < a.end_char:
+            return None  # wrapped pieces of split blocks, and overlapping chunks, stay as they are
+        trail = _common_prefix(a.trail, b.trail)
+        merged = self._chunk(self.text[a.start_char:b.end_char], trail, a.shown[: len(trail)], a.start_char, b.end_char)
+        return merged if merged.tokens <= self.params.max_tokens else None
+
+
+def _context(shown: tuple[str, ...]) -> str:
+    return " > ".join(shown) + "\n\n" if shown else ""
+
+
+def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end

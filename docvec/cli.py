@@ -1,0 +1,147 @@
+"""The `docvec` command: a thin layer that parses options, loads settings, calls the core and renders results.
+
+Subcommands live with their stage (`ingest/cli.py`, `query/cli.py`) and are imported only when invoked, so
+`docvec --help` stays fast and the stages never import each other.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+
+from docvec import __version__
+from docvec.chunker import ChunkParams
+from docvec.config import Settings, load_settings
+from docvec.errors import ConfigError, DocvecError
+from docvec.store import StoreLocation
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SUBCOMMANDS = {
+    "ingest": ("ingest.cli", "ingest_command"),
+    "query": ("query.cli", "query_command"),
+    "status": ("docvec.cli", "status_command"),
+}
+
+
+class DocvecCommand(click.Command):
+    """A command whose DocvecErrors become one-line click errors (exit 1), usage errors exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DocvecError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when that subcommand runs (or help lists it)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in SUBCOMMANDS:
+            return None
+        module, attr = SUBCOMMANDS[name]
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="docvec")
+def cli() -> None:
+    """Index a folder of markdown docs into Chroma and query it from the shell."""
+
+
+def config_options(func: F) -> F:
+    """--config, --index and --collection, shared by every command."""
+    func = click.option("--collection", help="Chroma collection name (store.collection).")(func)
+    func = click.option("--index", "index_path", type=click.Path(path_type=Path),
+                        help="Folder of the persistent index (store.path).")(func)
+    func = click.option("--config", "config_path", type=click.Path(path_type=Path),
+                        help="Config file (default: $DOCVEC_CONFIG, else ./config.yaml).")(func)
+    return func
+
+
+def load(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
+    """Settings from the config file and environment, with command-line overrides on top."""
+    return load_settings(config_path, os.environ, overrides)
+
+
+def store_location(settings: Settings) -> StoreLocation:
+    """Where the configured index lives."""
+    s = settings.store
+    return StoreLocation(settings.resolve(s.path), s.collection, s.host, s.port)
+
+
+def chunk_params(settings: Settings) -> ChunkParams:
+    """Chunking parameters from the settings."""
+    c = settings.chunking
+    return ChunkParams(c.max_tokens, c.min_tokens, c.overlap_tokens, c.heading_context)
+
+
+def make_configured_embedder(settings: Settings) -> Any:
+    """The embedder the settings name; the chunk limit may not exceed its context."""
+    from docvec.embedders import make_embedder
+
+    e = settings.embedding
+    embedder = make_embedder(e.provider, e.model, e.batch_size, e.threads)
+    if settings.chunking.max_tokens > embedder.info.max_tokens:
+        raise ConfigError(f"chunking.max_tokens is {settings.chunking.max_tokens} but {e.model} reads at most "
+                          f"{embedder.info.max_tokens} tokens: set chunking.max_tokens to {embedder.info.max_tokens} "
+                          f"or less")
+    return embedder
+
+
+def emit_json(data: Any) -> None:
+    """One JSON object on one line of stdout."""
+    click.echo(json.dumps(data, ensure_ascii=False, default=str))
+
+
+@click.command(cls=DocvecCommand)
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status_command(config_path: Path | None, index_path: Path | None, collection: str | None, as_json: bool) -> None:
+    """Show what the index holds: model, dimension, files, chunks, size on disk."""
+    from docvec.store import Store
+
+    settings = load(config_path, {"store.path": index_path, "store.collection": collection})
+    store = Store.open(store_location(settings))
+    fp = store.fingerprint()
+    sources = {m.get("source") for _, m in store.iter_metadata()}
+    data = {"index": store.location.describe(), "model": fp.model, "provider": fp.provider,
+            "dimension": fp.dimension, "files": len(sources - {None}), "chunks": store.count(),
+            "size_bytes": store.size_on_disk(), "built_by": store.collection_metadata().get("docvec:version"),
+            "fingerprint": json.loads(fp.to_json())}
+    if as_json:
+        emit_json(data)
+        return
+    size = data["size_bytes"]
+    click.echo(f"index      {data['index']}")
+    click.echo(f"model      {fp.provider}:{fp.model} ({fp.dimension} dimensions, digest {fp.digest[:12] or '-'})")
+    click.echo(f"contents   {data['files']} files, {data['chunks']} chunks")
+    click.echo(f"size       {_human(size) if size is not None else 'on server'}")
+    click.echo(f"chunking   max {fp.max_tokens} tokens, min {fp.min_tokens}, overlap {fp.overlap_tokens}, "
+               f"heading context {'on' if fp.heading_context else 'off'} (chunker v{fp.chunker_version})")
+    click.echo(f"built by   docvec {data['built_by']}")
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def main() -> None:
+    """Entry point of the `docvec` script."""
+    cli()

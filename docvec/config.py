@@ -1,0 +1,244 @@
+"""Settings: built-in defaults < config file < DOCVEC_* environment < command-line flags.
+
+The loader takes the environment as a value (the CLI passes ``os.environ``) so that nothing below the CLI
+reads the process environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import yaml
+
+from docvec.errors import ConfigError
+
+CONFIG_ENV = "DOCVEC_CONFIG"
+ENV_PREFIX = "DOCVEC_"
+
+
+@dataclass(frozen=True)
+class DocsSettings:
+    path: str = "data/docs"
+    include: list[str] = field(default_factory=lambda: ["**/*.md", "**/*.markdown"])
+    exclude: list[str] = field(default_factory=list)
+    skip_hidden: bool = True
+    follow_symlinks: bool = False
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    provider: str = "builtin"
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = 32
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    max_tokens: int = 256
+    min_tokens: int = 48
+    overlap_tokens: int = 32
+    heading_context: bool = True
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    path: str = "data/index"
+    host: Union[str, None] = None
+    port: int = 8000
+    collection: str = "docvec"
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    top_k: int = 5
+    min_score: float = 0.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    docs: DocsSettings = field(default_factory=DocsSettings)
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    query: QuerySettings = field(default_factory=QuerySettings)
+    #: folder that relative paths in the settings are resolved against (the config file's folder)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def resolve(self, relative: str) -> Path:
+        """Resolve a path from the settings against the config file's folder."""
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+
+SECTIONS: dict[str, type] = {
+    f.name: typing.get_type_hints(Settings)[f.name] for f in dataclasses.fields(Settings) if f.name != "base_dir"
+}
+
+# Ranges a value must lie in, checked after types: (section, key) -> (min, max), None meaning unbounded.
+RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
+    ("embedding", "batch_size"): (1, 4096),
+    ("embedding", "threads"): (0, 256),
+    ("chunking", "max_tokens"): (16, 8192),
+    ("chunking", "min_tokens"): (0, 8192),
+    ("chunking", "overlap_tokens"): (0, 8192),
+    ("store", "port"): (1, 65535),
+    ("query", "top_k"): (1, 1000),
+    ("query", "min_score"): (-1.0, 1.0),
+}
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {("embedding", "provider"): ("builtin", "ollama")}
+
+
+def load_settings(
+    config_path: Path | None,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Build Settings from defaults, a config file, DOCVEC_* variables and ``section.key`` overrides."""
+    cwd = cwd or Path.cwd()
+    path = _pick_config_file(config_path, environ, cwd)
+    raw: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    origin = "built-in defaults"
+    if path is not None:
+        origin = str(path)
+        _merge(raw, _read_yaml(path), origin)
+    _merge(raw, _env_values(environ), "environment")
+    _merge(raw, _nest(overrides or {}), "command line")
+    sections = {name: _build_section(name, cls, raw[name], origin) for name, cls in SECTIONS.items()}
+    settings = Settings(**sections, base_dir=path.parent if path else cwd)
+    _check_relations(settings, origin)
+    return settings
+
+
+def _pick_config_file(config_path: Path | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
+    if config_path is None and environ.get(CONFIG_ENV):
+        config_path = Path(environ[CONFIG_ENV])
+    if config_path is not None:
+        if not config_path.is_file():
+            raise ConfigError(f"config file {config_path} does not exist: fix the path or unset {CONFIG_ENV}")
+        return config_path.resolve()
+    default = cwd / "config.yaml"
+    return default.resolve() if default.is_file() else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{path}{where}: {problem} — fix the YAML syntax") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)}), got {_kind(data)}")
+    return data
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """DOCVEC_STORE_PATH=x -> {"store": {"path": "x"}}; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(f"environment variable {name}: unknown setting — expected DOCVEC_<SECTION>_<KEY> "
+                              f"with SECTION one of {', '.join(SECTIONS)}")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError:
+            parsed = value
+        out.setdefault(section, {})[rest[len(section) + 1:]] = parsed
+    return out
+
+
+def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(raw: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str) -> None:
+    for section, values in layer.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{origin}: unknown section '{section}'{_suggest(str(section), SECTIONS)} "
+                              f"— expected one of {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: section '{section}' must be a mapping of keys, got {_kind(values)}")
+        raw[section].update(values)
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any], origin: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"{origin}: unknown key '{name}.{key}'{_suggest(str(key), hints)} "
+                              f"— valid keys: {', '.join(hints)}")
+        values[key] = _check_value(f"{name}.{key}", value, hints[key], origin)
+        _check_range(name, key, values[key], origin)
+    return cls(**values)
+
+
+def _check_value(key: str, value: Any, expected: Any, origin: str) -> Any:
+    origin_type = typing.get_origin(expected)
+    if origin_type in (Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(expected):
+            return None
+        expected = next(a for a in typing.get_args(expected) if a is not type(None))
+        origin_type = typing.get_origin(expected)
+    if origin_type is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{origin}: '{key}' must be a list of strings, got {_kind(value)}")
+        return list(value)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is not bool and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{origin}: '{key}' must be {_type_name(expected)}, got {_kind(value)} {value!r}")
+    return value
+
+
+def _check_range(section: str, key: str, value: Any, origin: str) -> None:
+    low, high = RANGES.get((section, key), (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"{origin}: '{section}.{key}' is {value}; accepted range is {low}..{high}")
+    choices = CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise ConfigError(f"{origin}: '{section}.{key}' is {value!r}; expected one of {', '.join(choices)}")
+
+
+def _check_relations(settings: Settings, origin: str) -> None:
+    c = settings.chunking
+    if c.min_tokens >= c.max_tokens or c.overlap_tokens >= c.max_tokens // 2:
+        raise ConfigError(f"{origin}: chunking needs min_tokens < max_tokens and overlap_tokens < max_tokens/2 "
+                          f"(got min {c.min_tokens}, overlap {c.overlap_tokens}, max {c.max_tokens})")
+
+
+def _suggest(word: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _type_name(t: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(t, str(t))
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__

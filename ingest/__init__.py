@@ -1,0 +1,1 @@
+"""The ingest stage: docs folder -> chunks -> vectors -> Chroma, as an incremental, crash-safe sync."""

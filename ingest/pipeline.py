@@ -1,0 +1,340 @@
+"""Sync a docs folder into an index: embed only what changed, delete what is gone, never lose a good version.
+
+The collection itself is the bookkeeping. Every chunk record carries its file's content hash and the number of
+chunks that file has; a file counts as indexed only when all its records carry the same hash and there are as
+many as announced. So a crash at any moment leaves files either complete (old or new version) or visibly
+incomplete, and the next run finishes them. Per file, new records are added before stale ones are deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, chunk_markdown, content_hash
+from docvec.embedders import Embedder
+from docvec.errors import IndexMismatch, IndexNotFound
+from docvec.fingerprint import Fingerprint
+from docvec.store import Metadata, Store, StoreLocation, dumps_metadata
+from ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, read_markdown, scan
+
+WINDOW = 256  # chunks embedded between writes: bounds memory, and is long enough to sort by length
+EMBED_SLICE = 64  # progress is reported after each slice
+THROUGHPUT_KEY = "docvec:chunks_per_s"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress report: `done` of `total` units in a phase ('chunk', 'embed', 'delete')."""
+
+    phase: str
+    done: int
+    total: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did (or, for a dry run, would do)."""
+
+    files_seen: int = 0
+    files_added: list[str] = field(default_factory=list)
+    files_changed: list[str] = field(default_factory=list)
+    files_unchanged: int = 0
+    files_removed: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    chunks_embedded: int = 0  # texts sent to the model
+    chunks_reused: int = 0  # new records whose vector was copied from an identical chunk
+    chunks_kept: int = 0  # records of changed files kept as they were (metadata refreshed at most)
+    chunks_written: int = 0  # new records
+    chunks_deleted: int = 0
+    chunks_total: int = 0  # records in the index at the end
+    dry_run: bool = False
+    estimated_seconds: float | None = None
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (lists of files become counts plus the lists themselves)."""
+        return {
+            "dry_run": self.dry_run, "files_seen": self.files_seen, "files_added": len(self.files_added),
+            "files_changed": len(self.files_changed), "files_unchanged": self.files_unchanged,
+            "files_removed": len(self.files_removed), "files_skipped": len(self.skipped),
+            "chunks_embedded": self.chunks_embedded, "chunks_reused": self.chunks_reused,
+            "chunks_kept": self.chunks_kept, "chunks_deleted": self.chunks_deleted,
+            "chunks_total": self.chunks_total, "seconds": round(self.seconds, 3),
+            "embed_seconds": round(self.embed_seconds, 3), "estimated_seconds": self.estimated_seconds,
+            "added": self.files_added, "changed": self.files_changed, "removed": self.files_removed,
+            "skipped": [{"file": s.rel, "reason": s.reason} for s in self.skipped], "warnings": self.warnings,
+        }
+
+
+@dataclass
+class IndexedFile:
+    """What the index holds for one source file."""
+
+    records: dict[str, Metadata] = field(default_factory=dict)
+
+    @property
+    def complete_hash(self) -> str | None:
+        """The file hash when every record agrees on it and none is missing, else None."""
+        hashes = {m.get("file_hash") for m in self.records.values()}
+        counts = {m.get("chunks_in_file") for m in self.records.values()}
+        if len(hashes) != 1 or counts != {len(self.records)}:
+            return None
+        return str(next(iter(hashes)))
+
+
+@dataclass
+class IndexState:
+    """The index's records grouped by source file, and one record id per content hash (for vector reuse)."""
+
+    files: dict[str, IndexedFile] = field(default_factory=lambda: defaultdict(IndexedFile))
+    by_hash: dict[str, str] = field(default_factory=dict)
+    orphans: list[str] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, store: Store | None) -> "IndexState":
+        state = cls()
+        for rid, meta in store.iter_metadata() if store else ():
+            source = meta.get("source")
+            if not isinstance(source, str):
+                state.orphans.append(rid)
+                continue
+            state.files[source].records[rid] = meta
+            if isinstance(meta.get("hash"), str):
+                state.by_hash.setdefault(meta["hash"], rid)
+        return state
+
+
+@dataclass
+class FileWork:
+    """A new or changed file: its chunks, ids and metadata, and which records it replaces."""
+
+    rel: str
+    chunks: list[Chunk]
+    ids: list[str]
+    metadatas: list[Metadata]
+    old: dict[str, Metadata]
+
+
+def open_for_writing(location: StoreLocation, fingerprint: Fingerprint) -> Store:
+    """Open (or create) the index, refusing one built with another fingerprint."""
+    store = Store.open(location, create_with=fingerprint)
+    check_fingerprint(store, fingerprint)
+    return store
+
+
+def check_fingerprint(store: Store, fingerprint: Fingerprint) -> None:
+    """Raise IndexMismatch naming what differs between the index and the configuration."""
+    built = store.fingerprint()
+    if built != fingerprint:
+        changes = "; ".join(built.differences(fingerprint))
+        raise IndexMismatch(f"{store.location.describe()} was built with another configuration ({changes}): "
+                            f"restore the old settings, or ingest into a new store.collection")
+
+
+def ingest(store: Store | None, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
+           dry_run: bool = False, on_progress: ProgressCallback | None = None) -> IngestReport:
+    """Bring the index in line with the docs folder; with dry_run, only report what would be done.
+
+    `store` may be None only for a dry run against an index that does not exist yet.
+    """
+    started = time.perf_counter()
+    progress = on_progress or (lambda p: None)
+    files, skipped = scan(scan_options)
+    state = IndexState.read(store)
+    report = IngestReport(files_seen=len(files) + len(skipped), skipped=list(skipped), dry_run=dry_run)
+    work, keep_sources = _plan(files, state, embedder, params, report, progress)
+    removed = sorted(s for s in state.files if s not in keep_sources)
+    report.files_removed = removed
+    stale = [rid for s in removed for rid in state.files[s].records] + state.orphans
+    todo = _embedding_plan(work, state)
+    if dry_run or store is None:
+        _fill_dry_run(report, work, todo, stale, state, store)
+    else:
+        _execute(store, embedder, work, todo, stale, report, progress)
+        report.chunks_total = store.count()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _plan(files: Sequence[SourceFile], state: IndexState, embedder: Embedder, params: ChunkParams,
+          report: IngestReport, progress: ProgressCallback) -> tuple[list[FileWork], set[str]]:
+    """Chunk the files that are new or changed; return them and the sources whose records stay."""
+    work: list[FileWork] = []
+    keep: set[str] = set()
+    for n, source in enumerate(files, 1):
+        progress(Progress("chunk", n, len(files)))
+        indexed = state.files.get(source.rel)
+        try:
+            text, data = read_markdown(source.path)
+        except Unreadable as exc:
+            report.skipped.append(Skipped(source.rel, str(exc)))
+            if indexed is not None and str(exc).startswith("unreadable"):
+                keep.add(source.rel)  # a read error is not a deletion: keep what is indexed
+            continue
+        file_hash = hashlib.sha256(data).hexdigest()[:32]
+        keep.add(source.rel)
+        if indexed is not None and indexed.complete_hash == file_hash:
+            report.files_unchanged += 1
+            continue
+        doc = chunk_markdown(text, embedder.count_tokens, params)
+        report.warnings.extend(f"{source.rel}: {w}" for w in doc.warnings)
+        (report.files_changed if indexed else report.files_added).append(source.rel)
+        work.append(_file_work(source.rel, file_hash, doc, indexed))
+    return work, keep
+
+
+def _file_work(rel: str, file_hash: str, doc: ParsedDocument, indexed: IndexedFile | None) -> FileWork:
+    ids = chunk_ids(rel, doc.chunks)
+    metas = [_metadata(rel, file_hash, doc, i, c) for i, c in enumerate(doc.chunks)]
+    return FileWork(rel, doc.chunks, ids, metas, dict(indexed.records) if indexed else {})
+
+
+def _metadata(rel: str, file_hash: str, doc: ParsedDocument, index: int, chunk: Chunk) -> Metadata:
+    trail = list(chunk.trail)
+    if doc.title and (not trail or trail[0] != doc.title):
+        trail.insert(0, doc.title)
+    meta: Metadata = {
+        "source": rel, "file_hash": file_hash, "chunk_index": index, "chunks_in_file": len(doc.chunks),
+        "label": " > ".join(trail) or rel, "trail": " > ".join(chunk.trail), "start_line": chunk.start_line,
+        "end_line": chunk.end_line, "start_char": chunk.start_char, "end_char": chunk.end_char,
+        "hash": content_hash(chunk.embed_text), "tokens": chunk.tokens,
+    }
+    if doc.title:
+        meta["title"] = doc.title
+    dirs = ["/".join(rel.split("/")[:i]) for i in range(1, rel.count("/") + 1)]
+    if dirs:
+        meta["dirs"] = dirs  # lets a query filter on a folder with $contains
+    for key, value in doc.front_matter.items():
+        if value != []:
+            meta[f"fm.{key}"] = value
+    return meta
+
+
+@dataclass
+class EmbeddingPlan:
+    """Which content hashes must be embedded, and which can copy the vector of an existing record."""
+
+    embed: dict[str, str] = field(default_factory=dict)  # content hash -> text to embed
+    reuse: dict[str, str] = field(default_factory=dict)  # content hash -> id of a record holding its vector
+
+    @staticmethod
+    def needs_vector(rid: str, meta: Metadata, old: dict[str, Metadata]) -> bool:
+        """A record needs a (new) vector unless the file already has it with the same text."""
+        return rid not in old or old[rid].get("hash") != meta["hash"]
+
+
+def _embedding_plan(work: Iterable[FileWork], state: IndexState) -> EmbeddingPlan:
+    plan = EmbeddingPlan()
+    for fw in work:
+        for rid, meta, chunk in zip(fw.ids, fw.metadatas, fw.chunks):
+            h = meta["hash"]
+            if not plan.needs_vector(rid, meta, fw.old) or h in plan.embed or h in plan.reuse:
+                continue
+            if h in state.by_hash:
+                plan.reuse[h] = state.by_hash[h]
+            else:
+                plan.embed[h] = chunk.embed_text
+    return plan
+
+
+def _fill_dry_run(report: IngestReport, work: list[FileWork], plan: EmbeddingPlan, stale: list[str],
+                  state: IndexState, store: Store | None) -> None:
+    report.chunks_embedded = len(plan.embed)
+    new = [rid for fw in work for rid, m in zip(fw.ids, fw.metadatas) if plan.needs_vector(rid, m, fw.old)]
+    report.chunks_reused = len(new) - len(plan.embed)
+    report.chunks_kept = sum(len(fw.ids) for fw in work) - len(new)
+    report.chunks_deleted = len(stale) + sum(len(set(fw.old) - set(fw.ids)) for fw in work)
+    report.chunks_total = sum(len(f.records) for f in state.files.values()) + len(new) - report.chunks_deleted
+    rate = (store.collection_metadata().get(THROUGHPUT_KEY) if store else None) or None
+    report.estimated_seconds = round(len(plan.embed) / float(rate), 1) if rate else None
+
+
+def _execute(store: Store, embedder: Embedder, work: list[FileWork], plan: EmbeddingPlan, stale: list[str],
+             report: IngestReport, progress: ProgressCallback) -> None:
+    total = len(plan.embed)
+    window: list[FileWork] = []
+    pending = 0
+    for fw in work:
+        window.append(fw)
+        pending += len(fw.ids)
+        if pending >= WINDOW:
+            _flush(store, embedder, window, plan, report, progress, total)
+            window, pending = [], 0
+    _flush(store, embedder, window, plan, report, progress, total)
+    report.chunks_reused = report.chunks_written - report.chunks_embedded
+    progress(Progress("delete", 0, len(stale)))
+    store.delete(stale)
+    report.chunks_deleted += len(stale)
+    progress(Progress("delete", len(stale), len(stale)))
+    _record_throughput(store, report)
+
+
+def _flush(store: Store, embedder: Embedder, window: list[FileWork], plan: EmbeddingPlan,
+           report: IngestReport, progress: ProgressCallback, total: int) -> None:
+    """Get a vector for every text the window's files need (each embedded once), then write the files."""
+    needed = {m["hash"]: c.embed_text for fw in window for rid, m, c in zip(fw.ids, fw.metadatas, fw.chunks)
+              if plan.needs_vector(rid, m, fw.old)}
+    copy_from = {h: plan.reuse[h] for h in needed if h in plan.reuse}
+    stored = store.get_embeddings(sorted(set(copy_from.values())))
+    vectors = {h: stored[rid] for h, rid in copy_from.items() if rid in stored}
+    # Embed what is new, and what could not be copied (its source record was replaced meanwhile).
+    todo = sorted((h for h in needed if h not in vectors), key=lambda h: len(needed[h]))
+    for begin in range(0, len(todo), EMBED_SLICE):
+        hashes = todo[begin:begin + EMBED_SLICE]
+        t0 = time.perf_counter()
+        for h, vec in zip(hashes, embedder.embed_documents([needed[h] for h in hashes])):
+            vectors[h] = [float(x) for x in vec]
+        report.embed_seconds += time.perf_counter() - t0
+        report.chunks_embedded += len(hashes)
+        progress(Progress("embed", report.chunks_embedded, max(total, report.chunks_embedded)))
+    for fw in window:
+        _write_file(store, fw, plan, vectors, report)
+    # What this window wrote is in the store now: a later file with the same text copies its vector.
+    for fw in window:
+        for rid, meta in zip(fw.ids, fw.metadatas):
+            plan.reuse.setdefault(meta["hash"], rid)
+            plan.embed.pop(meta["hash"], None)
+
+
+def _write_file(store: Store, fw: FileWork, plan: EmbeddingPlan, vectors: dict[str, list[float]],
+                report: IngestReport) -> None:
+    """New records first, then refreshed metadata, then deletion of what the new version no longer has."""
+    new = [i for i, (rid, m) in enumerate(zip(fw.ids, fw.metadatas)) if plan.needs_vector(rid, m, fw.old)]
+    replaced = [fw.ids[i] for i in new if fw.ids[i] in fw.old]  # same id, other text: rare, must go first
+    store.delete(replaced)
+    store.add([fw.ids[i] for i in new], [vectors[fw.metadatas[i]["hash"]] for i in new],
+              [fw.chunks[i].text for i in new], [fw.metadatas[i] for i in new])
+    report.chunks_written += len(new)
+    new_set = set(new)
+    kept = [i for i in range(len(fw.ids)) if i not in new_set]
+    changed = [i for i in kept if dumps_metadata(fw.old[fw.ids[i]]) != dumps_metadata(fw.metadatas[i])]
+    store.update_metadata([fw.ids[i] for i in changed], [fw.metadatas[i] for i in changed])
+    report.chunks_kept += len(kept)
+    gone = sorted(set(fw.old) - set(fw.ids))
+    store.delete(gone)
+    report.chunks_deleted += len(gone) + len(replaced)
+
+
+def _record_throughput(store: Store, report: IngestReport) -> None:
+    """Remember the measured embedding speed, for the next dry run's time estimate."""
+    if report.chunks_embedded >= 32 and report.embed_seconds > 0:
+        meta = store.collection_metadata()
+        meta[THROUGHPUT_KEY] = round(report.chunks_embedded / report.embed_seconds, 2)
+        store.set_collection_metadata(meta)
+
+
+def index_exists(location: StoreLocation) -> Store | None:
+    """The existing index, or None when there is none yet."""
+    try:
+        return Store.open(location)
+    except IndexNotFound:
+        return None

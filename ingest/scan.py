@@ -1,0 +1,138 @@
+"""Find the markdown files of a docs folder and read them, saying why any file is skipped."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from docvec.errors import SourceError
+
+ALWAYS_SKIPPED_DIRS = {".git", "node_modules", "__pycache__", ".venv"}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file to index: its path relative to the docs root (posix) and on disk."""
+
+    rel: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that was not indexed, and why."""
+
+    rel: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """Which files of the docs folder are indexed."""
+
+    root: Path
+    include: tuple[str, ...] = ("**/*.md", "**/*.markdown")
+    exclude: tuple[str, ...] = ()
+    skip_hidden: bool = True
+    follow_symlinks: bool = False
+
+
+class Unreadable(Exception):
+    """A file that cannot be indexed; the message is the reason shown to the user."""
+
+
+def scan(options: ScanOptions) -> tuple[list[SourceFile], list[Skipped]]:
+    """The files to index under root, sorted, and the ones skipped with their reasons."""
+    root = options.root
+    if not root.exists():
+        raise SourceError(f"docs folder {root} does not exist: pass DOCS_DIR or set docs.path in config.yaml")
+    if not root.is_dir():
+        raise SourceError(f"docs folder {root} is a file, not a folder: pass the folder that holds the markdown")
+    real_root = root.resolve()
+    files: dict[Path, SourceFile] = {}
+    skipped: list[Skipped] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: skipped.append(_walk_error(root, e))):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if _keep_dir(here / d, root, options, skipped))
+        for name in sorted(filenames):
+            path = here / name
+            rel = path.relative_to(root).as_posix()
+            if not _selected(rel, name, options):
+                continue
+            _add_file(path, rel, real_root, options, files, skipped)
+    return sorted(files.values(), key=lambda f: f.rel), skipped
+
+
+def _keep_dir(path: Path, root: Path, options: ScanOptions, skipped: list[Skipped]) -> bool:
+    name = path.name
+    if name in ALWAYS_SKIPPED_DIRS or (options.skip_hidden and name.startswith(".")):
+        return False
+    if path.is_symlink():
+        skipped.append(Skipped(path.relative_to(root).as_posix() + "/", "symlinked folder not followed"))
+        return False
+    return True
+
+
+def _selected(rel: str, name: str, options: ScanOptions) -> bool:
+    if options.skip_hidden and name.startswith("."):
+        return False
+    return _matches(rel, options.include) and not _matches(rel, options.exclude)
+
+
+def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
+    """Glob match where a leading **/ also matches files at the root."""
+    return any(fnmatch.fnmatchcase(rel, p) or (p.startswith("**/") and fnmatch.fnmatchcase(rel, p[3:]))
+               for p in patterns)
+
+
+def _add_file(path: Path, rel: str, real_root: Path, options: ScanOptions, files: dict[Path, SourceFile],
+              skipped: list[Skipped]) -> None:
+    """Add a file once under one path: a symlink to a file inside the root is the same file."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        skipped.append(Skipped(rel, "broken symlink or symlink loop"))
+        return
+    if path.is_symlink() and not real.is_relative_to(real_root) and not options.follow_symlinks:
+        skipped.append(Skipped(rel, "symlink leads outside the docs folder (set docs.follow_symlinks to index it)"))
+        return
+    if not real.is_file():
+        skipped.append(Skipped(rel, "not a regular file"))
+        return
+    known = files.get(real)
+    # Keep the real file's own path when both it and a link to it are inside the root.
+    if known is None or (known.path.is_symlink() and not path.is_symlink()):
+        files[real] = SourceFile(rel, path)
+
+
+def _walk_error(root: Path, error: OSError) -> Skipped:
+    name = Path(error.filename).relative_to(root).as_posix() if error.filename else str(root)
+    return Skipped(name + "/", f"folder unreadable: {error.strerror}")
+
+
+def read_markdown(path: Path) -> tuple[str, bytes]:
+    """The file's text and raw bytes; raises Unreadable with the reason a file cannot be indexed."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise Unreadable(f"unreadable: {exc.strerror or exc}") from exc
+    text = _decode(data)
+    if not text.strip():
+        raise Unreadable("empty")
+    return text, data
+
+
+def _decode(data: bytes) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise Unreadable("invalid UTF-16") from exc
+    if b"\x00" in data[:8192]:
+        raise Unreadable("binary file (NUL bytes)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise Unreadable(f"not UTF-8 (invalid byte at offset {exc.start})") from exc

@@ -1,0 +1,1 @@
+"""The query stage: a question -> the ranked chunks of the index that answer it."""
