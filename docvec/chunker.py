@@ -275,8 +275,8 @@ class _Packer:
 
     def _fits(self, section: _Section, units: list[_Unit]) -> bool:
         """Estimate from per-unit counts (exact for whitespace-separated text; checked again on emit)."""
-        if len({u.group for u in units}) > 1 and any(u.group >= 0 for u in units):
-            return False  # pieces of a split block are packed only among themselves
+        if any(u.head for u in units[1:]) or any(u.tail for u in units[:-1]):
+            return False  # a re-opened fence must start its chunk, a re-closed one must end it
         shown = self.shown(section.trail, self._heading_in(section, units[0].start))
         wrap = units[0].head + units[-1].tail
         estimate = self.overhead + self.cost(_context(shown)) + sum(u.cost for u in units)

@@ -25,6 +25,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 SUBCOMMANDS = {
     "ingest": ("ingest.cli", "ingest_command"),
     "query": ("query.cli", "query_command"),
+    "verify": ("ingest.cli", "verify_command"),
     "status": ("docvec.cli", "status_command"),
 }
 
@@ -145,3 +146,7 @@ def _human(n: int) -> str:
 def main() -> None:
     """Entry point of the `docvec` script."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

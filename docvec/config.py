@@ -105,15 +105,14 @@ def load_settings(
     cwd = cwd or Path.cwd()
     path = _pick_config_file(config_path, environ, cwd)
     raw: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
-    origin = "built-in defaults"
+    origins: dict[tuple[str, str], str] = {}  # where each value came from, for error messages
     if path is not None:
-        origin = str(path)
-        _merge(raw, _read_yaml(path), origin)
-    _merge(raw, _env_values(environ), "environment")
-    _merge(raw, _nest(overrides or {}), "command line")
-    sections = {name: _build_section(name, cls, raw[name], origin) for name, cls in SECTIONS.items()}
+        _merge(raw, origins, _read_yaml(path), str(path))
+    _merge(raw, origins, _env_values(environ), "environment variable DOCVEC_{SECTION}_{KEY}")
+    _merge(raw, origins, _nest(overrides or {}), "command line")
+    sections = {name: _build_section(name, cls, raw[name], origins) for name, cls in SECTIONS.items()}
     settings = Settings(**sections, base_dir=path.parent if path else cwd)
-    _check_relations(settings, origin)
+    _check_relations(settings, str(path) if path else "settings")
     return settings
 
 
@@ -174,7 +173,8 @@ def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _merge(raw: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str) -> None:
+def _merge(raw: dict[str, dict[str, Any]], origins: dict[tuple[str, str], str], layer: Mapping[str, Any],
+           origin: str) -> None:
     for section, values in layer.items():
         if section not in SECTIONS:
             raise ConfigError(f"{origin}: unknown section '{section}'{_suggest(str(section), SECTIONS)} "
@@ -182,11 +182,14 @@ def _merge(raw: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str
         if not isinstance(values, dict):
             raise ConfigError(f"{origin}: section '{section}' must be a mapping of keys, got {_kind(values)}")
         raw[section].update(values)
+        for key in values:
+            origins[(section, str(key))] = origin.format(SECTION=section.upper(), KEY=str(key).upper())
 
 
-def _build_section(name: str, cls: type, values: dict[str, Any], origin: str) -> Any:
+def _build_section(name: str, cls: type, values: dict[str, Any], origins: dict[tuple[str, str], str]) -> Any:
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
+        origin = origins[(name, key)]
         if key not in hints:
             raise ConfigError(f"{origin}: unknown key '{name}.{key}'{_suggest(str(key), hints)} "
                               f"— valid keys: {', '.join(hints)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
@@ -35,6 +36,10 @@ class Fingerprint:
         return cls(info.provider, info.model, info.digest, info.dimension, info.normalized, info.query_prefix,
                    info.document_prefix, info.max_tokens, CHUNKER_VERSION, params.max_tokens, params.min_tokens,
                    params.overlap_tokens, params.heading_context)
+
+    def short_hash(self) -> str:
+        """12 hex digits identifying this fingerprint, stored on every record it built."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
@@ -16,6 +16,9 @@ from docvec.fingerprint import Fingerprint
 from docvec.lock import lock_path_for, writer_lock
 from ingest.pipeline import IngestReport, Progress, check_fingerprint, index_exists, ingest, open_for_writing
 from ingest.scan import ScanOptions
+
+if TYPE_CHECKING:
+    from ingest.verify import VerifyReport
 
 
 @click.command(cls=DocvecCommand)
@@ -103,6 +106,52 @@ def _render(report: IngestReport, settings: Settings, as_json: bool) -> None:
         lines.append(f"time: {report.seconds:.1f} s ({report.embed_seconds:.1f} s embedding)")
     for line in lines:
         click.echo(line, err=True)
+
+
+@click.command(cls=DocvecCommand)
+@config_options
+@click.option("--repair", is_flag=True, help="Fix what was found, re-embedding as little as possible.")
+@click.option("--wait", is_flag=True, help="With --repair: wait for a running ingest instead of failing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON object on stdout.")
+def verify_command(config_path: Path | None, index_path: Path | None, collection: str | None, repair: bool,
+                   wait: bool, as_json: bool) -> None:
+    """Check the index against the docs folder; exit 1 if anything is wrong (or still wrong after --repair)."""
+    from docvec.store import Store
+    from ingest.verify import repair as repair_index
+    from ingest.verify import verify
+
+    settings = load(config_path, {"store.path": index_path, "store.collection": collection})
+    embedder = make_configured_embedder(settings)
+    params = chunk_params(settings)
+    location = store_location(settings)
+    store = Store.open(location)
+    report = verify(store, embedder, scan_options(settings), params)
+    _render_verify(report, as_json and not repair)
+    if repair and report.problems:
+        with writer_lock(lock_path_for(location.path, location.collection), wait=wait), _progress_bar(as_json) as bar:
+            store = open_for_writing(location, Fingerprint.build(embedder.info, params))
+            report = repair_index(store, embedder, scan_options(settings), params, report, bar)
+        click.echo("after repair:", err=True)
+        _render_verify(report, as_json)
+    if report.problems:
+        raise click.ClickException(f"{report.problems} problems in {location.describe()}"
+                                   + ("" if repair else ": run `docvec verify --repair`"))
+
+
+def _render_verify(report: "VerifyReport", as_json: bool) -> None:
+    if as_json:
+        emit_json(report.as_dict())
+    click.echo(f"checked {report.files_checked} files and {report.chunks_checked} chunks", err=True)
+    for kind, label in (("missing", "files not indexed"), ("stale", "files indexed at an older version"),
+                        ("incomplete", "files partly indexed"), ("orphans", "chunks of removed files"),
+                        ("duplicates", "duplicate chunks"), ("wrong_fingerprint", "chunks of another model/config"),
+                        ("bad_vectors", "unreadable vectors")):
+        items = getattr(report, kind)
+        if items:
+            shown = ", ".join(items[:5]) + (f", … ({len(items) - 5} more)" if len(items) > 5 else "")
+            click.echo(f"  {len(items)} {label}: {shown}", err=True)
+    if not report.problems:
+        click.echo("  ok: the index matches the docs folder", err=True)
 
 
 def main() -> None:

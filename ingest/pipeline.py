@@ -82,6 +82,11 @@ class IndexedFile:
     records: dict[str, Metadata] = field(default_factory=dict)
 
     @property
+    def fingerprints(self) -> set[Any]:
+        """The fingerprint hashes of the file's records (one, normally)."""
+        return {m.get("fp") for m in self.records.values()}
+
+    @property
     def complete_hash(self) -> str | None:
         """The file hash when every record agrees on it and none is missing, else None."""
         hashes = {m.get("file_hash") for m in self.records.values()}
@@ -100,7 +105,8 @@ class IndexState:
     orphans: list[str] = field(default_factory=list)
 
     @classmethod
-    def read(cls, store: Store | None) -> "IndexState":
+    def read(cls, store: Store | None, fingerprint: str | None = None) -> "IndexState":
+        """Group the index's records; only records built under `fingerprint` may lend their vectors."""
         state = cls()
         for rid, meta in store.iter_metadata() if store else ():
             source = meta.get("source")
@@ -108,7 +114,7 @@ class IndexState:
                 state.orphans.append(rid)
                 continue
             state.files[source].records[rid] = meta
-            if isinstance(meta.get("hash"), str):
+            if isinstance(meta.get("hash"), str) and meta.get("fp") == fingerprint:
                 state.by_hash.setdefault(meta["hash"], rid)
         return state
 
@@ -148,10 +154,11 @@ def ingest(store: Store | None, embedder: Embedder, scan_options: ScanOptions, p
     """
     started = time.perf_counter()
     progress = on_progress or (lambda p: None)
+    fp = Fingerprint.build(embedder.info, params).short_hash()
     files, skipped = scan(scan_options)
-    state = IndexState.read(store)
+    state = IndexState.read(store, fp)
     report = IngestReport(files_seen=len(files) + len(skipped), skipped=list(skipped), dry_run=dry_run)
-    work, keep_sources = _plan(files, state, embedder, params, report, progress)
+    work, keep_sources = _plan(files, state, embedder, params, fp, report, progress)
     removed = sorted(s for s in state.files if s not in keep_sources)
     report.files_removed = removed
     stale = [rid for s in removed for rid in state.files[s].records] + state.orphans
@@ -165,7 +172,7 @@ def ingest(store: Store | None, embedder: Embedder, scan_options: ScanOptions, p
     return report
 
 
-def _plan(files: Sequence[SourceFile], state: IndexState, embedder: Embedder, params: ChunkParams,
+def _plan(files: Sequence[SourceFile], state: IndexState, embedder: Embedder, params: ChunkParams, fp: str,
           report: IngestReport, progress: ProgressCallback) -> tuple[list[FileWork], set[str]]:
     """Chunk the files that are new or changed; return them and the sources whose records stay."""
     work: list[FileWork] = []
@@ -182,23 +189,23 @@ def _plan(files: Sequence[SourceFile], state: IndexState, embedder: Embedder, pa
             continue
         file_hash = hashlib.sha256(data).hexdigest()[:32]
         keep.add(source.rel)
-        if indexed is not None and indexed.complete_hash == file_hash:
+        if indexed is not None and indexed.complete_hash == file_hash and indexed.fingerprints == {fp}:
             report.files_unchanged += 1
             continue
         doc = chunk_markdown(text, embedder.count_tokens, params)
         report.warnings.extend(f"{source.rel}: {w}" for w in doc.warnings)
         (report.files_changed if indexed else report.files_added).append(source.rel)
-        work.append(_file_work(source.rel, file_hash, doc, indexed))
+        work.append(_file_work(source.rel, file_hash, fp, doc, indexed))
     return work, keep
 
 
-def _file_work(rel: str, file_hash: str, doc: ParsedDocument, indexed: IndexedFile | None) -> FileWork:
+def _file_work(rel: str, file_hash: str, fp: str, doc: ParsedDocument, indexed: IndexedFile | None) -> FileWork:
     ids = chunk_ids(rel, doc.chunks)
-    metas = [_metadata(rel, file_hash, doc, i, c) for i, c in enumerate(doc.chunks)]
+    metas = [_metadata(rel, file_hash, fp, doc, i, c) for i, c in enumerate(doc.chunks)]
     return FileWork(rel, doc.chunks, ids, metas, dict(indexed.records) if indexed else {})
 
 
-def _metadata(rel: str, file_hash: str, doc: ParsedDocument, index: int, chunk: Chunk) -> Metadata:
+def _metadata(rel: str, file_hash: str, fp: str, doc: ParsedDocument, index: int, chunk: Chunk) -> Metadata:
     trail = list(chunk.trail)
     if doc.title and (not trail or trail[0] != doc.title):
         trail.insert(0, doc.title)
@@ -206,7 +213,7 @@ def _metadata(rel: str, file_hash: str, doc: ParsedDocument, index: int, chunk: 
         "source": rel, "file_hash": file_hash, "chunk_index": index, "chunks_in_file": len(doc.chunks),
         "label": " > ".join(trail) or rel, "trail": " > ".join(chunk.trail), "start_line": chunk.start_line,
         "end_line": chunk.end_line, "start_char": chunk.start_char, "end_char": chunk.end_char,
-        "hash": content_hash(chunk.embed_text), "tokens": chunk.tokens,
+        "hash": content_hash(chunk.embed_text), "tokens": chunk.tokens, "fp": fp,
     }
     if doc.title:
         meta["title"] = doc.title
@@ -228,8 +235,8 @@ class EmbeddingPlan:
 
     @staticmethod
     def needs_vector(rid: str, meta: Metadata, old: dict[str, Metadata]) -> bool:
-        """A record needs a (new) vector unless the file already has it with the same text."""
-        return rid not in old or old[rid].get("hash") != meta["hash"]
+        """A record needs a (new) vector unless the file already has it, same text, same fingerprint."""
+        return rid not in old or old[rid].get("hash") != meta["hash"] or old[rid].get("fp") != meta["fp"]
 
 
 def _embedding_plan(work: Iterable[FileWork], state: IndexState) -> EmbeddingPlan:

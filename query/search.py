@@ -42,7 +42,7 @@ def search(store: Store, embedder: Embedder, question: str, top_k: int, min_scor
         raise ConfigError(f"the query is {len(question)} characters; the limit is {MAX_QUERY_CHARS}")
     vector = embedder.embed_query(question)
     results = store.query([float(x) for x in vector], top_k, where)
-    hits = []
+    hits: list[Hit] = []
     for r in results:
         if r.similarity < min_score:
             continue

@@ -59,7 +59,8 @@ class BuiltinEmbedder:
 
     def embed_query(self, text: str) -> Vectors:
         """The vector of a question (MiniLM uses no query prefix)."""
-        return self.embed_documents([text])[0]
+        vector: Vectors = self.embed_documents([text])[0]
+        return vector
 
     def _run(self, encodings: list[Any]) -> Vectors:
         width = max(len(e.ids) for e in encodings)
@@ -76,7 +77,8 @@ class BuiltinEmbedder:
         summed = (hidden * mask[:, :, None]).sum(axis=1)
         pooled = summed / np.clip(mask.sum(axis=1, keepdims=True), 1, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        vectors: Vectors = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        return vectors
 
     def _ensure_session(self) -> Any:
         """Load the ONNX model on first use, after checking its sha256 against the package's pin."""

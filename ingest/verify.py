@@ -1,0 +1,128 @@
+"""Compare the docs folder, the bookkeeping and the collection; repair with the least re-embedding.
+
+Every check reads the collection itself (records, metadata and vectors), so the result cannot drift from what a
+query would see. Repair deletes what cannot be trusted (orphans, unreadable vectors, records of another
+fingerprint) and then runs the ordinary sync, which re-adds what is missing and reuses every healthy vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from docvec.chunker import ChunkParams
+from docvec.embedders import Embedder
+from docvec.fingerprint import Fingerprint
+from docvec.store import PAGE, Store
+from ingest.pipeline import IndexState, IngestReport, ProgressCallback, ingest
+from ingest.scan import ScanOptions, Unreadable, read_markdown, scan
+
+
+@dataclass
+class VerifyReport:
+    """What is wrong with an index, by kind; empty lists mean healthy."""
+
+    files_checked: int = 0
+    chunks_checked: int = 0
+    missing: list[str] = field(default_factory=list)  # files in the docs folder with no records
+    stale: list[str] = field(default_factory=list)  # files whose records describe an older version
+    incomplete: list[str] = field(default_factory=list)  # files with missing or mixed-version records
+    orphans: list[str] = field(default_factory=list)  # record ids whose file is gone (or that name none)
+    duplicates: list[str] = field(default_factory=list)  # record ids repeating a chunk position of their file
+    wrong_fingerprint: list[str] = field(default_factory=list)  # record ids built by another configuration
+    bad_vectors: list[str] = field(default_factory=list)  # record ids whose vector is unreadable or malformed
+    repaired: IngestReport | None = None
+
+    @property
+    def problems(self) -> int:
+        return sum(len(x) for x in (self.missing, self.stale, self.incomplete, self.orphans, self.duplicates,
+                                    self.wrong_fingerprint, self.bad_vectors))
+
+    def as_dict(self) -> dict[str, Any]:
+        kinds = ("missing", "stale", "incomplete", "orphans", "duplicates", "wrong_fingerprint", "bad_vectors")
+        out: dict[str, Any] = {"ok": self.problems == 0, "files_checked": self.files_checked,
+                               "chunks_checked": self.chunks_checked}
+        out.update({k: getattr(self, k) for k in kinds})
+        if self.repaired is not None:
+            out["repair"] = self.repaired.as_dict()
+        return out
+
+
+def verify(store: Store, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams) -> VerifyReport:
+    """Check every file and every record; embeds nothing."""
+    fp = Fingerprint.build(embedder.info, params)
+    state = IndexState.read(store, fp.short_hash())
+    files, _ = scan(scan_options)
+    report = VerifyReport(files_checked=len(files), chunks_checked=store.count())
+    on_disk = _file_hashes(files)
+    for rel, file_hash in on_disk.items():
+        indexed = state.files.get(rel)
+        if indexed is None or not indexed.records:
+            report.missing.append(rel)
+        elif indexed.complete_hash is None:
+            report.incomplete.append(rel)
+        elif indexed.complete_hash != file_hash:
+            report.stale.append(rel)
+    for rel, indexed in state.files.items():
+        if rel not in on_disk:
+            report.orphans.extend(indexed.records)
+        report.duplicates.extend(_duplicates(indexed.records))
+        report.wrong_fingerprint.extend(r for r, m in indexed.records.items() if m.get("fp") != fp.short_hash())
+    report.orphans.extend(state.orphans)
+    report.bad_vectors = _bad_vectors(store, fp.dimension, fp.normalized)
+    return report
+
+
+def repair(store: Store, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
+           found: VerifyReport, on_progress: ProgressCallback | None = None) -> VerifyReport:
+    """Delete untrustworthy records, then sync; returns a fresh verification with the sync's report."""
+    store.delete(sorted(set(found.bad_vectors) | set(found.wrong_fingerprint) | set(found.orphans)))
+    synced = ingest(store, embedder, scan_options, params, on_progress=on_progress)
+    after = verify(store, embedder, scan_options, params)
+    after.repaired = synced
+    return after
+
+
+def _file_hashes(files: Sequence[Any]) -> dict[str, str]:
+    out = {}
+    for f in files:
+        try:
+            _, data = read_markdown(f.path)
+        except Unreadable:
+            continue
+        out[f.rel] = hashlib.sha256(data).hexdigest()[:32]
+    return out
+
+
+def _duplicates(records: dict[str, dict[str, Any]]) -> list[str]:
+    """Records beyond the first at the same chunk position of a file version."""
+    seen = Counter((m.get("file_hash"), m.get("chunk_index")) for m in records.values())
+    dupes = []
+    taken: set[tuple[Any, Any]] = set()
+    for rid, m in sorted(records.items()):
+        key = (m.get("file_hash"), m.get("chunk_index"))
+        if seen[key] > 1:
+            if key in taken:
+                dupes.append(rid)
+            taken.add(key)
+    return dupes
+
+
+def _bad_vectors(store: Store, dimension: int, normalized: bool) -> list[str]:
+    """Ids whose stored vector is missing, of the wrong size, not finite, or (if normalised) not unit length."""
+    ids = [rid for rid, _ in store.iter_metadata()]
+    bad: list[str] = []
+    for begin in range(0, len(ids), PAGE):
+        page = ids[begin:begin + PAGE]
+        vectors = store.get_embeddings(page)
+        bad.extend(rid for rid in page if not _healthy(vectors.get(rid), dimension, normalized))
+    return bad
+
+
+def _healthy(vector: list[float] | None, dimension: int, normalized: bool) -> bool:
+    if vector is None or len(vector) != dimension or not all(math.isfinite(x) for x in vector):
+        return False
+    return not normalized or abs(math.sqrt(sum(x * x for x in vector)) - 1.0) < 1e-3

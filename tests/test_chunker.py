@@ -1,0 +1,147 @@
+"""The chunker is pure: properties over arbitrary markdown, plus the structural promises on known input."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from docvec.chunker import ChunkParams, chunk_ids, chunk_markdown
+from tests.conftest import _tokenizer
+
+COUNT = _tokenizer().count_tokens
+SMALL = ChunkParams(max_tokens=64, min_tokens=8, overlap_tokens=8)
+
+words = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
+sentence = st.lists(words, min_size=1, max_size=30).map(lambda ws: " ".join(ws) + ".")
+paragraph = st.lists(sentence, min_size=1, max_size=8).map(" ".join)
+heading = st.tuples(st.integers(1, 4), st.text("abcdefgh xyz", min_size=1, max_size=20)).map(
+    lambda t: "#" * t[0] + " " + (t[1].strip() or "h"))
+fence = st.tuples(st.sampled_from(["```", "~~~"]), st.lists(st.text("abc =();xyz", max_size=40), max_size=40)).map(
+    lambda t: t[0] + "python\n" + "\n".join(t[1]) + "\n" + t[0])
+table = st.lists(st.text("abc 123", min_size=1, max_size=15), min_size=1, max_size=30).map(
+    lambda rows: "| a | b |\n|---|---|\n" + "\n".join(f"| {r} | {r} |" for r in rows))
+block = st.one_of(paragraph, heading, fence, table, st.text(max_size=200))
+document = st.lists(block, max_size=25).map("\n\n".join)
+
+
+def _body_start(text: str) -> int:
+    m = re.match(r"---[ \t]*\r?\n.*?\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|$)", text, re.S)
+    return m.end() if m else 0
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document)
+def test_properties_hold_for_any_markdown(text: str) -> None:
+    doc = chunk_markdown(text, COUNT, SMALL)
+    previous_start = -1
+    for c in doc.chunks:
+        assert c.tokens <= SMALL.max_tokens or c.end_char - c.start_char == 1  # the limit always holds
+        assert c.tokens == COUNT([c.embed_text])[0]
+        assert c.start_char >= previous_start  # in document order
+        previous_start = c.start_char
+        assert text[c.start_char:c.end_char] in c.text  # the text is the source span (plus repeated fences)
+        assert 1 <= c.start_line <= c.end_line
+    assert chunk_markdown(text, COUNT, SMALL) == doc  # deterministic
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document)
+def test_every_non_blank_character_is_in_a_chunk(text: str) -> None:
+    doc = chunk_markdown(text, COUNT, SMALL)
+    covered = bytearray(len(text))
+    for c in doc.chunks:
+        covered[c.start_char:c.end_char] = b"\x01" * (c.end_char - c.start_char)
+    body = _body_start(text)
+    missing = [i for i in range(body, len(text)) if not text[i].isspace() and not covered[i]]
+    assert not missing, repr(text[missing[0]:missing[0] + 40])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(paragraph, fence, heading), max_size=12).map("\n\n".join))
+def test_fences_are_split_only_when_too_big_alone(text: str) -> None:
+    doc = chunk_markdown(text, COUNT, SMALL)
+    for c in doc.chunks:
+        assert c.text.count("```") % 2 == 0 and c.text.count("~~~") % 2 == 0, c.text
+
+
+def test_front_matter_is_metadata_not_text() -> None:
+    text = "---\ntitle: Tokens\ntags: [auth, api]\nnested: {a: 1}\n---\n# Heading\n\nBody text here.\n"
+    doc = chunk_markdown(text, COUNT, ChunkParams())
+    assert doc.front_matter == {"title": "Tokens", "tags": ["auth", "api"]}
+    assert doc.title == "Tokens"
+    assert all("tags:" not in c.embed_text for c in doc.chunks)
+    assert doc.chunks[0].start_line == 6
+
+
+def test_malformed_front_matter_is_a_warning() -> None:
+    doc = chunk_markdown("---\ntitle: [unclosed\n---\nBody.\n", COUNT, ChunkParams())
+    assert doc.front_matter == {} and doc.warnings and "front matter" in doc.warnings[0]
+    assert doc.chunks[0].text == "Body."
+
+
+def test_heading_trail_is_prepended_and_recorded() -> None:
+    text = "# Guide\n\nIntro. " + "Words here. " * 30 + "\n\n## Auth\n\n### Tokens\n\n" + "Token text. " * 40
+    doc = chunk_markdown(text, COUNT, ChunkParams(max_tokens=128, min_tokens=8, overlap_tokens=0))
+    last = doc.chunks[-1]
+    assert last.trail == ("Guide", "Auth", "Tokens")
+    assert last.embed_text.startswith("Guide > Auth")
+    plain = chunk_markdown(text, COUNT, ChunkParams(max_tokens=128, min_tokens=8, overlap_tokens=0,
+                                                    heading_context=False))
+    assert all(c.embed_text == c.text for c in plain.chunks)
+
+
+def test_oversized_fence_is_split_with_its_fence_repeated() -> None:
+    code = "\n".join(f"value_{i} = compute({i}, {i + 1})" for i in range(200))
+    text = f"# Code\n\n```python\n{code}\n```\n"
+    doc = chunk_markdown(text, COUNT, ChunkParams(max_tokens=128, min_tokens=8, overlap_tokens=0))
+    assert len(doc.chunks) > 2
+    for c in doc.chunks:
+        assert c.text.startswith("```python") or c.text.startswith("# Code")
+        assert c.text.rstrip().endswith("```")
+        assert c.tokens <= 128
+
+
+def test_small_sections_merge_and_large_ones_split() -> None:
+    text = "# A\n\nshort.\n\n## B\n\nalso short.\n\n## C\n\n" + "Long sentence about things. " * 80
+    doc = chunk_markdown(text, COUNT, ChunkParams(max_tokens=100, min_tokens=20, overlap_tokens=10))
+    assert doc.chunks[0].text.startswith("# A") and "## B" in doc.chunks[0].text
+    assert doc.chunks[0].trail == ("A",)
+    assert len(doc.chunks) >= 4
+    # overlap: consecutive pieces of the long section share text
+    c1, c2 = doc.chunks[-2], doc.chunks[-1]
+    assert c2.start_char < c1.end_char
+
+
+def test_lines_and_offsets_point_into_the_file() -> None:
+    text = "intro line\n\n# Title\n\nfirst para\n\n## Sub\n\n" + "second para words " * 100 + "\n"
+    doc = chunk_markdown(text, COUNT, ChunkParams(max_tokens=64, min_tokens=4, overlap_tokens=0))
+    for c in doc.chunks:
+        assert text.count("\n", 0, c.start_char) + 1 == c.start_line
+        assert text[c.start_char:c.end_char] == c.text
+
+
+def test_ids_are_stable_and_change_only_with_the_chunk() -> None:
+    text = "# T\n\n## One\n\n" + "alpha words. " * 40 + "\n\n## Two\n\n" + "beta words. " * 40
+    params = ChunkParams(max_tokens=64, min_tokens=4, overlap_tokens=0)
+    before = chunk_markdown(text, COUNT, params).chunks
+    edited = text.replace("beta words. " * 40, "gamma words. " * 40)
+    after = chunk_markdown(edited, COUNT, params).chunks
+    ids_before, ids_after = chunk_ids("a.md", before), chunk_ids("a.md", after)
+    assert ids_before == chunk_ids("a.md", before)
+    kept = set(ids_before) & set(ids_after)
+    assert kept and all("alpha" in c.text or c.text.startswith("# T") for c, i in zip(after, ids_after) if i in kept)
+    assert chunk_ids("b.md", before) != ids_before
+
+
+def test_duplicate_chunks_in_one_file_get_distinct_ids() -> None:
+    text = "## X\n\n" + "same text here. " * 20 + "\n\n## X\n\n" + "same text here. " * 20
+    chunks = chunk_markdown(text, COUNT, ChunkParams(min_tokens=0)).chunks
+    assert len(chunks) == 2 and len(set(chunk_ids("f.md", chunks))) == 2
+
+
+def test_unclosed_fence_and_huge_line_do_not_break_limits() -> None:
+    text = "```\n" + "x = 1\n" * 500 + "\n" + "word " * 5000
+    doc = chunk_markdown(text, COUNT, ChunkParams())
+    assert doc.chunks and all(c.tokens <= 256 for c in doc.chunks)

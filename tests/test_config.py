@@ -1,0 +1,62 @@
+"""Settings precedence and one-line errors for bad configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from docvec.config import load_settings
+from docvec.errors import ConfigError
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    s = load_settings(None, {}, cwd=tmp_path)
+    assert s.embedding.provider == "builtin" and s.query.top_k == 5 and s.base_dir == tmp_path
+
+
+def test_repository_config_yaml_is_valid_and_matches_defaults() -> None:
+    root = Path(__file__).resolve().parents[1]
+    s = load_settings(root / "config.yaml", {})
+    d = load_settings(None, {}, cwd=root / "tests")
+    assert (s.docs, s.embedding, s.chunking, s.store, s.query) == (d.docs, d.embedding, d.chunking, d.store, d.query)
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("query:\n  top_k: 3\n  min_score: 0.2\nstore:\n  path: idx\n")
+    env = {"DOCVEC_CONFIG": str(cfg), "DOCVEC_QUERY_TOP_K": "7"}
+    s = load_settings(None, env, {"query.min_score": 0.5})
+    assert s.query.top_k == 7 and s.query.min_score == 0.5
+    assert s.resolve(s.store.path) == tmp_path / "idx"  # relative to the config file
+
+
+@pytest.mark.parametrize("content, message", [
+    ("query:\n  top_kk: 3\n", "unknown key 'query.top_kk' (did you mean 'top_k'?)"),
+    ("qurey:\n  top_k: 3\n", "unknown section 'qurey' (did you mean 'query'?)"),
+    ("query:\n  top_k: many\n", "'query.top_k' must be an integer, got str 'many'"),
+    ("query:\n  top_k: 0\n", "'query.top_k' is 0; accepted range is 1..1000"),
+    ("chunking:\n  max_tokens: -5\n", "'chunking.max_tokens' is -5; accepted range"),
+    ("embedding:\n  provider: openai\n", "expected one of builtin"),
+    ("query: [1, 2\n", "line 2"),
+    ("- just\n- a list\n", "expected a mapping of sections"),
+])
+def test_bad_config_is_one_clear_line(tmp_path: Path, content: str, message: str) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(content)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg, {})
+    text = str(exc.value)
+    assert message in text and str(cfg) in text and "\n" not in text
+
+
+def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="environment variable DOCVEC_STORE_PORT: 'store.port' must be an integer"):
+        load_settings(None, {"DOCVEC_STORE_PORT": "abc"}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="DOCVEC_NOPE_X"):
+        load_settings(None, {"DOCVEC_NOPE_X": "1"}, cwd=tmp_path)
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml", {})

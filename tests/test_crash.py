@@ -1,0 +1,88 @@
+"""A real `docvec ingest` process, SIGKILLed at several moments, converges to exactly a clean build."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from docvec.store import Store, StoreLocation
+
+WORDS = ("token key request quota webhook retry cursor page error limit secret rotate header region invoice "
+         "export schedule bucket version upgrade client server cache index vector model").split()
+
+
+def _corpus(root: Path, files: int, seed: int) -> None:
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        sections = [f"## Part {s}\n\n" + " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60))) + "."
+                    for s in range(3)]
+        (root / f"doc{i:03d}.md").write_text(f"# Document {i}\n\n" + "\n\n".join(sections) + "\n")
+
+
+def _docvec(args: list[str], config: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "DOCVEC_CONFIG": str(config)}
+    return subprocess.Popen([sys.executable, "-m", "docvec.cli", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _config(root: Path, docs: Path) -> Path:
+    cfg = root / "config.yaml"
+    cfg.write_text(f"docs:\n  path: {docs}\nstore:\n  path: {root / 'index'}\n")
+    return cfg
+
+
+def _snapshot(index: Path) -> dict[str, tuple[str, str]]:
+    store = Store.open(StoreLocation(index, "docvec"))
+    ids = [rid for rid, _ in store.iter_metadata()]
+    return {rid: (doc, json.dumps(meta, sort_keys=True)) for rid, (doc, meta) in store.get_documents(ids).items()}
+
+
+def test_sigkill_at_any_moment_then_rerun_equals_clean_build(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _corpus(docs, 40, seed=1)
+    crashed = _config(tmp_path / "crashed", docs)
+    for delay, mutate in ((1.0, None), (2.5, 2), (4.0, 3), (2.0, 4)):
+        if mutate is not None:  # edits and deletions, so that kills land in writes and in deletes too
+            for stale in sorted(docs.glob("*.md"))[mutate * 5: mutate * 5 + 4]:
+                stale.unlink()
+            _corpus(docs / f"more{mutate}", 6, seed=mutate)
+        proc = _docvec(["ingest", "-q"], crashed)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = _docvec(["ingest", "-q", "--json"], crashed)
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    verify = _docvec(["verify", "--json"], crashed)
+    v_out, v_err = verify.communicate(timeout=300)
+    assert verify.returncode == 0 and json.loads(v_out)["ok"], v_out + v_err
+
+    clean = _config(tmp_path / "clean", docs)
+    ref = _docvec(["ingest", "-q"], clean)
+    assert ref.wait(timeout=300) == 0
+    assert _snapshot(tmp_path / "crashed" / "index") == _snapshot(tmp_path / "clean" / "index")
+
+
+def test_second_ingest_is_refused_while_the_first_writes(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _corpus(docs, 30, seed=7)
+    cfg = _config(tmp_path, docs)
+    first = _docvec(["ingest", "-q"], cfg)
+    holder = tmp_path / "index" / ".docvec-docvec.holder"
+    deadline = time.monotonic() + 60
+    while not holder.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = _docvec(["ingest", "-q"], cfg)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 1
+    assert f"another docvec process is writing this index (pid {first.pid}" in err
+    assert first.wait(timeout=300) == 0
+    verify = _docvec(["verify"], cfg)
+    assert verify.wait(timeout=120) == 0

@@ -1,0 +1,132 @@
+"""Ingest is a sync: only what changed is embedded, what is gone is deleted, and nothing is embedded twice."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from docvec.chunker import ChunkParams
+from docvec.errors import IndexMismatch
+from docvec.fingerprint import Fingerprint
+from docvec.store import Store, StoreLocation
+from ingest.pipeline import IndexState, IngestReport, ingest, open_for_writing
+from ingest.scan import ScanOptions
+from tests.conftest import RecordingEmbedder
+
+PARAMS = ChunkParams()
+
+
+def _run(index: Path, docs: Path, embedder: RecordingEmbedder, dry_run: bool = False) -> IngestReport:
+    location = StoreLocation(index, "test")
+    store = open_for_writing(location, Fingerprint.build(embedder.info, PARAMS))
+    return ingest(store, embedder, ScanOptions(docs), PARAMS, dry_run=dry_run)
+
+
+def _snapshot(index: Path) -> dict[str, tuple[str, str]]:
+    store = Store.open(StoreLocation(index, "test"))
+    ids = [rid for rid, _ in store.iter_metadata()]
+    return {rid: (doc, str(sorted(meta.items()))) for rid, (doc, meta) in store.get_documents(ids).items()}
+
+
+def test_first_ingest_embeds_each_distinct_chunk_once(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
+    report = _run(tmp_path / "idx", docs, recorder)
+    assert len(report.files_added) == 12 and report.chunks_total > 12
+    assert len(recorder.embedded) == len(set(recorder.embedded)) == report.chunks_embedded
+    state = IndexState.read(Store.open(StoreLocation(tmp_path / "idx", "test")))
+    assert all(f.complete_hash for f in state.files.values())
+
+
+def test_unchanged_rerun_embeds_and_writes_nothing(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
+    _run(tmp_path / "idx", docs, recorder)
+    before = _snapshot(tmp_path / "idx")
+    second = RecordingEmbedder()
+    report = _run(tmp_path / "idx", docs, second)
+    assert second.calls == 0 and report.files_unchanged == 12
+    assert (report.chunks_embedded, report.chunks_deleted, report.chunks_kept) == (0, 0, 0)
+    assert _snapshot(tmp_path / "idx") == before
+
+
+def test_editing_one_section_embeds_only_that_section(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
+    _run(tmp_path / "idx", docs, recorder)
+    path = docs / "guides" / "billing-limits.md"
+    path.write_text(path.read_text().replace("VAT numbers added", "Tax numbers added"))
+    second = RecordingEmbedder()
+    report = _run(tmp_path / "idx", docs, second)
+    assert report.files_changed == ["guides/billing-limits.md"] and report.files_unchanged == 11
+    assert len(second.embedded) == 1 and "Tax numbers" in second.embedded[0]
+    assert report.chunks_deleted == 1 and report.chunks_kept >= 1
+
+
+def test_edit_that_shifts_lines_refreshes_metadata_without_embedding(tmp_path: Path, docs: Path,
+                                                                    recorder: RecordingEmbedder) -> None:
+    _run(tmp_path / "idx", docs, recorder)
+    path = docs / "guides" / "webhooks.md"
+    text = path.read_text()
+    path.write_text(text.replace("# Receive", "\n\n\n# Receive", 1))  # lines move, chunk texts stay
+    second = RecordingEmbedder()
+    report = _run(tmp_path / "idx", docs, second)
+    assert second.calls == 0 and report.files_changed == ["guides/webhooks.md"]
+    store = Store.open(StoreLocation(tmp_path / "idx", "test"))
+    metas = [m for _, m in store.iter_metadata() if m["source"] == "guides/webhooks.md"]
+    assert {m["file_hash"] for m in metas} == {IndexState.read(store).files["guides/webhooks.md"].complete_hash}
+    assert min(m["start_line"] for m in metas) == 9  # was 6: positions were refreshed
+
+
+def test_removed_file_disappears(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
+    _run(tmp_path / "idx", docs, recorder)
+    (docs / "guides" / "sdks.md").unlink()
+    report = _run(tmp_path / "idx", docs, RecordingEmbedder())
+    assert report.files_removed == ["guides/sdks.md"] and report.chunks_deleted > 0
+    sources = {m["source"] for _, m in Store.open(StoreLocation(tmp_path / "idx", "test")).iter_metadata()}
+    assert "guides/sdks.md" not in sources and len(sources) == 11
+
+
+def test_rename_reuses_vectors(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
+    _run(tmp_path / "idx", docs, recorder)
+    shutil.move(docs / "guides" / "webhooks.md", docs / "guides" / "events.md")
+    second = RecordingEmbedder()
+    report = _run(tmp_path / "idx", docs, second)
+    assert second.calls == 0 and report.chunks_reused > 0
+    assert report.files_added == ["guides/events.md"] and report.files_removed == ["guides/webhooks.md"]
+
+
+def test_identical_text_in_two_files_is_embedded_once(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
+    shutil.copy(docs / "reference" / "pagination.md", docs / "reference" / "pagination-copy.md")
+    report = _run(tmp_path / "idx", docs, recorder)
+    assert len(recorder.embedded) == len(set(recorder.embedded))
+    assert report.chunks_reused > 0 and report.chunks_total == report.chunks_embedded + report.chunks_reused
+
+
+def test_dry_run_changes_nothing_and_predicts_the_run(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
+    _run(tmp_path / "idx", docs, recorder)
+    (docs / "guides" / "new.md").write_text("# New page\n\nSomething entirely new about exports.\n")
+    (docs / "guides" / "sdks.md").unlink()
+    before = _snapshot(tmp_path / "idx")
+    dry_embedder = RecordingEmbedder()
+    plan = _run(tmp_path / "idx", docs, dry_embedder, dry_run=True)
+    assert dry_embedder.calls == 0 and _snapshot(tmp_path / "idx") == before
+    done = _run(tmp_path / "idx", docs, RecordingEmbedder())
+    assert (plan.files_added, plan.files_removed) == (done.files_added, done.files_removed)
+    assert (plan.chunks_embedded, plan.chunks_deleted, plan.chunks_total) == (
+        done.chunks_embedded, done.chunks_deleted, done.chunks_total)
+
+
+def test_incomplete_file_is_finished_by_the_next_run(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
+    _run(tmp_path / "idx", docs, recorder)
+    clean = _snapshot(tmp_path / "idx")
+    store = Store.open(StoreLocation(tmp_path / "idx", "test"))
+    victims = [rid for rid, m in store.iter_metadata() if m["source"] == "guides/authentication-tokens.md"][:2]
+    store.delete(victims)  # what a crash between two batches of one file leaves
+    second = RecordingEmbedder()
+    report = _run(tmp_path / "idx", docs, second)
+    assert report.files_changed == ["guides/authentication-tokens.md"] and second.calls == 1
+    assert len(second.embedded) == 2
+    assert _snapshot(tmp_path / "idx") == clean
+
+
+def test_other_model_is_refused_naming_the_change(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
+    _run(tmp_path / "idx", docs, recorder)
+    with pytest.raises(IndexMismatch, match="model: 'recording-384' → 'other-384'"):
+        _run(tmp_path / "idx", docs, RecordingEmbedder("other-384"))
