@@ -25,6 +25,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 SUBCOMMANDS = {
     "ingest": ("ingest.cli", "ingest_command"),
     "query": ("query.cli", "query_command"),
+    "eval": ("query.cli", "eval_command"),
     "verify": ("ingest.cli", "verify_command"),
     "status": ("docvec.cli", "status_command"),
 }

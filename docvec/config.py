@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -59,6 +60,11 @@ class StoreSettings:
 class QuerySettings:
     top_k: int = 5
     min_score: float = 0.0
+    mode: str = "vector"
+    vector_weight: float = 1.0
+    keyword_weight: float = 1.0
+    rrf_k: int = 60
+    candidates: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,8 +97,20 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("store", "port"): (1, 65535),
     ("query", "top_k"): (1, 1000),
     ("query", "min_score"): (-1.0, 1.0),
+    ("query", "vector_weight"): (0.0, 100.0),
+    ("query", "keyword_weight"): (0.0, 100.0),
+    ("query", "rrf_k"): (1, 10_000),
+    ("query", "candidates"): (0, 10_000),
 }
-CHOICES: dict[tuple[str, str], tuple[str, ...]] = {("embedding", "provider"): ("builtin", "ollama")}
+# Chroma's own rule for collection names, checked here so the error names the setting.
+PATTERNS: dict[tuple[str, str], tuple[str, str]] = {
+    ("store", "collection"): (r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]",
+                              "3-512 characters of a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"),
+}
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("embedding", "provider"): ("builtin",),
+    ("query", "mode"): ("vector", "keyword", "hybrid"),
+}
 
 
 def load_settings(
@@ -222,6 +240,9 @@ def _check_range(section: str, key: str, value: Any, origin: str) -> None:
     low, high = RANGES.get((section, key), (None, None))
     if (low is not None and value < low) or (high is not None and value > high):
         raise ConfigError(f"{origin}: '{section}.{key}' is {value}; accepted range is {low}..{high}")
+    pattern = PATTERNS.get((section, key))
+    if pattern and not re.fullmatch(pattern[0], value):
+        raise ConfigError(f"{origin}: '{section}.{key}' is {value!r}; expected {pattern[1]}")
     choices = CHOICES.get((section, key))
     if choices and value not in choices:
         raise ConfigError(f"{origin}: '{section}.{key}' is {value!r}; expected one of {', '.join(choices)}")

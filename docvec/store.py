@@ -20,6 +20,7 @@ PAGE = 10_000
 WRITE_BATCH = 5_000  # Chroma's limit is 5,461 records per call
 FINGERPRINT_KEY = "docvec:fingerprint"
 FORMAT_KEY = "docvec:format"
+GENERATION_KEY = "docvec:generation"  # bumped by every write, so derived indexes can tell they are behind
 
 Metadata = dict[str, Any]
 
@@ -142,6 +143,12 @@ class Store:
                 out[rid] = (doc or "", dict(meta or {}))
         return out
 
+    def filter_ids(self, ids: Sequence[str], where: Mapping[str, Any]) -> set[str]:
+        """The subset of ids whose metadata matches a where clause."""
+        with _chroma("filtering records", self.location):
+            page = self._collection.get(ids=list(ids), where=dict(where), include=[])
+        return set(page["ids"])
+
     def add(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[str],
             metadatas: Sequence[Metadata]) -> None:
         """Add new records (ids must not exist yet: `add` is ~10x faster than upserting over existing ids)."""
@@ -184,6 +191,13 @@ class Store:
     def collection_metadata(self) -> Metadata:
         """The collection's own metadata (fingerprint, docvec version)."""
         return dict(self._collection.metadata or {})
+
+    def bump_generation(self, extra: Metadata | None = None) -> None:
+        """Record that the collection changed (and any extra collection metadata, e.g. measured speed)."""
+        meta = self.collection_metadata()
+        meta[GENERATION_KEY] = int(meta.get(GENERATION_KEY, 0)) + 1
+        meta.update(extra or {})
+        self.set_collection_metadata(meta)
 
     def set_collection_metadata(self, meta: Metadata) -> None:
         """Replace the collection's metadata (Chroma's modify replaces the whole dict: pass all of it)."""

@@ -18,6 +18,7 @@ from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, chunk_
 from docvec.embedders import Embedder
 from docvec.errors import IndexMismatch, IndexNotFound
 from docvec.fingerprint import Fingerprint
+from docvec.keyword import KeywordIndex, keyword_path, sync_keyword_index
 from docvec.store import Metadata, Store, StoreLocation, dumps_metadata
 from ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, read_markdown, scan
 
@@ -168,6 +169,7 @@ def ingest(store: Store | None, embedder: Embedder, scan_options: ScanOptions, p
     else:
         _execute(store, embedder, work, todo, stale, report, progress)
         report.chunks_total = store.count()
+        _sync_keywords(store)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -282,7 +284,7 @@ def _execute(store: Store, embedder: Embedder, work: list[FileWork], plan: Embed
     store.delete(stale)
     report.chunks_deleted += len(stale)
     progress(Progress("delete", len(stale), len(stale)))
-    _record_throughput(store, report)
+    _record_generation(store, report)
 
 
 def _flush(store: Store, embedder: Embedder, window: list[FileWork], plan: EmbeddingPlan,
@@ -303,8 +305,7 @@ def _flush(store: Store, embedder: Embedder, window: list[FileWork], plan: Embed
         report.embed_seconds += time.perf_counter() - t0
         report.chunks_embedded += len(hashes)
         progress(Progress("embed", report.chunks_embedded, max(total, report.chunks_embedded)))
-    for fw in window:
-        _write_file(store, fw, plan, vectors, report)
+    _write_window(store, window, plan, vectors, report)
     # What this window wrote is in the store now: a later file with the same text copies its vector.
     for fw in window:
         for rid, meta in zip(fw.ids, fw.metadatas):
@@ -312,31 +313,54 @@ def _flush(store: Store, embedder: Embedder, window: list[FileWork], plan: Embed
             plan.embed.pop(meta["hash"], None)
 
 
-def _write_file(store: Store, fw: FileWork, plan: EmbeddingPlan, vectors: dict[str, list[float]],
-                report: IngestReport) -> None:
-    """New records first, then refreshed metadata, then deletion of what the new version no longer has."""
-    new = [i for i, (rid, m) in enumerate(zip(fw.ids, fw.metadatas)) if plan.needs_vector(rid, m, fw.old)]
-    replaced = [fw.ids[i] for i in new if fw.ids[i] in fw.old]  # same id, other text: rare, must go first
+def _write_window(store: Store, window: list[FileWork], plan: EmbeddingPlan, vectors: dict[str, list[float]],
+                  report: IngestReport) -> None:
+    """All new records of the window, then refreshed metadata, then deletion of what the new versions dropped.
+
+    One call of each kind per window: Chroma's cost is mostly per call (~45 ms), not per record. Every file's
+    new records are stored before any of its old ones is removed, and one add is atomic in Chroma.
+    """
+    add: list[tuple[str, Metadata, Chunk]] = []
+    update: list[tuple[str, Metadata]] = []
+    replaced: list[str] = []
+    gone: list[str] = []
+    for fw in window:
+        for rid, meta, chunk in zip(fw.ids, fw.metadatas, fw.chunks):
+            if plan.needs_vector(rid, meta, fw.old):
+                add.append((rid, meta, chunk))
+                if rid in fw.old:
+                    replaced.append(rid)  # same id, other text or model: rare, must go before its re-add
+            else:
+                report.chunks_kept += 1
+                if dumps_metadata(fw.old[rid]) != dumps_metadata(meta):
+                    update.append((rid, meta))
+        gone.extend(sorted(set(fw.old) - set(fw.ids)))
     store.delete(replaced)
-    store.add([fw.ids[i] for i in new], [vectors[fw.metadatas[i]["hash"]] for i in new],
-              [fw.chunks[i].text for i in new], [fw.metadatas[i] for i in new])
-    report.chunks_written += len(new)
-    new_set = set(new)
-    kept = [i for i in range(len(fw.ids)) if i not in new_set]
-    changed = [i for i in kept if dumps_metadata(fw.old[fw.ids[i]]) != dumps_metadata(fw.metadatas[i])]
-    store.update_metadata([fw.ids[i] for i in changed], [fw.metadatas[i] for i in changed])
-    report.chunks_kept += len(kept)
-    gone = sorted(set(fw.old) - set(fw.ids))
+    store.add([r for r, _, _ in add], [vectors[m["hash"]] for _, m, _ in add], [c.text for _, _, c in add],
+              [m for _, m, _ in add])
+    store.update_metadata([r for r, _ in update], [m for _, m in update])
     store.delete(gone)
+    report.chunks_written += len(add)
     report.chunks_deleted += len(gone) + len(replaced)
 
 
-def _record_throughput(store: Store, report: IngestReport) -> None:
-    """Remember the measured embedding speed, for the next dry run's time estimate."""
+def _record_generation(store: Store, report: IngestReport) -> None:
+    """Mark the collection changed (so the keyword index follows) and remember the measured embedding speed."""
+    if not (report.chunks_written or report.chunks_deleted or report.chunks_kept):
+        return
+    extra: Metadata = {}
     if report.chunks_embedded >= 32 and report.embed_seconds > 0:
-        meta = store.collection_metadata()
-        meta[THROUGHPUT_KEY] = round(report.chunks_embedded / report.embed_seconds, 2)
-        store.set_collection_metadata(meta)
+        extra[THROUGHPUT_KEY] = round(report.chunks_embedded / report.embed_seconds, 2)
+    store.bump_generation(extra)
+
+
+def _sync_keywords(store: Store) -> None:
+    """The keyword index follows the collection it is derived from."""
+    index = KeywordIndex(keyword_path(store.location))
+    try:
+        sync_keyword_index(store, index)
+    finally:
+        index.close()
 
 
 def index_exists(location: StoreLocation) -> Store | None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import click
 
@@ -13,10 +14,12 @@ from docvec.cli import DocvecCommand, config_options, emit_json, load, store_loc
 from docvec.config import Settings
 from docvec.embedders import Embedder, make_embedder
 from docvec.errors import IndexNotFound
-from query.search import Hit, parse_where, search
+from docvec.keyword import KeywordIndex, keyword_path, sync_keyword_index
+from query.search import MODES, Fusion, Hit, parse_where, search
 
 if TYPE_CHECKING:
     from docvec.store import Store
+    from query.evaluate import EvalReport
 
 
 @click.command(cls=DocvecCommand)
@@ -26,28 +29,53 @@ if TYPE_CHECKING:
 @click.option("--min-score", type=click.FloatRange(-1.0, 1.0), help="Drop hits below this cosine similarity.")
 @click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
               help="Filter: source=FILE_OR_FOLDER/, tag=NAME, or a front-matter KEY=VALUE. Repeatable.")
+@click.option("--mode", type=click.Choice(MODES), help="Ranking: vector, keyword (bm25) or hybrid (query.mode).")
+@click.option("--explain", is_flag=True, help="Show each hit's vector rank, keyword rank and fused score.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit, one per line.")
 def query_command(question: tuple[str, ...], config_path: Path | None, index_path: Path | None,
                   collection: str | None, top_k: int | None, min_score: float | None, where: tuple[str, ...],
-                  as_json: bool) -> None:
+                  mode: str | None, explain: bool, as_json: bool) -> None:
     """Print the chunks that best answer QUESTION: score, label, source:line, text."""
     text = " ".join(question).strip()
     if not text:
         raise click.UsageError("the question is empty")
     settings = load(config_path, {"store.path": index_path, "store.collection": collection,
-                                  "query.top_k": top_k, "query.min_score": min_score})
+                                  "query.top_k": top_k, "query.min_score": min_score, "query.mode": mode})
     from docvec.store import Store
 
     store = Store.open(store_location(settings))
     if store.count() == 0:
         raise IndexNotFound(f"{store.location.describe()} is empty: run `docvec ingest` first")
     embedder = _index_embedder(store, settings)
-    hits = search(store, embedder, text, settings.query.top_k, settings.query.min_score, parse_where(list(where)))
+    q = settings.query
+    with open_keyword_index(store, q.mode) as keyword:
+        hits = search(store, embedder, text, q.top_k, q.min_score, parse_where(list(where)), q.mode, keyword,
+                      fusion(settings))
     if as_json:
         for hit in hits:
             emit_json(hit.as_dict())
     else:
-        _render(hits)
+        _render(hits, explain)
+
+
+def fusion(settings: Settings) -> Fusion:
+    """Hybrid fusion parameters from the settings."""
+    q = settings.query
+    return Fusion(q.vector_weight, q.keyword_weight, q.rrf_k, q.candidates)
+
+
+@contextlib.contextmanager
+def open_keyword_index(store: "Store", mode: str) -> Iterator[KeywordIndex | None]:
+    """The keyword index, brought up to date with the collection, when the mode needs it."""
+    if mode == "vector":
+        yield None
+        return
+    index = KeywordIndex(keyword_path(store.location))
+    try:
+        sync_keyword_index(store, index)
+        yield index
+    finally:
+        index.close()
 
 
 def _index_embedder(store: "Store", settings: Settings) -> Embedder:
@@ -60,7 +88,7 @@ def _index_embedder(store: "Store", settings: Settings) -> Embedder:
     return make_embedder(built.provider, built.model, e.batch_size, e.threads)
 
 
-def _render(hits: list[Hit]) -> None:
+def _render(hits: list[Hit], explain: bool) -> None:
     if not hits:
         click.echo("no results (try a lower --min-score or fewer --where filters)", err=True)
         return
@@ -68,9 +96,64 @@ def _render(hits: list[Hit]) -> None:
     for hit in hits:
         click.echo(f"{hit.rank}. {hit.score:.3f}  " + click.style(hit.label, bold=True))
         click.echo(f"   {hit.source}:{hit.start_line}")
+        if explain:
+            fused = f"{hit.fused:.5f}" if hit.fused is not None else "-"
+            click.echo(f"   vector rank {hit.vector_rank or '-'} · keyword rank {hit.keyword_rank or '-'} · "
+                       f"fused {fused}")
         for line in textwrap.wrap(" ".join(hit.text.split()), width - 3, max_lines=3, placeholder=" …"):
             click.echo("   " + line)
         click.echo()
+
+
+@click.command(cls=DocvecCommand)
+@click.argument("queries", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@config_options
+@click.option("--mode", "modes", multiple=True, type=click.Choice(MODES),
+              help="Ranking(s) to evaluate, one column each (default: query.mode). Repeatable.")
+@click.option("--against", "others", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Another config file (another index or model) to evaluate side by side. Repeatable.")
+@click.option("-k", "k", type=click.IntRange(1, 100), default=10, show_default=True, help="Cut-off for hit@k, recall@k.")
+@click.option("--per-query", is_flag=True, help="Also list each query's rank of its first relevant document.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per evaluated column.")
+def eval_command(queries: Path, config_path: Path | None, index_path: Path | None, collection: str | None,
+                 modes: tuple[str, ...], others: tuple[Path, ...], k: int, per_query: bool, as_json: bool) -> None:
+    """Score labelled QUERIES (JSONL, or YAML expectations) against the index; exit 1 if an expectation fails."""
+    from docvec.store import Store
+    from query.evaluate import DEPTH, EvalReport, evaluate, load_queries
+
+    labelled = load_queries(queries)
+    overrides = {"store.path": index_path, "store.collection": collection}
+    reports: list[EvalReport] = []
+    for cfg in (config_path, *others):
+        settings = load(cfg, overrides if cfg == config_path else {})
+        store = Store.open(store_location(settings))
+        embedder = _index_embedder(store, settings)
+        for mode in modes or (settings.query.mode,):
+            name = f"{mode}" + (f" ({cfg.name})" if others and cfg else "")
+            with open_keyword_index(store, mode) as keyword:
+                def retrieve(question: str, mode: str = mode, kw: KeywordIndex | None = keyword) -> list[Hit]:
+                    return search(store, embedder, question, DEPTH * 3, -1.0, None, mode, kw, fusion(settings))
+                reports.append(evaluate(name, labelled, retrieve, k))
+    if as_json:
+        for report in reports:
+            emit_json(report.as_dict())
+    else:
+        _render_eval(reports, per_query)
+    failed = sum(len(r.failures) for r in reports)
+    if failed:
+        raise click.ClickException(f"{failed} expectation(s) failed")
+
+
+def _render_eval(reports: list["EvalReport"], per_query: bool) -> None:
+    width = max(12, *(len(r.name) + 2 for r in reports))
+    click.echo(f"{len(reports[0].queries)} queries".ljust(14) + "".join(r.name.rjust(width) for r in reports))
+    for metric in reports[0].means:
+        click.echo(metric.ljust(14) + "".join(f"{r.means[metric]:.4f}".rjust(width) for r in reports))
+    for r in reports:
+        for q in (r.queries if per_query else r.failures):
+            status = {True: "PASS", False: "FAIL", None: "    "}[q.passed]
+            ranks = ",".join("-" if x is None else str(x) for x in q.ranks)
+            click.echo(f"{status} [{r.name}] {q.id}: rank {ranks} — {q.query[:70]} → top: {', '.join(q.top[:3])}")
 
 
 def main() -> None:

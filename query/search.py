@@ -1,15 +1,29 @@
-"""Embed a question the way the index was built and return its nearest chunks, best first."""
+"""Answer a question from the index: vector, keyword or hybrid (reciprocal-rank fusion) ranking."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+import numpy as np
 
 from docvec.embedders import Embedder
 from docvec.errors import ConfigError
+from docvec.keyword import KeywordIndex
 from docvec.store import Metadata, Store
 
 MAX_QUERY_CHARS = 10_000
+MODES = ("vector", "keyword", "hybrid")
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How hybrid mode fuses its two rankings: sum of weight / (rrf_k + rank) over the lists a chunk is in."""
+
+    vector_weight: float = 1.0
+    keyword_weight: float = 1.0
+    rrf_k: int = 60
+    candidates: int = 0  # per ranking; 0 = max(4 * top_k, 50)
 
 
 @dataclass(frozen=True)
@@ -17,7 +31,7 @@ class Hit:
     """One ranked answer."""
 
     rank: int
-    score: float  # cosine similarity: 1 is identical, higher is better
+    score: float  # cosine similarity between question and chunk: 1 is identical, higher is better
     id: str
     label: str
     source: str
@@ -25,30 +39,109 @@ class Hit:
     end_line: int
     text: str
     metadata: Metadata
+    vector_rank: int | None = None
+    keyword_rank: int | None = None
+    fused: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "score": round(self.score, 6), "id": self.id, "label": self.label,
-                "source": self.source, "line": self.start_line, "end_line": self.end_line, "text": self.text,
-                "metadata": self.metadata}
+        out = {"rank": self.rank, "score": round(self.score, 6), "id": self.id, "label": self.label,
+               "source": self.source, "line": self.start_line, "end_line": self.end_line, "text": self.text,
+               "metadata": self.metadata}
+        if self.fused is not None or self.keyword_rank is not None:
+            out.update({"vector_rank": self.vector_rank, "keyword_rank": self.keyword_rank, "fused": self.fused})
+        return out
+
+
+@dataclass
+class _Candidate:
+    vector_rank: int | None = None
+    keyword_rank: int | None = None
+    similarity: float | None = None
+    document: str | None = None
+    metadata: Metadata = field(default_factory=dict)
 
 
 def search(store: Store, embedder: Embedder, question: str, top_k: int, min_score: float = -1.0,
-           where: Mapping[str, Any] | None = None) -> list[Hit]:
-    """The top_k chunks most similar to the question, weaker than min_score dropped."""
+           where: Mapping[str, Any] | None = None, mode: str = "vector", keyword: KeywordIndex | None = None,
+           fusion: Fusion = Fusion()) -> list[Hit]:
+    """The top_k chunks for the question, ranked by `mode`; hits below min_score (cosine) are dropped."""
+    question = _check_question(question)
+    if mode not in MODES:
+        raise ConfigError(f"query mode '{mode}' is unknown; expected one of {', '.join(MODES)}")
+    if mode != "vector" and keyword is None:
+        raise ConfigError(f"query mode '{mode}' needs the keyword index")
+    vector = np.asarray(embedder.embed_query(question), dtype=np.float32)
+    n = fusion.candidates or max(4 * top_k, 50)
+    pool: dict[str, _Candidate] = {}
+    if mode in ("vector", "hybrid"):
+        for rank, r in enumerate(store.query(vector.tolist(), top_k if mode == "vector" else n, where), 1):
+            pool[r.id] = _Candidate(rank, None, r.similarity, r.document, r.metadata)
+    if mode in ("keyword", "hybrid") and keyword is not None:
+        _add_keyword_candidates(store, keyword, question, n, where, pool)
+    _fill_missing(store, vector, pool)
+    return _rank(pool, mode, top_k, min_score, fusion)
+
+
+def _check_question(question: str) -> str:
     question = question.strip()
     if not question:
         raise ConfigError("the query is empty: pass a question, e.g. docvec query \"how do I rotate a token?\"")
     if len(question) > MAX_QUERY_CHARS:
         raise ConfigError(f"the query is {len(question)} characters; the limit is {MAX_QUERY_CHARS}")
-    vector = embedder.embed_query(question)
-    results = store.query([float(x) for x in vector], top_k, where)
-    hits: list[Hit] = []
-    for r in results:
-        if r.similarity < min_score:
+    return question
+
+
+def _add_keyword_candidates(store: Store, keyword: KeywordIndex, question: str, n: int,
+                            where: Mapping[str, Any] | None, pool: dict[str, _Candidate]) -> None:
+    hits = keyword.search(question, n if not where else n * 4)
+    if where and hits:
+        allowed = store.filter_ids([h.id for h in hits], where)
+        hits = [h for h in hits if h.id in allowed]
+    for rank, h in enumerate(hits[:n], 1):
+        pool.setdefault(h.id, _Candidate()).keyword_rank = rank
+
+
+def _fill_missing(store: Store, vector: np.ndarray[Any, Any], pool: dict[str, _Candidate]) -> None:
+    """Keyword-only candidates get their text, metadata and cosine similarity from the collection."""
+    missing = [rid for rid, c in pool.items() if c.document is None]
+    if not missing:
+        return
+    docs = store.get_documents(missing)
+    vectors = store.get_embeddings(missing)
+    for rid in missing:
+        if rid not in docs:  # the keyword index is behind a concurrent ingest: skip the vanished chunk
+            del pool[rid]
             continue
-        meta = r.metadata
-        hits.append(Hit(len(hits) + 1, r.similarity, r.id, str(meta.get("label", "")), str(meta.get("source", "")),
-                        int(meta.get("start_line", 0)), int(meta.get("end_line", 0)), r.document, meta))
+        c = pool[rid]
+        c.document, c.metadata = docs[rid]
+        c.similarity = float(np.dot(vector, np.asarray(vectors[rid], dtype=np.float32))) if rid in vectors else 0.0
+
+
+def _rank(pool: dict[str, _Candidate], mode: str, top_k: int, min_score: float, fusion: Fusion) -> list[Hit]:
+    def fused(c: _Candidate) -> float:
+        total = 0.0
+        if c.vector_rank is not None:
+            total += fusion.vector_weight / (fusion.rrf_k + c.vector_rank)
+        if c.keyword_rank is not None:
+            total += fusion.keyword_weight / (fusion.rrf_k + c.keyword_rank)
+        return total
+
+    if mode == "vector":
+        order = sorted(pool.items(), key=lambda kv: kv[1].vector_rank or 0)
+    elif mode == "keyword":
+        order = sorted(((k, c) for k, c in pool.items() if c.keyword_rank), key=lambda kv: kv[1].keyword_rank or 0)
+    else:
+        order = sorted(pool.items(), key=lambda kv: (-fused(kv[1]), kv[0]))
+    hits: list[Hit] = []
+    for rid, c in order:
+        if len(hits) == top_k:
+            break
+        if (c.similarity or 0.0) < min_score:
+            continue
+        m = c.metadata
+        hits.append(Hit(len(hits) + 1, c.similarity or 0.0, rid, str(m.get("label", "")), str(m.get("source", "")),
+                        int(m.get("start_line", 0)), int(m.get("end_line", 0)), c.document or "", m,
+                        c.vector_rank, c.keyword_rank, round(fused(c), 6) if mode == "hybrid" else None))
     return hits
 
 

@@ -39,6 +39,7 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
     ("chunking:\n  max_tokens: -5\n", "'chunking.max_tokens' is -5; accepted range"),
     ("embedding:\n  provider: openai\n", "expected one of builtin"),
     ("query: [1, 2\n", "line 2"),
+    ("store:\n  collection: p\n", "'store.collection' is 'p'; expected 3-512 characters"),
     ("- just\n- a list\n", "expected a mapping of sections"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path: Path, content: str, message: str) -> None:

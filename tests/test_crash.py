@@ -33,6 +33,7 @@ def _docvec(args: list[str], config: Path) -> subprocess.Popen[str]:
 
 
 def _config(root: Path, docs: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
     cfg = root / "config.yaml"
     cfg.write_text(f"docs:\n  path: {docs}\nstore:\n  path: {root / 'index'}\n")
     return cfg
@@ -44,19 +45,38 @@ def _snapshot(index: Path) -> dict[str, tuple[str, str]]:
     return {rid: (doc, json.dumps(meta, sort_keys=True)) for rid, (doc, meta) in store.get_documents(ids).items()}
 
 
+def _state(index: Path) -> tuple[tuple[str, int, int], ...]:
+    files = sorted(p for p in index.rglob("*") if p.is_file() and ".docvec-" not in p.name) if index.exists() else []
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+def _kill_after_first_write(proc: subprocess.Popen[str], index: Path, extra: float) -> None:
+    """SIGKILL `extra` seconds after the index files first change: lands in writes and deletes, not startup."""
+    before = _state(index)
+    while proc.poll() is None and _state(index) == before:
+        time.sleep(0.005)
+    time.sleep(extra)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_sigkill_at_any_moment_then_rerun_equals_clean_build(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     _corpus(docs, 40, seed=1)
     crashed = _config(tmp_path / "crashed", docs)
-    for delay, mutate in ((1.0, None), (2.5, 2), (4.0, 3), (2.0, 4)):
-        if mutate is not None:  # edits and deletions, so that kills land in writes and in deletes too
+    index = tmp_path / "crashed" / "index"
+    proc = _docvec(["ingest", "-q"], crashed)
+    time.sleep(2.5)  # early: mid-embedding, nothing written yet
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for extra, mutate in ((0.3, None), (0.0, 2), (0.05, 3), (0.2, 4)):
+        if mutate is not None:  # removals, edits and additions, so that kills land in writes and in deletes
             for stale in sorted(docs.glob("*.md"))[mutate * 5: mutate * 5 + 4]:
                 stale.unlink()
+            for edited in sorted(docs.glob("*.md"))[:mutate]:
+                edited.write_text(edited.read_text().replace("## Part 1", f"## Part 1 (rev {mutate})"))
             _corpus(docs / f"more{mutate}", 6, seed=mutate)
-        proc = _docvec(["ingest", "-q"], crashed)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        _kill_after_first_write(_docvec(["ingest", "-q"], crashed), index, extra)
     done = _docvec(["ingest", "-q", "--json"], crashed)
     out, err = done.communicate(timeout=300)
     assert done.returncode == 0, err
@@ -67,7 +87,7 @@ def test_sigkill_at_any_moment_then_rerun_equals_clean_build(tmp_path: Path) -> 
     clean = _config(tmp_path / "clean", docs)
     ref = _docvec(["ingest", "-q"], clean)
     assert ref.wait(timeout=300) == 0
-    assert _snapshot(tmp_path / "crashed" / "index") == _snapshot(tmp_path / "clean" / "index")
+    assert _snapshot(index) == _snapshot(tmp_path / "clean" / "index")
 
 
 def test_second_ingest_is_refused_while_the_first_writes(tmp_path: Path) -> None:

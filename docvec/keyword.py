@@ -1,0 +1,107 @@
+"""Keyword search over the same chunk ids as the vector index: SQLite FTS5 with its bm25() ranking.
+
+Local Chroma has no keyword ranking, so docvec keeps an FTS5 table beside the index. It is derived entirely
+from the collection (chunk label + text by id) and re-synced from it after every ingest and whenever a query finds
+it behind, so a crash can never leave the two disagreeing for long, and a lost file is simply rebuilt.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from docvec.errors import StoreError
+from docvec.store import GENERATION_KEY, Store, StoreLocation
+
+# English stop words (the common list used by IR toolkits); dropping them keeps bm25 from rewarding filler.
+STOP_WORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being below between both but
+by can could did do does doing down during each few for from further had has have having he her here hers herself
+him himself his how i if in into is it its itself just me more most my myself no nor not now of off on once only or
+other our ours ourselves out over own same she should so some such than that the their theirs them themselves then
+there these they this those through to too under until up very was we were what when where which while who whom why
+will with would you your yours yourself yourselves
+""".split())
+_WORD = re.compile(r"\w+", re.UNICODE)
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class KeywordHit:
+    """A chunk id and its bm25 score (higher is better)."""
+
+    id: str
+    score: float
+
+
+class KeywordIndex:
+    """An FTS5 table of chunk id -> label and text, porter-stemmed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), timeout=30)
+            self._db.executescript(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(id UNINDEXED, label UNINDEXED, body, "
+                "tokenize='porter unicode61 remove_diacritics 2');"
+                "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the keyword index {path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def entries(self) -> set[tuple[str, str]]:
+        """Every (chunk id, label) pair in the keyword index."""
+        return {(row[0], row[1]) for row in self._db.execute("SELECT id, label FROM chunks")}
+
+    def get_state(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def apply(self, add: Iterable[tuple[str, str, str]], delete: Sequence[str], state: dict[str, str]) -> None:
+        """Delete rows by id, add (id, label, text) rows and record `state`, in one transaction."""
+        rows = [(rid, label, f"{label}\n{text}") for rid, label, text in add]
+        try:
+            with self._db:
+                self._db.executemany("DELETE FROM chunks WHERE id = ?", [(i,) for i in delete])
+                self._db.executemany("INSERT INTO chunks (id, label, body) VALUES (?, ?, ?)", rows)
+                self._db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)", state.items())
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write the keyword index {self.path}: {exc}") from exc
+
+    def search(self, question: str, k: int) -> list[KeywordHit]:
+        """The k best chunks for the question's words (stop words dropped, any word may match)."""
+        terms = [t for t in dict.fromkeys(w.lower() for w in _WORD.findall(question)) if t not in STOP_WORDS]
+        if not terms:
+            return []
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        rows = self._db.execute(
+            "SELECT id, bm25(chunks) AS s FROM chunks WHERE chunks MATCH ? ORDER BY s LIMIT ?", (match, k))
+        return [KeywordHit(rid, -float(score)) for rid, score in rows]  # FTS5's bm25 is negative: lower is better
+
+
+def keyword_path(location: StoreLocation) -> Path:
+    """Where the keyword index of a collection lives (always a local file, also for a Chroma server)."""
+    if location.host:
+        return location.path / f"keyword-{location.host}-{location.port}-{location.collection}.sqlite3"
+    return location.path / f"keyword-{location.collection}.sqlite3"
+
+
+def sync_keyword_index(store: Store, index: KeywordIndex) -> int:
+    """Make the keyword index hold exactly the collection's chunks; returns the rows changed."""
+    generation = str(store.collection_metadata().get(GENERATION_KEY, 0))
+    if index.get_state("generation") == generation and index.get_state("schema") == SCHEMA_VERSION:
+        return 0
+    wanted = {(rid, str(meta.get("label", ""))) for rid, meta in store.iter_metadata()}
+    have = index.entries()
+    stale = sorted({rid for rid, _ in have - wanted})
+    missing = sorted({rid for rid, _ in wanted - have})
+    docs = store.get_documents(missing)
+    add = [(rid, str(docs[rid][1].get("label", "")), docs[rid][0]) for rid in missing if rid in docs]
+    index.apply(add, stale, {"generation": generation, "schema": SCHEMA_VERSION})
+    return len(stale) + len(add)

@@ -1,0 +1,47 @@
+"""The built-in model: real vectors, batching that changes nothing, a checked model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from docvec.embedders import make_embedder
+from docvec.embedders.builtin import BuiltinEmbedder, _check_sha256
+from docvec.errors import ConfigError, ModelUnavailable
+
+
+def test_vectors_are_normalised_and_batching_is_transparent(builtin: BuiltinEmbedder) -> None:
+    texts = ["short", "Fix invalid API authentication tokens " * 12, "Billing limits and usage quotas", "x " * 400]
+    together = builtin.embed_documents(texts)
+    alone = np.stack([builtin.embed_documents([t])[0] for t in texts])
+    assert together.shape == (4, 384)
+    assert np.allclose(together, alone, atol=1e-5)
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+
+
+def test_meaning_beats_shared_words(builtin: BuiltinEmbedder) -> None:
+    q = builtin.embed_query("My API request keeps getting rejected even though I send a token.")
+    auth, billing = builtin.embed_documents(["Fix invalid API authentication tokens",
+                                             "Billing limits and usage quotas"])
+    assert float(q @ auth) > float(q @ billing) + 0.2
+
+
+def test_token_counts_include_special_tokens_and_are_not_truncated(builtin: BuiltinEmbedder) -> None:
+    assert builtin.count_tokens(["", "hello world"]) == [2, 4]
+    assert builtin.count_tokens(["word " * 1000]) == [1002]
+
+
+def test_corrupt_model_file_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"not a model")
+    with pytest.raises(ModelUnavailable, match="corrupt .* reinstall"):
+        _check_sha256(fake, "0" * 64)
+
+
+def test_unknown_model_and_provider_are_clear_errors() -> None:
+    with pytest.raises(ModelUnavailable, match="only 'all-MiniLM-L6-v2'"):
+        BuiltinEmbedder(model="bge-small")
+    with pytest.raises(ConfigError, match="not supported"):
+        make_embedder("openai", "x")
