@@ -92,16 +92,22 @@ def keyword_path(location: StoreLocation) -> Path:
     return location.path / f"keyword-{location.collection}.sqlite3"
 
 
-def sync_keyword_index(store: Store, index: KeywordIndex) -> int:
-    """Make the keyword index hold exactly the collection's chunks; returns the rows changed."""
-    generation = str(store.collection_metadata().get(GENERATION_KEY, 0))
-    if index.get_state("generation") == generation and index.get_state("schema") == SCHEMA_VERSION:
-        return 0
+def keyword_differences(store: Store, index: KeywordIndex) -> tuple[list[str], list[str]]:
+    """(ids the keyword index lacks or has outdated, ids it has that the collection does not)."""
     wanted = {(rid, str(meta.get("label", ""))) for rid, meta in store.iter_metadata()}
     have = index.entries()
-    stale = sorted({rid for rid, _ in have - wanted})
-    missing = sorted({rid for rid, _ in wanted - have})
+    return sorted({rid for rid, _ in wanted - have}), sorted({rid for rid, _ in have - wanted})
+
+
+def sync_keyword_index(store: Store, index: KeywordIndex, force: bool = False) -> int:
+    """Make the keyword index hold exactly the collection's chunks; returns the rows changed."""
+    generation = str(store.collection_metadata().get(GENERATION_KEY, 0))
+    current = index.get_state("generation") == generation and index.get_state("schema") == SCHEMA_VERSION
+    if current and not force:
+        return 0
+    missing, extra = keyword_differences(store, index)
+    stale = sorted(set(extra) | set(missing))  # an outdated row is replaced: delete, then add
     docs = store.get_documents(missing)
     add = [(rid, str(docs[rid][1].get("label", "")), docs[rid][0]) for rid in missing if rid in docs]
     index.apply(add, stale, {"generation": generation, "schema": SCHEMA_VERSION})
-    return len(stale) + len(add)
+    return len(extra) + len(add)

@@ -145,7 +145,8 @@ def _render_verify(report: "VerifyReport", as_json: bool) -> None:
     for kind, label in (("missing", "files not indexed"), ("stale", "files indexed at an older version"),
                         ("incomplete", "files partly indexed"), ("orphans", "chunks of removed files"),
                         ("duplicates", "duplicate chunks"), ("wrong_fingerprint", "chunks of another model/config"),
-                        ("bad_vectors", "unreadable vectors")):
+                        ("bad_vectors", "unreadable vectors"),
+                        ("keyword_out_of_sync", "chunks out of sync in the keyword index")):
         items = getattr(report, kind)
         if items:
             shown = ", ".join(items[:5]) + (f", … ({len(items) - 5} more)" if len(items) > 5 else "")

@@ -7,15 +7,17 @@ fingerprint) and then runs the ordinary sync, which re-adds what is missing and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from docvec.chunker import ChunkParams
 from docvec.embedders import Embedder
 from docvec.fingerprint import Fingerprint
+from docvec.keyword import KeywordIndex, keyword_differences, keyword_path, sync_keyword_index
 from docvec.store import PAGE, Store
 from ingest.pipeline import IndexState, IngestReport, ProgressCallback, ingest
 from ingest.scan import ScanOptions, Unreadable, read_markdown, scan
@@ -34,15 +36,17 @@ class VerifyReport:
     duplicates: list[str] = field(default_factory=list)  # record ids repeating a chunk position of their file
     wrong_fingerprint: list[str] = field(default_factory=list)  # record ids built by another configuration
     bad_vectors: list[str] = field(default_factory=list)  # record ids whose vector is unreadable or malformed
+    keyword_out_of_sync: list[str] = field(default_factory=list)  # ids the keyword index lacks or keeps extra
     repaired: IngestReport | None = None
 
     @property
     def problems(self) -> int:
         return sum(len(x) for x in (self.missing, self.stale, self.incomplete, self.orphans, self.duplicates,
-                                    self.wrong_fingerprint, self.bad_vectors))
+                                    self.wrong_fingerprint, self.bad_vectors, self.keyword_out_of_sync))
 
     def as_dict(self) -> dict[str, Any]:
-        kinds = ("missing", "stale", "incomplete", "orphans", "duplicates", "wrong_fingerprint", "bad_vectors")
+        kinds = ("missing", "stale", "incomplete", "orphans", "duplicates", "wrong_fingerprint", "bad_vectors",
+                 "keyword_out_of_sync")
         out: dict[str, Any] = {"ok": self.problems == 0, "files_checked": self.files_checked,
                                "chunks_checked": self.chunks_checked}
         out.update({k: getattr(self, k) for k in kinds})
@@ -73,7 +77,19 @@ def verify(store: Store, embedder: Embedder, scan_options: ScanOptions, params: 
         report.wrong_fingerprint.extend(r for r, m in indexed.records.items() if m.get("fp") != fp.short_hash())
     report.orphans.extend(state.orphans)
     report.bad_vectors = _bad_vectors(store, fp.dimension, fp.normalized)
+    with _keyword_index(store) as index:
+        missing, extra = keyword_differences(store, index)
+    report.keyword_out_of_sync = missing + extra
     return report
+
+
+@contextlib.contextmanager
+def _keyword_index(store: Store) -> Iterator[KeywordIndex]:
+    index = KeywordIndex(keyword_path(store.location))
+    try:
+        yield index
+    finally:
+        index.close()
 
 
 def repair(store: Store, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
@@ -81,6 +97,8 @@ def repair(store: Store, embedder: Embedder, scan_options: ScanOptions, params: 
     """Delete untrustworthy records, then sync; returns a fresh verification with the sync's report."""
     store.delete(sorted(set(found.bad_vectors) | set(found.wrong_fingerprint) | set(found.orphans)))
     synced = ingest(store, embedder, scan_options, params, on_progress=on_progress)
+    with _keyword_index(store) as index:
+        sync_keyword_index(store, index, force=True)
     after = verify(store, embedder, scan_options, params)
     after.repaired = synced
     return after

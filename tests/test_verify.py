@@ -6,6 +6,7 @@ from pathlib import Path
 
 from docvec.chunker import ChunkParams
 from docvec.fingerprint import Fingerprint
+from docvec.keyword import KeywordIndex, keyword_path
 from docvec.store import Store, StoreLocation
 from ingest.pipeline import ingest, open_for_writing
 from ingest.scan import ScanOptions
@@ -45,7 +46,12 @@ def test_every_kind_of_damage_is_found_and_repaired(tmp_path: Path, docs: Path, 
     dup_src = by_source["guides/quickstart.md"][0]
     store.add(["duplicate-id"], [[1.0] + [0.0] * 383], ["dup"], [dict(records[dup_src])])  # duplicate
 
+    keyword = KeywordIndex(keyword_path(store.location))
+    keyword.apply([], [by_source["reference/pagination.md"][0]], {})  # a keyword row lost
+    keyword.close()
+
     found = verify(store, recorder, ScanOptions(docs), PARAMS)
+    assert by_source["reference/pagination.md"][0] in found.keyword_out_of_sync
     assert found.incomplete == ["guides/api-keys.md", "guides/quickstart.md"]
     assert set(found.orphans) == set(by_source["guides/sdks.md"])
     assert found.missing == ["guides/new.md"] and found.stale == ["reference/versioning.md"]

@@ -1,0 +1,82 @@
+"""The keyword index follows the collection; keyword and hybrid rankings use it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from docvec.chunker import ChunkParams
+from docvec.fingerprint import Fingerprint
+from docvec.keyword import KeywordIndex, keyword_path, sync_keyword_index
+from docvec.store import Store, StoreLocation
+from ingest.pipeline import ingest, open_for_writing
+from ingest.scan import ScanOptions
+from query.search import Fusion, search
+from tests.conftest import RecordingEmbedder
+
+PARAMS = ChunkParams()
+
+
+def _ingest(index: Path, docs: Path, embedder: RecordingEmbedder) -> Store:
+    store = open_for_writing(StoreLocation(index, "test"), Fingerprint.build(embedder.info, PARAMS))
+    ingest(store, embedder, ScanOptions(docs), PARAMS)
+    return store
+
+
+def _keyword_ids(store: Store) -> set[str]:
+    index = KeywordIndex(keyword_path(store.location))
+    try:
+        return {rid for rid, _ in index.entries()}
+    finally:
+        index.close()
+
+
+def test_keyword_index_holds_exactly_the_collection(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
+    store = _ingest(tmp_path / "idx", docs, recorder)
+    assert _keyword_ids(store) == {rid for rid, _ in store.iter_metadata()}
+    (docs / "guides" / "sdks.md").unlink()
+    path = docs / "guides" / "webhooks.md"
+    path.write_text(path.read_text().replace("three days", "five days"))
+    store = _ingest(tmp_path / "idx", docs, recorder)
+    assert _keyword_ids(store) == {rid for rid, _ in store.iter_metadata()}
+
+
+def test_lost_keyword_index_is_rebuilt_from_the_collection(tmp_path: Path, docs: Path,
+                                                           recorder: RecordingEmbedder) -> None:
+    store = _ingest(tmp_path / "idx", docs, recorder)
+    keyword_path(store.location).unlink()
+    index = KeywordIndex(keyword_path(store.location))
+    assert sync_keyword_index(store, index) == store.count()
+    assert sync_keyword_index(store, index) == 0  # up to date: a generation check, no scan
+    index.close()
+
+
+def test_keyword_mode_ranks_exact_terms_and_respects_filters(tmp_path: Path, docs: Path,
+                                                             recorder: RecordingEmbedder) -> None:
+    store = _ingest(tmp_path / "idx", docs, recorder)
+    index = KeywordIndex(keyword_path(store.location))
+    hits = search(store, recorder, "Idempotency-Key header", 3, mode="keyword", keyword=index)
+    assert hits[0].source == "reference/idempotency.md" and hits[0].keyword_rank == 1
+    assert hits[0].vector_rank is None and -1 <= hits[0].score <= 1  # cosine filled in for keyword-only hits
+    filtered = search(store, recorder, "Idempotency-Key header", 5, where={"dirs": {"$contains": "guides"}},
+                      mode="keyword", keyword=index)
+    assert filtered and all(h.source.startswith("guides/") for h in filtered)
+    assert search(store, recorder, "the of and", 3, mode="keyword", keyword=index) == []  # only stop words
+    index.close()
+
+
+def test_hybrid_fuses_both_rankings(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
+    store = _ingest(tmp_path / "idx", docs, recorder)
+    index = KeywordIndex(keyword_path(store.location))
+    hits = search(store, recorder, "rotate API keys revoke", 10, mode="hybrid", keyword=index)
+    fused = [h.fused for h in hits]
+    assert fused == sorted(fused, reverse=True)  # type: ignore[type-var]
+    for h in hits:
+        expected = sum(1 / (60 + r) for r in (h.vector_rank, h.keyword_rank) if r is not None)
+        assert h.fused == pytest.approx(expected, abs=1e-6)
+    only_keyword = search(store, recorder, "rotate API keys revoke", 10, mode="hybrid", keyword=index,
+                          fusion=Fusion(vector_weight=0.0))
+    assert [h.id for h in only_keyword][:3] == [h.id for h in search(
+        store, recorder, "rotate API keys revoke", 3, mode="keyword", keyword=index)]
+    index.close()
