@@ -27,6 +27,9 @@ SUBCOMMANDS = {
     "query": ("query.cli", "query_command"),
     "eval": ("query.cli", "eval_command"),
     "verify": ("ingest.cli", "verify_command"),
+    "reindex": ("ingest.cli", "reindex_command"),
+    "rollback": ("ingest.cli", "rollback_command"),
+    "prune": ("ingest.cli", "prune_command"),
     "status": ("docvec.cli", "status_command"),
 }
 
@@ -121,7 +124,10 @@ def status_command(config_path: Path | None, index_path: Path | None, collection
     data = {"index": store.location.describe(), "model": fp.model, "provider": fp.provider,
             "dimension": fp.dimension, "files": len(sources - {None}), "chunks": store.count(),
             "size_bytes": store.size_on_disk(), "built_by": store.collection_metadata().get("docvec:version"),
-            "fingerprint": json.loads(fp.to_json())}
+            "fingerprint": json.loads(fp.to_json()), "live": store.name,
+            "collections": [{"name": c.name, "live": c.live, "previous": c.previous, "chunks": c.count,
+                             "model": c.fingerprint.model if c.fingerprint else None}
+                            for c in store.physical_collections()]}
     if as_json:
         emit_json(data)
         return
@@ -133,6 +139,9 @@ def status_command(config_path: Path | None, index_path: Path | None, collection
     click.echo(f"chunking   max {fp.max_tokens} tokens, min {fp.min_tokens}, overlap {fp.overlap_tokens}, "
                f"heading context {'on' if fp.heading_context else 'off'} (chunker v{fp.chunker_version})")
     click.echo(f"built by   docvec {data['built_by']}")
+    for c in data["collections"]:
+        role = "live" if c["live"] else "previous (rollback)" if c["previous"] else "backup (prune)"
+        click.echo(f"collection {c['name']}: {role}, {c['model']}, {c['chunks']} chunks")
 
 
 def _human(n: int) -> str:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from docvec.chunker import CHUNKER_VERSION, ChunkParams
 from docvec.embedders import EmbedderInfo
 
-FORMAT_VERSION = 1  # layout of docvec's records and metadata in the collection
+FORMAT_VERSION = 2  # layout of docvec's records and metadata (2: a pointer collection names the live one)
 
 
 @dataclass(frozen=True)

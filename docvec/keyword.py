@@ -85,11 +85,11 @@ class KeywordIndex:
         return [KeywordHit(rid, -float(score)) for rid, score in rows]  # FTS5's bm25 is negative: lower is better
 
 
-def keyword_path(location: StoreLocation) -> Path:
-    """Where the keyword index of a collection lives (always a local file, also for a Chroma server)."""
+def keyword_path(location: StoreLocation, collection: str) -> Path:
+    """Where the keyword index of a physical collection lives (a local file, also for a Chroma server)."""
     if location.host:
-        return location.path / f"keyword-{location.host}-{location.port}-{location.collection}.sqlite3"
-    return location.path / f"keyword-{location.collection}.sqlite3"
+        return location.path / f"keyword-{location.host}-{location.port}-{collection}.sqlite3"
+    return location.path / f"keyword-{collection}.sqlite3"
 
 
 def keyword_differences(store: Store, index: KeywordIndex) -> tuple[list[str], list[str]]:

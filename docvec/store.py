@@ -20,6 +20,8 @@ PAGE = 10_000
 WRITE_BATCH = 5_000  # Chroma's limit is 5,461 records per call
 FINGERPRINT_KEY = "docvec:fingerprint"
 FORMAT_KEY = "docvec:format"
+ALIAS_KEY = "docvec:live"  # on the pointer collection: the physical collection queries read
+PREVIOUS_KEY = "docvec:previous"  # on the pointer collection: what `rollback` restores
 GENERATION_KEY = "docvec:generation"  # bumped by every write, so derived indexes can tell they are behind
 
 Metadata = dict[str, Any]
@@ -61,32 +63,99 @@ def _chroma(action: str, location: StoreLocation) -> Iterator[None]:
         raise StoreError(f"{action} failed on {location.describe()}: {first}") from exc
 
 
+@dataclass(frozen=True)
+class PhysicalCollection:
+    """One physical collection behind a logical index name: the live one, a backup, or a build in progress."""
+
+    name: str
+    fingerprint: Fingerprint | None
+    count: int
+    live: bool
+    previous: bool  # what `rollback` would restore
+
+
 class Store:
-    """A docvec index in one Chroma collection."""
+    """A docvec index: the live physical collection that the logical name's pointer names.
+
+    The logical name (store.collection) is a pointer collection holding no records; its metadata names the live
+    physical collection `<name>--<fingerprint hash>`. Switching models builds another physical collection and
+    then rewrites the pointer: one metadata write, so readers see the old index or the new one, never a mix.
+    """
 
     def __init__(self, location: StoreLocation, client: Any, collection: Any) -> None:
         self.location = location
         self._client = client
         self._collection = collection
+        self.name: str = collection.name
 
     @classmethod
     def open(cls, location: StoreLocation, create_with: Fingerprint | None = None) -> "Store":
-        """Open the index; create it with `create_with` as its fingerprint when it does not exist yet."""
+        """Open the live index; create it with `create_with` as its fingerprint when there is none yet."""
         if create_with is None and not location.host and not location.path.exists():
             raise IndexNotFound(f"no index at {location.path}: build it with `docvec ingest`")
         with _chroma("opening the index", location):
             client = _client(location)
-            collection = _get_collection(client, location.collection)
-            if collection is None:
+            pointer = _get_collection(client, location.collection)
+            live = (pointer.metadata or {}).get(ALIAS_KEY) if pointer is not None else None
+            if pointer is not None and live is None:
+                raise IndexMismatch(f"{location.describe()} exists but was not made by docvec: choose another "
+                                    f"store.collection, or delete it yourself if it is disposable")
+            if live is None:
                 if create_with is None:
                     raise IndexNotFound(f"no {location.describe()}: build it with `docvec ingest`")
+                store = cls.open_physical(location, physical_name(location.collection, create_with), create_with,
+                                          client)
+                _set_pointer(client, location.collection, store.name, None)
+                return store
+        return cls.open_physical(location, str(live), None, client)
+
+    @classmethod
+    def open_physical(cls, location: StoreLocation, name: str, create_with: Fingerprint | None,
+                      client: Any = None) -> "Store":
+        """Open (or create, given a fingerprint) one physical collection by name."""
+        with _chroma("opening the index", location):
+            client = client or _client(location)
+            collection = _get_collection(client, name)
+            if collection is None:
+                if create_with is None:
+                    raise IndexNotFound(f"{location.describe()} points to collection '{name}', which is missing: "
+                                        f"run `docvec rollback` or `docvec reindex`")
                 collection = client.create_collection(
-                    location.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+                    name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
                     metadata={FINGERPRINT_KEY: create_with.to_json(), FORMAT_KEY: FORMAT_VERSION,
                               "docvec:version": __version__, "docvec:model": create_with.model})
         store = cls(location, client, collection)
         store._check_format()
         return store
+
+    def physical_collections(self) -> list[PhysicalCollection]:
+        """Every physical collection of this logical index: live, previous and other backups."""
+        with _chroma("listing collections", self.location):
+            pointer = _get_collection(self._client, self.location.collection)
+            meta = pointer.metadata or {} if pointer is not None else {}
+            names = [c.name if hasattr(c, "name") else str(c) for c in self._client.list_collections()]
+        out = []
+        for name in sorted(n for n in names if n.startswith(self.location.collection + "--")):
+            other = Store.open_physical(self.location, name, None, self._client)
+            try:
+                fp: Fingerprint | None = other.fingerprint()
+            except IndexMismatch:
+                fp = None
+            out.append(PhysicalCollection(name, fp, other.count(), name == meta.get(ALIAS_KEY),
+                                          name == meta.get(PREVIOUS_KEY)))
+        return out
+
+    def point_to(self, name: str) -> None:
+        """Make physical collection `name` the live index (one metadata write); the old one becomes 'previous'."""
+        with _chroma("switching the live index", self.location):
+            _set_pointer(self._client, self.location.collection, name, self.name if self.name != name else None)
+
+    def delete_physical(self, name: str) -> None:
+        """Delete a physical collection that is not live."""
+        if name == self.name:
+            raise StoreError(f"refusing to delete the live collection '{name}'")
+        with _chroma("deleting a backup", self.location):
+            self._client.delete_collection(name)
 
     def _check_format(self) -> None:
         meta = self._collection.metadata or {}
@@ -216,6 +285,22 @@ def _client(location: StoreLocation) -> Any:
         return chromadb.HttpClient(host=location.host, port=location.port, settings=settings)
     location.path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(location.path), settings=settings)
+
+
+def physical_name(logical: str, fingerprint: Fingerprint) -> str:
+    """The physical collection that holds `logical`'s vectors under one fingerprint."""
+    return f"{logical}--{fingerprint.short_hash()}"
+
+
+def _set_pointer(client: Any, logical: str, live: str, previous: str | None) -> None:
+    meta: Metadata = {ALIAS_KEY: live, FORMAT_KEY: FORMAT_VERSION}
+    if previous:
+        meta[PREVIOUS_KEY] = previous
+    pointer = _get_collection(client, logical)
+    if pointer is None:
+        client.create_collection(logical, embedding_function=None, metadata=meta)
+    else:
+        pointer.modify(metadata=meta)
 
 
 def _get_collection(client: Any, name: str) -> Any:

@@ -155,6 +155,67 @@ def _render_verify(report: "VerifyReport", as_json: bool) -> None:
         click.echo("  ok: the index matches the docs folder", err=True)
 
 
+@click.command(cls=DocvecCommand)
+@config_options
+@click.option("--wait", is_flag=True, help="Wait for another writer of this index instead of failing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def reindex_command(config_path: Path | None, index_path: Path | None, collection: str | None, wait: bool,
+                    as_json: bool, quiet: bool) -> None:
+    """Re-embed everything with the configured model/chunking beside the live index, then switch to it."""
+    from ingest.reindex import reindex
+
+    settings = load(config_path, {"store.path": index_path, "store.collection": collection})
+    embedder = make_configured_embedder(settings)
+    location = store_location(settings)
+    with writer_lock(lock_path_for(location.path, location.collection), wait=wait), \
+            _progress_bar(quiet or as_json) as on_progress:
+        report = reindex(location, embedder, scan_options(settings), chunk_params(settings), on_progress)
+    if as_json:
+        emit_json(report.as_dict())
+    if report.ingest is not None:
+        _render(report.ingest, settings, True)
+    if report.switched and report.previous:
+        click.echo(f"live index is now '{report.live}' ({'; '.join(report.changes)}); "
+                   f"'{report.previous}' kept for `docvec rollback`", err=True)
+    elif not report.previous:
+        click.echo(f"live index '{report.live}' already matches the configuration; synced", err=True)
+
+
+@click.command(cls=DocvecCommand)
+@config_options
+@click.option("--wait", is_flag=True, help="Wait for another writer of this index instead of failing.")
+def rollback_command(config_path: Path | None, index_path: Path | None, collection: str | None, wait: bool) -> None:
+    """Make the index that was live before the last reindex live again."""
+    from ingest.reindex import rollback
+
+    settings = load(config_path, {"store.path": index_path, "store.collection": collection})
+    location = store_location(settings)
+    with writer_lock(lock_path_for(location.path, location.collection), wait=wait):
+        old, new = rollback(location)
+    click.echo(f"live index is now '{new}' (was '{old}', kept as previous)", err=True)
+
+
+@click.command(cls=DocvecCommand)
+@config_options
+@click.option("--all", "everything", is_flag=True, help="Also delete the previous index (no rollback after).")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted.")
+@click.option("--wait", is_flag=True, help="Wait for another writer of this index instead of failing.")
+def prune_command(config_path: Path | None, index_path: Path | None, collection: str | None, everything: bool,
+                  dry_run: bool, wait: bool) -> None:
+    """Delete backup indexes left by reindex (the previous one is kept unless --all)."""
+    from ingest.reindex import prune
+
+    settings = load(config_path, {"store.path": index_path, "store.collection": collection})
+    location = store_location(settings)
+    with writer_lock(lock_path_for(location.path, location.collection), wait=wait):
+        doomed = prune(location, keep_previous=not everything, dry_run=dry_run)
+    for name in doomed:
+        click.echo(f"{'would delete' if dry_run else 'deleted'} {name}", err=True)
+    if not doomed:
+        click.echo("no backups to delete", err=True)
+
+
 def main() -> None:
     """`python -m ingest`."""
     ingest_command(prog_name="python -m ingest")

@@ -144,7 +144,8 @@ def check_fingerprint(store: Store, fingerprint: Fingerprint) -> None:
     if built != fingerprint:
         changes = "; ".join(built.differences(fingerprint))
         raise IndexMismatch(f"{store.location.describe()} was built with another configuration ({changes}): "
-                            f"restore the old settings, or ingest into a new store.collection")
+                            f"run `docvec reindex` to re-embed into a new index (the current one keeps answering "
+                            f"until it is complete), or restore the old settings")
 
 
 def ingest(store: Store | None, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
@@ -356,7 +357,7 @@ def _record_generation(store: Store, report: IngestReport) -> None:
 
 def _sync_keywords(store: Store) -> None:
     """The keyword index follows the collection it is derived from."""
-    index = KeywordIndex(keyword_path(store.location))
+    index = KeywordIndex(keyword_path(store.location, store.name))
     try:
         sync_keyword_index(store, index)
     finally:

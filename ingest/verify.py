@@ -85,7 +85,7 @@ def verify(store: Store, embedder: Embedder, scan_options: ScanOptions, params: 
 
 @contextlib.contextmanager
 def _keyword_index(store: Store) -> Iterator[KeywordIndex]:
-    index = KeywordIndex(keyword_path(store.location))
+    index = KeywordIndex(keyword_path(store.location, store.name))
     try:
         yield index
     finally:

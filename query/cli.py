@@ -70,7 +70,7 @@ def open_keyword_index(store: "Store", mode: str) -> Iterator[KeywordIndex | Non
     if mode == "vector":
         yield None
         return
-    index = KeywordIndex(keyword_path(store.location))
+    index = KeywordIndex(keyword_path(store.location, store.name))
     try:
         sync_keyword_index(store, index)
         yield index

@@ -25,7 +25,7 @@ def _ingest(index: Path, docs: Path, embedder: RecordingEmbedder) -> Store:
 
 
 def _keyword_ids(store: Store) -> set[str]:
-    index = KeywordIndex(keyword_path(store.location))
+    index = KeywordIndex(keyword_path(store.location, store.name))
     try:
         return {rid for rid, _ in index.entries()}
     finally:
@@ -45,8 +45,8 @@ def test_keyword_index_holds_exactly_the_collection(tmp_path: Path, docs: Path, 
 def test_lost_keyword_index_is_rebuilt_from_the_collection(tmp_path: Path, docs: Path,
                                                            recorder: RecordingEmbedder) -> None:
     store = _ingest(tmp_path / "idx", docs, recorder)
-    keyword_path(store.location).unlink()
-    index = KeywordIndex(keyword_path(store.location))
+    keyword_path(store.location, store.name).unlink()
+    index = KeywordIndex(keyword_path(store.location, store.name))
     assert sync_keyword_index(store, index) == store.count()
     assert sync_keyword_index(store, index) == 0  # up to date: a generation check, no scan
     index.close()
@@ -55,7 +55,7 @@ def test_lost_keyword_index_is_rebuilt_from_the_collection(tmp_path: Path, docs:
 def test_keyword_mode_ranks_exact_terms_and_respects_filters(tmp_path: Path, docs: Path,
                                                              recorder: RecordingEmbedder) -> None:
     store = _ingest(tmp_path / "idx", docs, recorder)
-    index = KeywordIndex(keyword_path(store.location))
+    index = KeywordIndex(keyword_path(store.location, store.name))
     hits = search(store, recorder, "Idempotency-Key header", 3, mode="keyword", keyword=index)
     assert hits[0].source == "reference/idempotency.md" and hits[0].keyword_rank == 1
     assert hits[0].vector_rank is None and -1 <= hits[0].score <= 1  # cosine filled in for keyword-only hits
@@ -68,7 +68,7 @@ def test_keyword_mode_ranks_exact_terms_and_respects_filters(tmp_path: Path, doc
 
 def test_hybrid_fuses_both_rankings(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
     store = _ingest(tmp_path / "idx", docs, recorder)
-    index = KeywordIndex(keyword_path(store.location))
+    index = KeywordIndex(keyword_path(store.location, store.name))
     hits = search(store, recorder, "rotate API keys revoke", 10, mode="hybrid", keyword=index)
     fused = [h.fused for h in hits]
     assert fused == sorted(fused, reverse=True)  # type: ignore[type-var]

@@ -46,7 +46,7 @@ def test_every_kind_of_damage_is_found_and_repaired(tmp_path: Path, docs: Path, 
     dup_src = by_source["guides/quickstart.md"][0]
     store.add(["duplicate-id"], [[1.0] + [0.0] * 383], ["dup"], [dict(records[dup_src])])  # duplicate
 
-    keyword = KeywordIndex(keyword_path(store.location))
+    keyword = KeywordIndex(keyword_path(store.location, store.name))
     keyword.apply([], [by_source["reference/pagination.md"][0]], {})  # a keyword row lost
     keyword.close()
 

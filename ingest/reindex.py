@@ -1,0 +1,91 @@
+"""Re-embed into a new collection beside the live one, switch atomically, keep the old one for rollback.
+
+`reindex` is the ordinary sync run against the physical collection of the new fingerprint, so it is resumable
+for free: killed half-way, the next run finds the records already written and embeds only the rest. A kept backup
+of the same fingerprint (switching back to a model used before) is brought up to date the same way. Only when the
+new collection verifies clean does the pointer switch, in one metadata write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from docvec.chunker import ChunkParams
+from docvec.embedders import Embedder
+from docvec.errors import IndexNotFound, StoreError
+from docvec.fingerprint import Fingerprint
+from docvec.keyword import keyword_path
+from docvec.store import Store, StoreLocation, physical_name
+from ingest.pipeline import IngestReport, ProgressCallback, check_fingerprint, ingest, open_for_writing
+from ingest.scan import ScanOptions
+from ingest.verify import verify
+
+
+@dataclass
+class ReindexReport:
+    """What a reindex did."""
+
+    live: str
+    previous: str | None
+    changes: list[str] = field(default_factory=list)
+    resumed: bool = False  # the new collection already existed (an interrupted run, or a kept backup)
+    switched: bool = False
+    ingest: IngestReport | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"live": self.live, "previous": self.previous, "changes": self.changes, "resumed": self.resumed,
+                "switched": self.switched, "ingest": self.ingest.as_dict() if self.ingest else None}
+
+
+def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
+            on_progress: ProgressCallback | None = None) -> ReindexReport:
+    """Build the index for the configured fingerprint beside the live one, verify it, then make it live."""
+    target = Fingerprint.build(embedder.info, params)
+    try:
+        live = Store.open(location)
+    except IndexNotFound:
+        store = open_for_writing(location, target)
+        return ReindexReport(store.name, None, [], False, True, ingest(store, embedder, scan_options, params,
+                                                                          on_progress=on_progress))
+    name = physical_name(location.collection, target)
+    if name == live.name:  # nothing to switch: an ordinary sync
+        synced = ingest(live, embedder, scan_options, params, on_progress=on_progress)
+        return ReindexReport(live.name, None, [], False, False, synced)
+    resumed = any(c.name == name for c in live.physical_collections())
+    new = Store.open_physical(location, name, target)
+    check_fingerprint(new, target)
+    report = ReindexReport(name, live.name, live.fingerprint().differences(target), resumed)
+    report.ingest = ingest(new, embedder, scan_options, params, on_progress=on_progress)
+    found = verify(new, embedder, scan_options, params)
+    if found.problems:
+        raise StoreError(f"the new index '{name}' has {found.problems} problems after building; the live index is "
+                         f"unchanged: run `docvec reindex` again")
+    live.point_to(name)
+    report.switched = True
+    return report
+
+
+def rollback(location: StoreLocation) -> tuple[str, str]:
+    """Make the previous index live again (and the current one 'previous'); returns (old live, new live)."""
+    live = Store.open(location)
+    previous = next((c for c in live.physical_collections() if c.previous), None)
+    if previous is None:
+        raise StoreError(f"{location.describe()} has no previous index to roll back to")
+    if previous.fingerprint is None:
+        raise StoreError(f"the previous index '{previous.name}' is unreadable; rollback refused")
+    live.point_to(previous.name)
+    return live.name, previous.name
+
+
+def prune(location: StoreLocation, keep_previous: bool = True, dry_run: bool = False) -> list[str]:
+    """Delete backup collections (all but the live one, and the previous one unless keep_previous=False)."""
+    live = Store.open(location)
+    doomed = [c.name for c in live.physical_collections() if not c.live and not (keep_previous and c.previous)]
+    if not dry_run:
+        for name in doomed:
+            live.delete_physical(name)
+            with contextlib.suppress(FileNotFoundError):
+                keyword_path(location, name).unlink()
+    return doomed
