@@ -194,6 +194,8 @@ def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
 def _merge(raw: dict[str, dict[str, Any]], origins: dict[tuple[str, str], str], layer: Mapping[str, Any],
            origin: str) -> None:
     for section, values in layer.items():
+        if values is None:
+            values = {}  # a section whose keys are all commented out
         if section not in SECTIONS:
             raise ConfigError(f"{origin}: unknown section '{section}'{_suggest(str(section), SECTIONS)} "
                               f"— expected one of {', '.join(SECTIONS)}")

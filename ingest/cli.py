@@ -174,7 +174,7 @@ def reindex_command(config_path: Path | None, index_path: Path | None, collectio
     if as_json:
         emit_json(report.as_dict())
     if report.ingest is not None:
-        _render(report.ingest, settings, True)
+        _render(report.ingest, settings, False)
     if report.switched and report.previous:
         click.echo(f"live index is now '{report.live}' ({'; '.join(report.changes)}); "
                    f"'{report.previous}' kept for `docvec rollback`", err=True)

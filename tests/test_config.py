@@ -58,6 +58,13 @@ def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
         load_settings(None, {"DOCVEC_NOPE_X": "1"}, cwd=tmp_path)
 
 
+def test_empty_section_means_defaults(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("chunking:\n  # max_tokens: 128\nquery:\n  top_k: 2\n")
+    s = load_settings(cfg, {})
+    assert s.chunking.max_tokens == 256 and s.query.top_k == 2
+
+
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml", {})

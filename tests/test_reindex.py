@@ -1,0 +1,136 @@
+"""Model switches: refused by ingest, done by reindex beside the live index, undone by rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from docvec.chunker import ChunkParams
+from docvec.cli import cli
+from docvec.embedders.builtin import BuiltinEmbedder
+from docvec.errors import IndexMismatch
+from docvec.fingerprint import Fingerprint
+from docvec.store import Store, StoreLocation
+from ingest.pipeline import ingest, open_for_writing
+from ingest.reindex import prune, reindex, rollback
+from ingest.scan import ScanOptions
+from query.search import search
+from tests.conftest import RecordingEmbedder
+from tests.test_crash import _corpus
+
+PARAMS = ChunkParams()
+QUESTION = "My API request keeps getting rejected even though I send a token."
+
+
+def _answers(location: StoreLocation, embedder: object) -> list[tuple[str, float]]:
+    store = Store.open(location)
+    return [(h.id, round(h.score, 5)) for h in search(store, embedder, QUESTION, 5)]  # type: ignore[arg-type]
+
+
+def test_same_dimension_model_switch_is_detected(tmp_path: Path, docs: Path, builtin: BuiltinEmbedder) -> None:
+    location = StoreLocation(tmp_path / "idx", "docs")
+    ingest(open_for_writing(location, Fingerprint.build(builtin.info, PARAMS)), builtin, ScanOptions(docs), PARAMS)
+    other = RecordingEmbedder("other-minilm")
+    assert other.info.dimension == builtin.info.dimension == 384
+    with pytest.raises(IndexMismatch, match=r"provider: 'builtin' → 'test'.*model: 'all-MiniLM-L6-v2' → "
+                                            r"'other-minilm'.*docvec reindex"):
+        open_for_writing(location, Fingerprint.build(other.info, PARAMS))
+
+
+def test_reindex_switches_and_rollback_restores_exactly(tmp_path: Path, docs: Path) -> None:
+    location = StoreLocation(tmp_path / "idx", "docs")
+    old, new = RecordingEmbedder("model-a"), RecordingEmbedder("model-b")
+    ingest(open_for_writing(location, Fingerprint.build(old.info, PARAMS)), old, ScanOptions(docs), PARAMS)
+    before = _answers(location, old)
+    report = reindex(location, new, ScanOptions(docs), PARAMS)
+    assert report.switched and report.changes == ["model: 'model-a' → 'model-b'"]
+    live = Store.open(location)
+    assert live.fingerprint().model == "model-b" and live.name == report.live
+    assert {c.name: (c.live, c.previous) for c in live.physical_collections()} == {
+        report.live: (True, False), report.previous: (False, True)}
+    rollback(location)
+    assert Store.open(location).fingerprint().model == "model-a"
+    assert _answers(location, old) == before
+    # switching back to model-b reuses the kept backup: nothing to embed
+    again = RecordingEmbedder("model-b")
+    second = reindex(location, again, ScanOptions(docs), PARAMS)
+    assert second.resumed and second.switched and again.calls == 0
+    assert prune(location) == [] and prune(location, keep_previous=False) == [second.previous]
+    assert [c.name for c in Store.open(location).physical_collections()] == [second.live]
+
+
+def _docvec(args: list[str], config: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "DOCVEC_CONFIG": str(config)}
+    return subprocess.Popen([sys.executable, "-m", "docvec.cli", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _size(index: Path) -> int:
+    return sum(p.stat().st_size for p in index.rglob("*") if p.is_file())
+
+
+def _query(config: Path) -> list[tuple[str, float]]:
+    proc = _docvec(["query", "tokens rejected with a quota error", "-k", "5", "--json"], config)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return [(h["id"], h["score"]) for h in map(json.loads, out.splitlines())]
+
+
+def test_killed_reindex_leaves_the_live_index_answering_and_resumes(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _corpus(docs, 60, seed=3)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"docs:\n  path: {docs}\nstore:\n  path: {tmp_path / 'index'}\n")
+    assert _docvec(["ingest", "-q"], config).wait(timeout=300) == 0
+    before = _query(config)
+    config.write_text(config.read_text() + "chunking:\n  max_tokens: 64\n  min_tokens: 16\n  overlap_tokens: 16\n")  # another fingerprint
+    refused = _docvec(["ingest", "-q"], config)
+    assert refused.wait(timeout=120) == 1 and "max_tokens: 256 → 64" in refused.communicate()[1]
+
+    baseline = _size(tmp_path / "index")
+    running = _docvec(["reindex", "-q"], config)
+    during = _query(config)  # a query from another process while the new index is being built
+    assert running.poll() is None, "the reindex finished before the test could query during it"
+    assert during == before
+    # SIGKILL once its first window of vectors is stored: an add of 128 chunks writes ~1.1 MB, a reader's
+    # WAL activity well under 600 kB
+    while running.poll() is None and _size(tmp_path / "index") - baseline < 600_000:
+        time.sleep(0.005)
+    running.send_signal(signal.SIGKILL)
+    running.wait()
+    assert _query(config) == before  # killed half-way: the live index answers exactly as before
+
+    done = _docvec(["reindex", "--json", "-q"], config)
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    report = json.loads(out)
+    assert report["switched"] and report["resumed"]
+    assert report["ingest"]["chunks_embedded"] < report["ingest"]["chunks_total"]  # finished, not restarted
+    after = _query(config)
+    assert after != before
+    assert _docvec(["verify"], config).wait(timeout=120) == 0
+
+    assert _docvec(["rollback"], config).wait(timeout=120) == 0
+    config.write_text(config.read_text().replace("  max_tokens: 64\n  min_tokens: 16\n  overlap_tokens: 16\n", ""))
+    assert _query(config) == before
+
+
+def test_status_lists_live_and_backups(project: Path) -> None:
+    cfg = ["--config", str(project / "config.yaml")]
+    assert CliRunner().invoke(cli, ["ingest", *cfg]).exit_code == 0
+    (project / "config.yaml").write_text((project / "config.yaml").read_text() + "chunking:\n  overlap_tokens: 0\n")
+    result = CliRunner().invoke(cli, ["reindex", *cfg])
+    assert result.exit_code == 0, result.output
+    assert "kept for `docvec rollback`" in result.output and "overlap_tokens: 32 → 0" in result.output
+    status = CliRunner().invoke(cli, ["status", *cfg]).output
+    assert ": live," in status and "previous (rollback)" in status
+    assert CliRunner().invoke(cli, ["prune", "--all", *cfg]).exit_code == 0
+    assert "previous (rollback)" not in CliRunner().invoke(cli, ["status", *cfg]).output
