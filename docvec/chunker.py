@@ -29,6 +29,7 @@ _NEWLINE = re.compile(r"\r\n|\r|\n")
 # Finer and finer places to cut a block that is too big on its own.
 _SPLITTERS = (re.compile(r"\n[ \t]*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?;:])\s+"), re.compile(r"\s+"))
 _MAX_FRONT_MATTER = 64 * 1024
+_PIECE_TOKENS = 32  # word-level pieces are grouped up to this size (overlap granularity stays fine)
 _ATTR_LIST = re.compile(r"\s*\{\s*[#.][^{}]*\}\s*$")
 
 
@@ -246,10 +247,7 @@ class _Packer:
 
     def prefetch(self, sections: list[_Section]) -> None:
         """Count every block of the document in one batch: one call instead of thousands."""
-        texts = list({self.text[slice(*_trim(self.text, a, b))] for s in sections for a, b, _, _ in s.blocks})
-        texts = [t for t in texts if t not in self.cache]
-        for t, n in zip(texts, self.count(texts) if texts else []):
-            self.cache[t] = n - self.overhead
+        self._count_all([self.text[slice(*_trim(self.text, a, b))] for s in sections for a, b, _, _ in s.blocks])
 
     def shown(self, trail: tuple[str, ...], heading_in_text: bool) -> tuple[str, ...]:
         """Headings prepended for the model: the trail, minus a heading the text already starts with."""
@@ -330,6 +328,7 @@ class _Packer:
         # The first piece keeps the block's own opening lines, the last its closing line.
         pieces[0] = (start, pieces[0][1])
         pieces[-1] = (pieces[-1][0], end)
+        self._count_all([self.text[a:b] for a, b in pieces])
         return [
             _Unit(a, b, self.cost(self.text[a:b]), self.groups, head if i else "", tail if i < len(pieces) - 1 else "")
             for i, (a, b) in enumerate(pieces)
@@ -353,16 +352,39 @@ class _Packer:
         start, end = _trim(self.text, start, end)
         if start >= end:
             return []
-        if self.cost(self.text[start:end]) <= max(budget, 1) or end - start == 1:
+        if end - start == 1 or self.cost(self.text[start:end]) <= max(budget, 1):
             return [(start, end)]
-        if level >= len(_SPLITTERS):
+        if level >= len(_SPLITTERS):  # no boundary left: halve by characters
             mid = start + (end - start) // 2
             return self._split(start, mid, budget, level) + self._split(mid, end, budget, level)
         cuts = [m.start() for m in _SPLITTERS[level].finditer(self.text, start, end)]
-        if not cuts:
-            return self._split(start, end, budget, level + 1)
         bounds = [start] + cuts + [end]
-        return [p for a, b in zip(bounds, bounds[1:]) for p in self._split(a, b, budget, level + 1)]
+        pieces = [p for p in (_trim(self.text, a, b) for a, b in zip(bounds, bounds[1:])) if p[0] < p[1]]
+        self._count_all([self.text[a:b] for a, b in pieces])  # one batch call for the whole level
+        out: list[tuple[int, int]] = []
+        for a, b in pieces:
+            out.extend([(a, b)] if self.cost(self.text[a:b]) <= budget else self._split(a, b, budget, level + 1))
+        return self._group(out, min(budget, _PIECE_TOKENS)) if level == len(_SPLITTERS) - 1 else out
+
+    def _group(self, pieces: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+        """Join adjacent word-level pieces up to `limit` tokens: a 5 MB line becomes thousands of units, not
+        a million."""
+        out: list[tuple[int, int]] = []
+        total = 0
+        for a, b in pieces:
+            cost = self.cost(self.text[a:b])
+            if out and total + cost <= limit:
+                out[-1] = (out[-1][0], b)
+                total += cost
+            else:
+                out.append((a, b))
+                total = cost
+        return out
+
+    def _count_all(self, texts: list[str]) -> None:
+        todo = list({t for t in texts if t not in self.cache})
+        for t, n in zip(todo, self.count(todo) if todo else []):
+            self.cache[t] = n - self.overhead
 
     def _emit(self, section: _Section, units: list[_Unit]) -> Chunk | None:
         """The chunk made of `units`, or None when its exact token count exceeds the limit."""
@@ -412,8 +434,8 @@ def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
+    """The span without leading and trailing whitespace (C-speed strip: spans can be megabytes)."""
+    segment = text[start:end]
+    body = segment.lstrip()
+    start += len(segment) - len(body)
+    return start, start + len(body.rstrip())

@@ -30,6 +30,7 @@ class DocsSettings:
     exclude: list[str] = field(default_factory=list)
     skip_hidden: bool = True
     follow_symlinks: bool = False
+    max_file_mb: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ SECTIONS: dict[str, type] = {
 
 # Ranges a value must lie in, checked after types: (section, key) -> (min, max), None meaning unbounded.
 RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
+    ("docs", "max_file_mb"): (0.001, 4096),
     ("embedding", "batch_size"): (1, 4096),
     ("embedding", "threads"): (0, 256),
     ("chunking", "max_tokens"): (16, 8192),

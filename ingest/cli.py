@@ -56,7 +56,7 @@ def scan_options(settings: Settings) -> ScanOptions:
     """Which files of the configured docs folder are indexed."""
     d = settings.docs
     return ScanOptions(settings.resolve(d.path), tuple(d.include), tuple(d.exclude), d.skip_hidden,
-                       d.follow_symlinks)
+                       d.follow_symlinks, int(d.max_file_mb * 2**20))
 
 
 @contextlib.contextmanager

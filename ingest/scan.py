@@ -37,6 +37,7 @@ class ScanOptions:
     exclude: tuple[str, ...] = ()
     skip_hidden: bool = True
     follow_symlinks: bool = False
+    max_bytes: int = 20 * 1024 * 1024
 
 
 class Unreadable(Exception):
@@ -100,6 +101,11 @@ def _add_file(path: Path, rel: str, real_root: Path, options: ScanOptions, files
         return
     if not real.is_file():
         skipped.append(Skipped(rel, "not a regular file"))
+        return
+    size = real.stat().st_size
+    if size > options.max_bytes:
+        skipped.append(Skipped(rel, f"too large ({size / 2**20:.1f} MB > docs.max_file_mb "
+                                    f"{options.max_bytes / 2**20:g}; raise it to index this file)"))
         return
     known = files.get(real)
     # Keep the real file's own path when both it and a link to it are inside the root.

@@ -34,6 +34,14 @@ def test_exclude_globs(tmp_path: Path) -> None:
     assert [f.rel for f in files] == ["a.md"]
 
 
+def test_oversized_files_are_skipped_with_the_setting_named(tmp_path: Path) -> None:
+    (tmp_path / "big.md").write_text("word " * 1000)
+    (tmp_path / "small.md").write_text("# ok\n")
+    files, skipped = scan(ScanOptions(tmp_path, max_bytes=1000))
+    assert [f.rel for f in files] == ["small.md"]
+    assert "too large" in skipped[0].reason and "docs.max_file_mb" in skipped[0].reason
+
+
 def test_symlinks_inside_are_indexed_once_outside_not_followed(tmp_path: Path) -> None:
     root, outside = tmp_path / "docs", tmp_path / "outside.md"
     root.mkdir()
