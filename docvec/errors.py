@@ -1,6 +1,7 @@
 """Every error docvec raises on purpose, in one tree.
 
     DocvecError                 base: the CLI turns any of these into one line and exit code 1
+    ├── Interrupted             Ctrl-C: work stopped between two atomic writes (carries what was done)
     ├── ConfigError             a config file, key or value is wrong (names file, key, expected)
     ├── SourceError             the docs folder is missing, not a folder, or unreadable
     ├── EmbeddingError          the embedding provider failed (raised ``from`` the provider's error)
@@ -19,6 +20,14 @@ from __future__ import annotations
 
 class DocvecError(Exception):
     """Base class: a failure docvec understands and can explain in one line."""
+
+
+class Interrupted(DocvecError):
+    """The user interrupted a run; everything stored so far is consistent and the next run continues."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class ConfigError(DocvecError):

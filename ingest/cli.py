@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -11,7 +12,7 @@ import click
 from docvec.cli import (DocvecCommand, chunk_params, config_options, emit_json, load, make_configured_embedder,
                         store_location)
 from docvec.config import Settings
-from docvec.errors import SourceError
+from docvec.errors import Interrupted, SourceError
 from docvec.fingerprint import Fingerprint
 from docvec.lock import lock_path_for, writer_lock
 from ingest.pipeline import IngestReport, Progress, check_fingerprint, index_exists, ingest, open_for_writing
@@ -45,7 +46,14 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
         else:
             with writer_lock(lock_path_for(location.path, location.collection), wait=wait):
                 store = open_for_writing(location, fingerprint)
-                report = ingest(store, embedder, scan_options(settings), chunk_params(settings), False, on_progress)
+                try:
+                    report = ingest(store, embedder, scan_options(settings), chunk_params(settings), False,
+                                    on_progress)
+                except Interrupted as exc:
+                    if isinstance(exc.report, IngestReport):
+                        _render(exc.report, settings, as_json)
+                    click.echo(str(exc), err=True)
+                    sys.exit(130)
     _render(report, settings, as_json)
     if report.files_seen and not (report.files_added or report.files_changed or report.files_unchanged):
         raise SourceError(f"none of the {report.files_seen} files in {settings.resolve(settings.docs.path)} "

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, chunk_markdown, content_hash
 from docvec.embedders import Embedder
-from docvec.errors import IndexMismatch, IndexNotFound
+from docvec.errors import IndexMismatch, IndexNotFound, Interrupted
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordIndex, keyword_path, sync_keyword_index
 from docvec.store import Metadata, Store, StoreLocation, dumps_metadata
@@ -168,7 +168,13 @@ def ingest(store: Store | None, embedder: Embedder, scan_options: ScanOptions, p
     if dry_run or store is None:
         _fill_dry_run(report, work, todo, stale, state, store)
     else:
-        _execute(store, embedder, work, todo, stale, report, progress)
+        try:
+            _execute(store, embedder, work, todo, stale, report, progress)
+        except KeyboardInterrupt:
+            # Chroma writes are atomic per call and a signal lands between calls: what is stored is consistent.
+            report.seconds = time.perf_counter() - started
+            raise Interrupted("interrupted: what was stored is kept; run `docvec ingest` again to continue",
+                              report) from None
         report.chunks_total = store.count()
         _sync_keywords(store)
     report.seconds = time.perf_counter() - started

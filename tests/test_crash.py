@@ -106,3 +106,22 @@ def test_second_ingest_is_refused_while_the_first_writes(tmp_path: Path) -> None
     assert first.wait(timeout=300) == 0
     verify = _docvec(["verify"], cfg)
     assert verify.wait(timeout=120) == 0
+
+
+def test_ctrl_c_stops_cleanly_with_a_summary_and_the_next_run_continues(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _corpus(docs, 70, seed=11)
+    cfg = _config(tmp_path, docs)
+    proc = _docvec(["ingest", "-q"], cfg)
+    before = _state(tmp_path / "index")
+    while proc.poll() is None and len(_state(tmp_path / "index")) <= max(len(before), 1):
+        time.sleep(0.01)  # the index exists: the run is past its start-up
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: what was stored is kept" in err and "chunks:" in err and "Traceback" not in err
+    rerun = _docvec(["ingest", "-q", "--json"], cfg)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert _docvec(["verify"], cfg).wait(timeout=120) == 0
