@@ -105,7 +105,7 @@ def _add_file(path: Path, rel: str, real_root: Path, options: ScanOptions, files
     size = real.stat().st_size
     if size > options.max_bytes:
         skipped.append(Skipped(rel, f"too large ({size / 2**20:.1f} MB > docs.max_file_mb "
-                                    f"{options.max_bytes / 2**20:g}; raise it to index this file)"))
+                                    f"{options.max_bytes / 2**20:.3g}; raise it to index this file)"))
         return
     known = files.get(real)
     # Keep the real file's own path when both it and a link to it are inside the root.
@@ -136,7 +136,7 @@ def _decode(data: bytes) -> str:
             return data.decode("utf-16")
         except UnicodeDecodeError as exc:
             raise Unreadable("invalid UTF-16") from exc
-    if b"\x00" in data[:8192]:
+    if b"\x00" in data:
         raise Unreadable("binary file (NUL bytes)")
     try:
         return data.decode("utf-8-sig")

@@ -1,0 +1,82 @@
+"""A generated hostile docs folder ingests with no crash: every good file indexed, every other one explained."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from docvec.chunker import ChunkParams
+from docvec.fingerprint import Fingerprint
+from docvec.store import Store, StoreLocation
+from ingest.pipeline import ingest, open_for_writing
+from ingest.scan import ScanOptions
+from ingest.verify import verify
+from tests.conftest import RecordingEmbedder
+
+PARAMS = ChunkParams()
+
+BOMB = "---\na: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n" \
+       "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: [*d,*d,*d,*d,*d,*d,*d,*d,*d]\ntitle: Bomb\n---\n# Still text\n\nBody.\n"
+
+GOOD = {
+    "plain.md": "# Plain\n\nA normal page.\n",
+    "utf16.md": "# Überschrift\n\nText mit Umlauten.\n".encode("utf-16"),
+    "utf8-bom.md": b"\xef\xbb\xbf# BOM\n\nbyte order mark\n",
+    "unclosed-fence.md": "# Code\n\n```python\n" + "x = 1\n" * 400,
+    "one-long-line.md": " ".join(f"word{i}" for i in range(40_000)),
+    "nested-lists.md": "".join("  " * i + "- item\n" for i in range(300)),
+    "many-headings.md": "".join(f"## Heading {i}\n\ntext {i}\n\n" for i in range(1_000)),
+    "bad-front-matter.md": "---\ntitle: [unclosed\n---\n# Body survives\n\ntext\n",
+    "huge-front-matter.md": "---\n" + "".join(f"k{i}: {'v' * 100}\n" for i in range(1000)) + "---\n# After\n\nok\n",
+    "yaml-bomb.md": BOMB,
+    "name with spaces é.md": "# Spaces\n\nfine\n",
+    "new\nline.md": "# Newline in name\n\nfine\n",
+    "sub/deep/page.md": "# Deep\n\nnested folders\n",
+}
+BAD = {
+    "binary.md": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+    "late-nul.md": (b"# Text\n\n" + b"a" * 10_000 + b"\x00tail", "binary"),
+    "latin1.md": (b"caf\xe9 cr\xe8me", "not UTF-8"),
+    "empty.md": (b"", "empty"),
+    "blank.md": (b" \n\t\n  ", "empty"),
+}
+
+
+def _hostile(root: Path) -> None:
+    for name, content in {**GOOD, **{k: v[0] for k, v in BAD.items()}}.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (root / "big.md").write_text("word " * 250_000)  # over the size limit set below
+    os.symlink(root / "plain.md", root / "alias.md")
+    os.symlink("/etc/hostname", root / "escape.md")
+    os.symlink(root / "loop.md", root / "loop.md")
+    os.mkfifo(root / "fifo.md")
+    for hidden in (".git", "node_modules", ".drafts"):
+        (root / hidden).mkdir()
+        (root / hidden / "x.md").write_text("# hidden\n")
+
+
+def test_hostile_folder_ingests_every_good_file_and_explains_the_rest(tmp_path: Path,
+                                                                      recorder: RecordingEmbedder) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _hostile(docs)
+    options = ScanOptions(docs, max_bytes=1_000_000)
+    store = open_for_writing(StoreLocation(tmp_path / "idx", "hostile"), Fingerprint.build(recorder.info, PARAMS))
+    report = ingest(store, recorder, options, PARAMS)
+    assert sorted(report.files_added) == sorted(GOOD)
+    reasons = {s.rel: s.reason for s in report.skipped}
+    for name, (_, why) in BAD.items():
+        assert why in reasons[name], (name, reasons.get(name))
+    assert "too large" in reasons["big.md"] and "outside the docs folder" in reasons["escape.md"]
+    assert "loop" in reasons["loop.md"] and "not a regular file" in reasons["fifo.md"]
+    assert not any(".git" in r or "node_modules" in r or ".drafts" in r for r in reasons)
+    assert any("bad-front-matter.md: front matter ignored" in w for w in report.warnings)
+    assert any("huge-front-matter.md: front matter over" in w for w in report.warnings)
+    metas = [m for _, m in Store.open(StoreLocation(tmp_path / "idx", "hostile")).iter_metadata()]
+    assert all(m["tokens"] <= 256 for m in metas)
+    assert {m["source"] for m in metas} == set(GOOD)
+    bomb = [m for m in metas if m["source"] == "yaml-bomb.md"]
+    assert bomb[0]["title"] == "Bomb"
+    assert verify(store, recorder, options, PARAMS).problems == 0
