@@ -13,7 +13,7 @@ import click
 from docvec.cli import DocvecCommand, config_options, emit_json, load, store_location
 from docvec.config import Settings
 from docvec.embedders import Embedder, make_embedder
-from docvec.errors import IndexNotFound
+from docvec.errors import DocvecError, IndexNotFound, ModelUnavailable
 from docvec.keyword import KeywordIndex, keyword_path, sync_keyword_index
 from query.search import MODES, Fusion, Hit, parse_where, search
 
@@ -85,7 +85,11 @@ def _index_embedder(store: "Store", settings: Settings) -> Embedder:
     if (built.provider, built.model) != (e.provider, e.model):
         click.echo(f"note: the index was built with {built.provider}:{built.model}, the configuration says "
                    f"{e.provider}:{e.model}; answering with the index's model", err=True)
-    return make_embedder(built.provider, built.model, e.batch_size, e.threads)
+    try:
+        return make_embedder(built.provider, built.model, e.batch_size, e.threads)
+    except DocvecError as exc:
+        raise ModelUnavailable(f"the index was built with {built.provider}:{built.model}, which cannot be loaded "
+                               f"here ({exc}); install it, or run `docvec reindex` with an available model") from exc
 
 
 def _render(hits: list[Hit], explain: bool) -> None:

@@ -134,3 +134,13 @@ def test_status_lists_live_and_backups(project: Path) -> None:
     assert ": live," in status and "previous (rollback)" in status
     assert CliRunner().invoke(cli, ["prune", "--all", *cfg]).exit_code == 0
     assert "previous (rollback)" not in CliRunner().invoke(cli, ["status", *cfg]).output
+
+
+def test_query_with_an_unavailable_index_model_is_a_clear_error(project: Path, docs: Path) -> None:
+    location = StoreLocation(project / "index", "docvec")
+    other = RecordingEmbedder("someone-elses-model")
+    ingest(open_for_writing(location, Fingerprint.build(other.info, PARAMS)), other, ScanOptions(docs), PARAMS)
+    result = CliRunner().invoke(cli, ["query", "token", "--config", str(project / "config.yaml")])
+    assert result.exit_code == 1
+    assert "note: the index was built with test:someone-elses-model" in result.output
+    assert "cannot be loaded here" in result.output and "docvec reindex" in result.output
