@@ -34,12 +34,20 @@ SUBCOMMANDS = {
 }
 
 
+class ConfigProblem(click.ClickException):
+    """A bad setting, flag or query: a usage error, exit code 2 (without click's usage text)."""
+
+    exit_code = 2
+
+
 class DocvecCommand(click.Command):
-    """A command whose DocvecErrors become one-line click errors (exit 1), usage errors exit 2."""
+    """A command whose DocvecErrors become one-line click errors: exit 2 for configuration, 1 for the rest."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ConfigError as exc:
+            raise ConfigProblem(str(exc)) from exc
         except DocvecError as exc:
             raise click.ClickException(str(exc)) from exc
 

@@ -15,7 +15,7 @@ from docvec.config import Settings
 from docvec.embedders import Embedder, make_embedder
 from docvec.errors import DocvecError, IndexNotFound, ModelUnavailable
 from docvec.keyword import KeywordIndex, keyword_path, sync_keyword_index
-from query.search import MODES, Fusion, Hit, parse_where, search
+from query.search import MAX_QUERY_CHARS, MODES, Fusion, Hit, parse_where, search
 
 if TYPE_CHECKING:
     from docvec.store import Store
@@ -39,6 +39,8 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
     text = " ".join(question).strip()
     if not text:
         raise click.UsageError("the question is empty")
+    if len(text) > MAX_QUERY_CHARS:
+        raise click.UsageError(f"the question is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
     settings = load(config_path, {"store.path": index_path, "store.collection": collection,
                                   "query.top_k": top_k, "query.min_score": min_score, "query.mode": mode})
     from docvec.store import Store

@@ -127,10 +127,16 @@ def test_errors_are_one_line_with_click_exit_codes(project: Path, args: list[str
     assert "Traceback" not in result.output
 
 
-def test_bad_config_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+def test_bad_config_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("store:\n  paht: x\n")
     result = CliRunner().invoke(cli, ["status", "--config", str(tmp_path / "config.yaml")])
-    assert result.exit_code == 1 and "did you mean 'path'" in result.output
+    assert result.exit_code == 2 and "did you mean 'path'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_huge_query_is_a_usage_error(indexed: Path) -> None:
+    result = _run(["query", "word " * 200_000], indexed)
+    assert result.exit_code == 2 and "the limit is 10000" in result.output
 
 
 def test_stage_modules_run_with_python_m(indexed: Path) -> None:

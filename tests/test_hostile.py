@@ -80,3 +80,53 @@ def test_hostile_folder_ingests_every_good_file_and_explains_the_rest(tmp_path: 
     bomb = [m for m in metas if m["source"] == "yaml-bomb.md"]
     assert bomb[0]["title"] == "Bomb"
     assert verify(store, recorder, options, PARAMS).problems == 0
+
+
+class FailingEmbedder(RecordingEmbedder):
+    """Fails on its n-th call, as a model or server can in the middle of a run."""
+
+    def __init__(self, fail_on: int) -> None:
+        super().__init__()
+        self.fail_on = fail_on
+
+    def embed_documents(self, texts):  # type: ignore[no-untyped-def]
+        if self.calls + 1 == self.fail_on:
+            from docvec.errors import EmbeddingError
+            raise EmbeddingError("model crashed")
+        return super().embed_documents(texts)
+
+
+def test_embedder_failing_mid_run_loses_nothing_and_the_next_run_finishes(tmp_path: Path, docs: Path) -> None:
+    import pytest
+
+    from docvec.errors import EmbeddingError
+    from tests.test_crash import _corpus
+
+    _corpus(docs / "gen", 60, seed=5)  # enough chunks for several windows
+    location = StoreLocation(tmp_path / "idx", "faults")
+    failing = FailingEmbedder(fail_on=4)
+    store = open_for_writing(location, Fingerprint.build(failing.info, PARAMS))
+    with pytest.raises(EmbeddingError, match="model crashed"):
+        ingest(store, failing, ScanOptions(docs), PARAMS)
+    partial = verify(store, failing, ScanOptions(docs), PARAMS)
+    assert partial.missing and not (partial.orphans or partial.duplicates or partial.bad_vectors)
+    healthy = RecordingEmbedder()
+    report = ingest(store, healthy, ScanOptions(docs), PARAMS)
+    assert report.chunks_embedded == len(set(healthy.embedded)) and report.files_unchanged > 0
+    assert verify(store, healthy, ScanOptions(docs), PARAMS).problems == 0
+
+
+def test_corrupted_index_is_a_clear_error_and_is_not_rebuilt(project: Path) -> None:
+    from click.testing import CliRunner
+
+    from docvec.cli import cli
+
+    cfg = ["--config", str(project / "config.yaml")]
+    assert CliRunner().invoke(cli, ["ingest", *cfg]).exit_code == 0
+    sqlite = project / "index" / "chroma.sqlite3"
+    sqlite.write_bytes(b"this is not a database" * 100)
+    for command in (["status"], ["query", "token"], ["ingest"]):
+        result = CliRunner().invoke(cli, [*command, *cfg])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert "failed on collection 'docvec'" in result.output
+    assert sqlite.read_bytes().startswith(b"this is not a database")  # nothing was silently rebuilt
