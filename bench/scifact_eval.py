@@ -29,6 +29,10 @@ def main(data: Path, index: Path) -> None:
     ingest_s = time.perf_counter() - t0
     out = _docvec(["eval", str(data / "queries.jsonl"), "--mode", "vector", "--mode", "keyword", "--mode", "hybrid",
                    "--json"], config)
+    rrf = config.with_name("scifact-rrf.yaml")
+    rrf.write_text(config.read_text() + "query:\n  fusion: rrf\n  vector_weight: 1.0\n  keyword_weight: 1.0\n")
+    out += _docvec(["eval", str(data / "queries.jsonl"), "--mode", "hybrid", "--json"], rrf).replace(
+        '"name": "hybrid"', '"name": "hybrid (rrf)"')
     reports = [json.loads(line) for line in out.splitlines()]
     result = {"ingest": json.loads(ingest), "ingest_s": round(ingest_s, 1),
               "modes": {r["name"]: {k: v for k, v in r["means"].items()} for r in reports}}

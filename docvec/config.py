@@ -61,9 +61,10 @@ class StoreSettings:
 class QuerySettings:
     top_k: int = 5
     min_score: float = 0.0
-    mode: str = "vector"
-    vector_weight: float = 1.0
-    keyword_weight: float = 1.0
+    mode: str = "hybrid"
+    fusion: str = "score"
+    vector_weight: float = 0.6
+    keyword_weight: float = 0.4
     rrf_k: int = 60
     candidates: int = 0
 
@@ -112,6 +113,7 @@ PATTERNS: dict[tuple[str, str], tuple[str, str]] = {
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("embedding", "provider"): ("builtin",),
     ("query", "mode"): ("vector", "keyword", "hybrid"),
+    ("query", "fusion"): ("score", "rrf"),
 }
 
 

@@ -63,7 +63,7 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
 def fusion(settings: Settings) -> Fusion:
     """Hybrid fusion parameters from the settings."""
     q = settings.query
-    return Fusion(q.vector_weight, q.keyword_weight, q.rrf_k, q.candidates)
+    return Fusion(q.fusion, q.vector_weight, q.keyword_weight, q.rrf_k, q.candidates)
 
 
 @contextlib.contextmanager

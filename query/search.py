@@ -14,14 +14,21 @@ from docvec.store import Metadata, Store
 
 MAX_QUERY_CHARS = 10_000
 MODES = ("vector", "keyword", "hybrid")
+FUSIONS = ("score", "rrf")
 
 
 @dataclass(frozen=True)
 class Fusion:
-    """How hybrid mode fuses its two rankings: sum of weight / (rrf_k + rank) over the lists a chunk is in."""
+    """How hybrid mode fuses its two rankings.
 
-    vector_weight: float = 1.0
-    keyword_weight: float = 1.0
+    'score': a convex combination of the min-max normalised cosine similarity and bm25 score (a chunk absent from
+    the keyword list scores 0 there); 'rrf': reciprocal-rank fusion, sum of weight / (rrf_k + rank). Measured on
+    SciFact, score fusion wins (nDCG@10 0.739 vs 0.711 for RRF at its defaults): see bench/README.md.
+    """
+
+    method: str = "score"
+    vector_weight: float = 0.6
+    keyword_weight: float = 0.4
     rrf_k: int = 60
     candidates: int = 0  # per ranking; 0 = max(4 * top_k, 50)
 
@@ -56,6 +63,7 @@ class Hit:
 class _Candidate:
     vector_rank: int | None = None
     keyword_rank: int | None = None
+    keyword_score: float = 0.0
     similarity: float | None = None
     document: str | None = None
     metadata: Metadata = field(default_factory=dict)
@@ -68,6 +76,8 @@ def search(store: Store, embedder: Embedder, question: str, top_k: int, min_scor
     question = _check_question(question)
     if mode not in MODES:
         raise ConfigError(f"query mode '{mode}' is unknown; expected one of {', '.join(MODES)}")
+    if fusion.method not in FUSIONS:
+        raise ConfigError(f"fusion '{fusion.method}' is unknown; expected one of {', '.join(FUSIONS)}")
     if mode != "vector" and keyword is None:
         raise ConfigError(f"query mode '{mode}' needs the keyword index")
     vector = np.asarray(embedder.embed_query(question), dtype=np.float32)
@@ -75,7 +85,7 @@ def search(store: Store, embedder: Embedder, question: str, top_k: int, min_scor
     pool: dict[str, _Candidate] = {}
     if mode in ("vector", "hybrid"):
         for rank, r in enumerate(store.query(vector.tolist(), top_k if mode == "vector" else n, where), 1):
-            pool[r.id] = _Candidate(rank, None, r.similarity, r.document, r.metadata)
+            pool[r.id] = _Candidate(rank, None, 0.0, r.similarity, r.document, r.metadata)
     if mode in ("keyword", "hybrid") and keyword is not None:
         _add_keyword_candidates(store, keyword, question, n, where, pool)
     _fill_missing(store, vector, pool)
@@ -98,7 +108,8 @@ def _add_keyword_candidates(store: Store, keyword: KeywordIndex, question: str, 
         allowed = store.filter_ids([h.id for h in hits], where)
         hits = [h for h in hits if h.id in allowed]
     for rank, h in enumerate(hits[:n], 1):
-        pool.setdefault(h.id, _Candidate()).keyword_rank = rank
+        candidate = pool.setdefault(h.id, _Candidate())
+        candidate.keyword_rank, candidate.keyword_score = rank, h.score
 
 
 def _fill_missing(store: Store, vector: np.ndarray[Any, Any], pool: dict[str, _Candidate]) -> None:
@@ -118,20 +129,13 @@ def _fill_missing(store: Store, vector: np.ndarray[Any, Any], pool: dict[str, _C
 
 
 def _rank(pool: dict[str, _Candidate], mode: str, top_k: int, min_score: float, fusion: Fusion) -> list[Hit]:
-    def fused(c: _Candidate) -> float:
-        total = 0.0
-        if c.vector_rank is not None:
-            total += fusion.vector_weight / (fusion.rrf_k + c.vector_rank)
-        if c.keyword_rank is not None:
-            total += fusion.keyword_weight / (fusion.rrf_k + c.keyword_rank)
-        return total
-
+    fused = _fused_scores(pool, fusion) if mode == "hybrid" else {}
     if mode == "vector":
         order = sorted(pool.items(), key=lambda kv: kv[1].vector_rank or 0)
     elif mode == "keyword":
         order = sorted(((k, c) for k, c in pool.items() if c.keyword_rank), key=lambda kv: kv[1].keyword_rank or 0)
     else:
-        order = sorted(pool.items(), key=lambda kv: (-fused(kv[1]), kv[0]))
+        order = sorted(pool.items(), key=lambda kv: (-fused[kv[0]], kv[0]))
     hits: list[Hit] = []
     for rid, c in order:
         if len(hits) == top_k:
@@ -141,8 +145,27 @@ def _rank(pool: dict[str, _Candidate], mode: str, top_k: int, min_score: float, 
         m = c.metadata
         hits.append(Hit(len(hits) + 1, c.similarity or 0.0, rid, str(m.get("label", "")), str(m.get("source", "")),
                         int(m.get("start_line", 0)), int(m.get("end_line", 0)), c.document or "", m,
-                        c.vector_rank, c.keyword_rank, round(fused(c), 6) if mode == "hybrid" else None))
+                        c.vector_rank, c.keyword_rank, round(fused[rid], 6) if rid in fused else None))
     return hits
+
+
+def _fused_scores(pool: dict[str, _Candidate], fusion: Fusion) -> dict[str, float]:
+    if fusion.method == "rrf":
+        return {rid: sum(w / (fusion.rrf_k + r) for w, r in ((fusion.vector_weight, c.vector_rank),
+                                                             (fusion.keyword_weight, c.keyword_rank)) if r)
+                for rid, c in pool.items()}
+    cosine = _min_max({rid: c.similarity or 0.0 for rid, c in pool.items()})
+    bm25 = _min_max({rid: c.keyword_score for rid, c in pool.items() if c.keyword_rank})
+    total = (fusion.vector_weight + fusion.keyword_weight) or 1.0
+    return {rid: (fusion.vector_weight * cosine[rid] + fusion.keyword_weight * bm25.get(rid, 0.0)) / total
+            for rid in pool}
+
+
+def _min_max(scores: dict[str, float]) -> dict[str, float]:
+    if not scores:
+        return {}
+    low, high = min(scores.values()), max(scores.values())
+    return {k: (v - low) / ((high - low) or 1.0) for k, v in scores.items()}
 
 
 def parse_where(filters: list[str]) -> dict[str, Any] | None:

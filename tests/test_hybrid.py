@@ -66,17 +66,42 @@ def test_keyword_mode_ranks_exact_terms_and_respects_filters(tmp_path: Path, doc
     index.close()
 
 
-def test_hybrid_fuses_both_rankings(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
+def test_hybrid_rrf_fuses_ranks(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
     store = _ingest(tmp_path / "idx", docs, recorder)
     index = KeywordIndex(keyword_path(store.location, store.name))
-    hits = search(store, recorder, "rotate API keys revoke", 10, mode="hybrid", keyword=index)
+    rrf = Fusion(method="rrf", vector_weight=1.0, keyword_weight=1.0)
+    hits = search(store, recorder, "rotate API keys revoke", 10, mode="hybrid", keyword=index, fusion=rrf)
     fused = [h.fused for h in hits]
     assert fused == sorted(fused, reverse=True)  # type: ignore[type-var]
     for h in hits:
         expected = sum(1 / (60 + r) for r in (h.vector_rank, h.keyword_rank) if r is not None)
         assert h.fused == pytest.approx(expected, abs=1e-6)
-    only_keyword = search(store, recorder, "rotate API keys revoke", 10, mode="hybrid", keyword=index,
-                          fusion=Fusion(vector_weight=0.0))
-    assert [h.id for h in only_keyword][:3] == [h.id for h in search(
-        store, recorder, "rotate API keys revoke", 3, mode="keyword", keyword=index)]
+    index.close()
+
+
+@pytest.mark.parametrize("method", ["rrf", "score"])
+def test_a_zero_weight_leaves_the_other_ranking(tmp_path: Path, docs: Path, recorder: RecordingEmbedder,
+                                                method: str) -> None:
+    store = _ingest(tmp_path / "idx", docs, recorder)
+    index = KeywordIndex(keyword_path(store.location, store.name))
+    question = "rotate API keys revoke"
+    keyword_only = search(store, recorder, question, 10, mode="hybrid", keyword=index,
+                          fusion=Fusion(method=method, vector_weight=0.0, keyword_weight=1.0))
+    assert [h.id for h in keyword_only][:3] == [h.id for h in search(
+        store, recorder, question, 3, mode="keyword", keyword=index)]
+    vector_only = search(store, recorder, question, 10, mode="hybrid", keyword=index,
+                         fusion=Fusion(method=method, vector_weight=1.0, keyword_weight=0.0))
+    assert [h.id for h in vector_only][:3] == [h.id for h in search(store, recorder, question, 3)]
+    index.close()
+
+
+def test_score_fusion_is_a_convex_mix_of_normalised_scores(tmp_path: Path, docs: Path,
+                                                           recorder: RecordingEmbedder) -> None:
+    store = _ingest(tmp_path / "idx", docs, recorder)
+    index = KeywordIndex(keyword_path(store.location, store.name))
+    hits = search(store, recorder, "webhook signature secret", 50, mode="hybrid", keyword=index,
+                  fusion=Fusion(method="score", vector_weight=0.6, keyword_weight=0.4, candidates=50))
+    assert all(0.0 <= (h.fused or 0.0) <= 1.0 for h in hits)
+    assert [h.fused for h in hits] == sorted((h.fused for h in hits), reverse=True)  # type: ignore[type-var]
+    assert hits[0].source == "guides/webhooks.md"
     index.close()
