@@ -80,6 +80,8 @@ def _progress_bar(disabled: bool) -> Iterator[Any]:
             return
         bar = bars.get(p.phase)
         if bar is None:
+            for done in bars.values():  # phases are sequential: one bar at a time, no stacked cursor moves
+                done.close()
             bar = bars[p.phase] = tqdm(total=p.total, desc=labels.get(p.phase, p.phase), unit=" chunks"
                                        if p.phase == "embed" else " files", leave=False, dynamic_ncols=True)
         bar.total = max(bar.total, p.total)
