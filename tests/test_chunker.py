@@ -145,3 +145,18 @@ def test_unclosed_fence_and_huge_line_do_not_break_limits() -> None:
     text = "```\n" + "x = 1\n" * 500 + "\n" + "word " * 5000
     doc = chunk_markdown(text, COUNT, ChunkParams())
     assert doc.chunks and all(c.tokens <= 256 for c in doc.chunks)
+
+
+yamlish = st.text(alphabet=st.sampled_from(list("abc:-[]{}&*!|>'\"#\n 12\t.,?%@`")), max_size=300)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(yamlish, paragraph)
+def test_any_front_matter_never_raises_and_the_body_survives(front: str, body: str) -> None:
+    text = f"---\n{front}\n---\n{body}\n"
+    doc = chunk_markdown(text, COUNT, SMALL)
+    assert all(isinstance(k, str) for k in doc.front_matter)
+    assert all(isinstance(v, (str, int, float, bool, list)) for v in doc.front_matter.values())
+    if body.strip():
+        assert doc.chunks and doc.chunks[-1].end_char <= len(text)
+        assert all(c.tokens <= SMALL.max_tokens or c.end_char - c.start_char == 1 for c in doc.chunks)

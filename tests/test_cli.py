@@ -163,3 +163,10 @@ def test_stages_do_not_import_each_other() -> None:
             assert "import chromadb" not in text and "from chromadb" not in text, path
         if path.name != "cli.py":
             assert "import click" not in text and "from tqdm" not in text, path
+
+
+def test_chunk_limit_above_the_model_context_is_refused(project: Path) -> None:
+    (project / "config.yaml").write_text((project / "config.yaml").read_text() + "chunking:\n  max_tokens: 512\n")
+    result = _run(["ingest"], project)
+    assert result.exit_code == 2
+    assert "chunking.max_tokens is 512 but all-MiniLM-L6-v2 reads at most 256 tokens" in result.output

@@ -69,3 +69,16 @@ def test_eval_command_gates_on_expectations(project: Path) -> None:
     assert result.exit_code == 1 and "FAIL" in result.output and "1 expectation(s) failed" in result.output
     as_json = CliRunner().invoke(cli, ["eval", str(good), *cfg, "--json"])
     assert json.loads(as_json.stdout.splitlines()[0])["means"]["hit@1"] == 1.0
+
+
+def test_eval_compares_two_configurations_side_by_side(project: Path) -> None:
+    cfg = project / "config.yaml"
+    assert CliRunner().invoke(cli, ["ingest", "--config", str(cfg)]).exit_code == 0
+    other = project / "other.yaml"
+    other.write_text(cfg.read_text() + "query:\n  mode: keyword\n")
+    good = project / "good.yaml"
+    good.write_text('- query: "rotate a leaked key"\n  expect: guides/api-keys.md\n  within: 3\n')
+    result = CliRunner().invoke(cli, ["eval", str(good), "--config", str(cfg), "--against", str(other), "--json"])
+    assert result.exit_code == 0, result.output
+    names = [json.loads(line)["name"] for line in result.stdout.splitlines()]
+    assert names == ["hybrid (config.yaml)", "keyword (other.yaml)"]
