@@ -18,7 +18,7 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-from docvec.errors import LockHeld
+from docvec.errors import LockHeld, StoreError
 
 
 def lock_path_for(index_dir: Path, collection: str) -> Path:
@@ -29,13 +29,16 @@ def lock_path_for(index_dir: Path, collection: str) -> Path:
 @contextlib.contextmanager
 def writer_lock(path: Path, wait: bool = False, timeout: float | None = None) -> Iterator[None]:
     """Hold the writer lock at `path`; raise LockHeld at once (or after `timeout` when waiting)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path), thread_local=False)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=(-1 if timeout is None else timeout) if wait else 0)
     except Timeout as exc:
         raise LockHeld(f"another docvec process is writing this index ({_holder(path)}); "
                        f"wait for it, or run with --wait") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot take the writer lock {path}: {exc.strerror or exc} — the index folder must be "
+                         f"writable to ingest") from exc
     info = path.with_suffix(".holder")
     try:
         info.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
