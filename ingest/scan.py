@@ -47,10 +47,14 @@ class Unreadable(Exception):
 def scan(options: ScanOptions) -> tuple[list[SourceFile], list[Skipped]]:
     """The files to index under root, sorted, and the ones skipped with their reasons."""
     root = options.root
-    if not root.exists():
-        raise SourceError(f"docs folder {root} does not exist: pass DOCS_DIR or set docs.path in config.yaml")
-    if not root.is_dir():
-        raise SourceError(f"docs folder {root} is a file, not a folder: pass the folder that holds the markdown")
+    try:
+        if not root.exists():
+            raise SourceError(f"docs folder {root} does not exist: pass DOCS_DIR or set docs.path in config.yaml")
+        if not root.is_dir():
+            raise SourceError(f"docs folder {root} is a file, not a folder: pass the folder that holds the markdown")
+        os.listdir(root)
+    except OSError as exc:
+        raise SourceError(f"docs folder {root} cannot be read: {exc.strerror or exc}") from exc
     real_root = root.resolve()
     files: dict[Path, SourceFile] = {}
     skipped: list[Skipped] = []

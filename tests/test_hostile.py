@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from docvec.chunker import ChunkParams
 from docvec.fingerprint import Fingerprint
 from docvec.store import Store, StoreLocation
@@ -23,9 +25,9 @@ GOOD = {
     "utf16.md": "# Überschrift\n\nText mit Umlauten.\n".encode("utf-16"),
     "utf8-bom.md": b"\xef\xbb\xbf# BOM\n\nbyte order mark\n",
     "unclosed-fence.md": "# Code\n\n```python\n" + "x = 1\n" * 400,
-    "one-long-line.md": " ".join(f"word{i}" for i in range(40_000)),
-    "nested-lists.md": "".join("  " * i + "- item\n" for i in range(300)),
-    "many-headings.md": "".join(f"## Heading {i}\n\ntext {i}\n\n" for i in range(1_000)),
+    "one-long-line.md": " ".join(f"word{i % 5000}" for i in range(700_000)),  # one 5 MB line
+    "nested-lists.md": "".join("  " * i + "- item\n" for i in range(2_000)),  # 2,000 levels
+    "many-headings.md": "".join(f"## Heading {i}\n\ntext {i}\n\n" for i in range(10_000)),
     "bad-front-matter.md": "---\ntitle: [unclosed\n---\n# Body survives\n\ntext\n",
     "huge-front-matter.md": "---\n" + "".join(f"k{i}: {'v' * 100}\n" for i in range(1000)) + "---\n# After\n\nok\n",
     "yaml-bomb.md": BOMB,
@@ -47,7 +49,7 @@ def _hostile(root: Path) -> None:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    (root / "big.md").write_text("word " * 250_000)  # over the size limit set below
+    (root / "big.md").write_text("word " * 2_500_000)  # 12.5 MB: over the size limit set below
     os.symlink(root / "plain.md", root / "alias.md")
     os.symlink("/etc/hostname", root / "escape.md")
     os.symlink(root / "loop.md", root / "loop.md")
@@ -57,12 +59,52 @@ def _hostile(root: Path) -> None:
         (root / hidden / "x.md").write_text("# hidden\n")
 
 
+def test_permission_denied_is_reported_per_file_and_folder(tmp_path: Path) -> None:
+    """Root reads everything, so the scan runs as an unprivileged user (skipped where that is not possible)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop privileges")
+    base = Path(tempfile.mkdtemp())  # pytest's own tmp folders are 0700: the other user could not enter
+    os.chmod(base, 0o755)
+    docs = base / "docs"
+    (docs / "locked").mkdir(parents=True)
+    (docs / "ok.md").write_text("# fine\n")
+    (docs / "secret.md").write_text("# secret\n")
+    (docs / "locked" / "inside.md").write_text("# inside\n")
+    os.chmod(docs / "secret.md", 0o000)
+    os.chmod(docs / "locked", 0o000)
+    os.chmod(docs, 0o755)
+    script = ("import json, sys; from pathlib import Path; from ingest.scan import scan, ScanOptions, read_markdown, "
+              "Unreadable\nfiles, skipped = scan(ScanOptions(Path(sys.argv[1])))\nout = {s.rel: s.reason for s in "
+              "skipped}\nfor f in files:\n    try: read_markdown(f.path)\n    except Unreadable as e: "
+              "out[f.rel] = str(e)\nprint(json.dumps(out))")
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                           script, str(docs)], capture_output=True, text=True, cwd=repo, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert done.returncode == 0, done.stderr
+    reasons = json.loads(done.stdout)
+    assert reasons == {"locked/": "folder unreadable: Permission denied", "secret.md": "unreadable: Permission denied"}
+    os.chmod(docs, 0o000)  # and the docs folder itself: one clear error, no traceback
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                           script, str(docs)], capture_output=True, text=True, cwd=repo, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert "SourceError: docs folder" in done.stderr and "cannot be read: Permission denied" in done.stderr
+    os.chmod(docs, 0o755)
+    shutil.rmtree(base)
+
+
 def test_hostile_folder_ingests_every_good_file_and_explains_the_rest(tmp_path: Path,
                                                                       recorder: RecordingEmbedder) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     _hostile(docs)
-    options = ScanOptions(docs, max_bytes=1_000_000)
+    options = ScanOptions(docs, max_bytes=10_000_000)
     store = open_for_writing(StoreLocation(tmp_path / "idx", "hostile"), Fingerprint.build(recorder.info, PARAMS))
     report = ingest(store, recorder, options, PARAMS)
     assert sorted(report.files_added) == sorted(GOOD)
@@ -97,8 +139,6 @@ class FailingEmbedder(RecordingEmbedder):
 
 
 def test_embedder_failing_mid_run_loses_nothing_and_the_next_run_finishes(tmp_path: Path, docs: Path) -> None:
-    import pytest
-
     from docvec.errors import EmbeddingError
     from tests.test_crash import _corpus
 
@@ -130,3 +170,22 @@ def test_corrupted_index_is_a_clear_error_and_is_not_rebuilt(project: Path) -> N
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
         assert "failed on collection 'docvec'" in result.output
     assert sqlite.read_bytes().startswith(b"this is not a database")  # nothing was silently rebuilt
+
+
+def test_index_of_another_docvec_version_is_refused_not_rebuilt(project: Path) -> None:
+    from click.testing import CliRunner
+
+    from docvec.cli import cli
+    from docvec.store import FORMAT_KEY
+
+    cfg = ["--config", str(project / "config.yaml")]
+    assert CliRunner().invoke(cli, ["ingest", *cfg]).exit_code == 0
+    store = Store.open(StoreLocation(project / "index", "docvec"))
+    count = store.count()
+    meta = store.collection_metadata()
+    store.set_collection_metadata({**meta, FORMAT_KEY: 1, "docvec:version": "0.0.1"})
+    for command in (["status"], ["query", "token"], ["ingest"]):
+        result = CliRunner().invoke(cli, [*command, *cfg])
+        assert result.exit_code == 1, result.output
+        assert "has docvec format 1, this docvec reads format 2" in result.output and "0.0.1" in result.output
+    assert store.count() == count  # nothing was thrown away
