@@ -189,3 +189,27 @@ def test_index_of_another_docvec_version_is_refused_not_rebuilt(project: Path) -
         assert result.exit_code == 1, result.output
         assert "has docvec format 1, this docvec reads format 2" in result.output and "0.0.1" in result.output
     assert store.count() == count  # nothing was thrown away
+
+
+def test_file_vanishing_between_listing_and_reading(tmp_path: Path, docs: Path, recorder: RecordingEmbedder,
+                                                   monkeypatch: "pytest.MonkeyPatch") -> None:
+    import ingest.pipeline as pipeline
+
+    store = open_for_writing(StoreLocation(tmp_path / "idx", "race"), Fingerprint.build(recorder.info, PARAMS))
+    ingest(store, recorder, ScanOptions(docs), PARAMS)
+    real_scan = pipeline.scan
+
+    def scan_then_delete(options: ScanOptions):  # type: ignore[no-untyped-def]
+        listed = real_scan(options)
+        (docs / "guides" / "sdks.md").unlink()  # another process deletes it right after the listing
+        (docs / "guides" / "webhooks.md").write_text("# Webhooks\n\nRewritten while ingest ran.\n")
+        return listed
+
+    monkeypatch.setattr(pipeline, "scan", scan_then_delete)
+    report = ingest(store, recorder, ScanOptions(docs), PARAMS)
+    assert any(s.rel == "guides/sdks.md" and "No such file" in s.reason for s in report.skipped)
+    assert report.files_changed == ["guides/webhooks.md"]  # read once: chunks and hash from the same bytes
+    monkeypatch.setattr(pipeline, "scan", real_scan)
+    after = ingest(store, recorder, ScanOptions(docs), PARAMS)  # the next run sees the deletion
+    assert after.files_removed == ["guides/sdks.md"]
+    assert verify(store, recorder, ScanOptions(docs), PARAMS).problems == 0
