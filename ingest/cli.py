@@ -15,6 +15,7 @@ from docvec.config import Settings
 from docvec.errors import Interrupted, SourceError
 from docvec.fingerprint import Fingerprint
 from docvec.lock import lock_path_for, writer_lock
+from docvec.store import StoreLocation
 from ingest.pipeline import IngestReport, Progress, check_fingerprint, index_exists, ingest, open_for_writing
 from ingest.scan import ScanOptions
 
@@ -44,7 +45,7 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
                 check_fingerprint(store, fingerprint)
             report = ingest(store, embedder, scan_options(settings), chunk_params(settings), True, on_progress)
         else:
-            with writer_lock(lock_path_for(location.path, location.collection), wait=wait):
+            with _writer_lock(location, wait):
                 store = open_for_writing(location, fingerprint)
                 try:
                     report = ingest(store, embedder, scan_options(settings), chunk_params(settings), False,
@@ -58,6 +59,11 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
     if report.files_seen and not (report.files_added or report.files_changed or report.files_unchanged):
         raise SourceError(f"none of the {report.files_seen} files in {settings.resolve(settings.docs.path)} "
                           f"could be indexed (see the reasons above)")
+
+
+def _writer_lock(location: StoreLocation, wait: bool) -> contextlib.AbstractContextManager[None]:
+    """The one-writer lock of the configured index."""
+    return writer_lock(lock_path_for(location.path, location.collection), wait=wait)
 
 
 def scan_options(settings: Settings) -> ScanOptions:
@@ -138,7 +144,7 @@ def verify_command(config_path: Path | None, index_path: Path | None, collection
     report = verify(store, embedder, scan_options(settings), params)
     _render_verify(report, as_json and not repair)
     if repair and report.problems:
-        with writer_lock(lock_path_for(location.path, location.collection), wait=wait), _progress_bar(as_json) as bar:
+        with _writer_lock(location, wait), _progress_bar(as_json) as bar:
             store = open_for_writing(location, Fingerprint.build(embedder.info, params))
             report = repair_index(store, embedder, scan_options(settings), params, report, bar)
         click.echo("after repair:", err=True)
@@ -178,7 +184,7 @@ def reindex_command(config_path: Path | None, index_path: Path | None, collectio
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
     embedder = make_configured_embedder(settings)
     location = store_location(settings)
-    with writer_lock(lock_path_for(location.path, location.collection), wait=wait), \
+    with _writer_lock(location, wait), \
             _progress_bar(quiet or as_json) as on_progress:
         report = reindex(location, embedder, scan_options(settings), chunk_params(settings), on_progress)
     if as_json:
@@ -201,7 +207,7 @@ def rollback_command(config_path: Path | None, index_path: Path | None, collecti
 
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
     location = store_location(settings)
-    with writer_lock(lock_path_for(location.path, location.collection), wait=wait):
+    with _writer_lock(location, wait):
         old, new = rollback(location)
     click.echo(f"live index is now '{new}' (was '{old}', kept as previous)", err=True)
 
@@ -218,7 +224,7 @@ def prune_command(config_path: Path | None, index_path: Path | None, collection:
 
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
     location = store_location(settings)
-    with writer_lock(lock_path_for(location.path, location.collection), wait=wait):
+    with _writer_lock(location, wait):
         doomed = prune(location, keep_previous=not everything, dry_run=dry_run)
     for name in doomed:
         click.echo(f"{'would delete' if dry_run else 'deleted'} {name}", err=True)
