@@ -85,7 +85,8 @@ def config_options(func: F) -> F:
 
 def load(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
     """Settings from the config file and environment, with command-line overrides on top."""
-    return load_settings(config_path, os.environ, overrides)
+    flags = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
+    return load_settings(config_path, os.environ, flags)
 
 
 def store_location(settings: Settings) -> StoreLocation:

@@ -170,3 +170,12 @@ def test_chunk_limit_above_the_model_context_is_refused(project: Path) -> None:
     result = _run(["ingest"], project)
     assert result.exit_code == 2
     assert "chunking.max_tokens is 512 but all-MiniLM-L6-v2 reads at most 256 tokens" in result.output
+
+
+def test_index_and_collection_flags_override_the_config(project: Path, tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere"
+    result = _run(["ingest", "--index", str(other), "--collection", "flagged", "--json"], project)
+    assert result.exit_code == 0, result.output
+    assert (other / ".docvec-flagged.lock").exists() and not (project / "index").exists()
+    status = json.loads(_run(["status", "--index", str(other), "--collection", "flagged", "--json"], project).stdout)
+    assert status["live"].startswith("flagged--") and status["files"] == 12
