@@ -99,6 +99,12 @@ def chunk_markdown(text: str, count_tokens: TokenCounter, params: ChunkParams) -
     return ParsedDocument(front, title, packer.merge_small(chunks), warnings)
 
 
+def has_body(text: str) -> bool:
+    """Whether the document has text besides its front matter (a file without any gives no chunks)."""
+    _, body_start, _ = _front_matter(text)
+    return bool(text[body_start:].strip())
+
+
 def chunk_id(source: str, chunk: Chunk, occurrence: int) -> str:
     """Deterministic id: same file, same heading trail, same text, same occurrence -> same id."""
     key = "\0".join((source, " > ".join(chunk.trail), chunk.text, str(occurrence)))

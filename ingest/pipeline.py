@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, chunk_markdown, content_hash
+from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, chunk_markdown, content_hash, has_body
 from docvec.embedders import Embedder
 from docvec.errors import IndexMismatch, IndexNotFound, Interrupted
 from docvec.fingerprint import Fingerprint
@@ -193,14 +193,18 @@ def _plan(files: Sequence[SourceFile], state: IndexState, embedder: Embedder, pa
             text, data = read_markdown(source.path)
         except Unreadable as exc:
             report.skipped.append(Skipped(source.rel, str(exc)))
-            if indexed is not None and str(exc).startswith("unreadable"):
+            if indexed is not None and exc.transient:
                 keep.add(source.rel)  # a read error is not a deletion: keep what is indexed
             continue
         file_hash = hashlib.sha256(data).hexdigest()[:32]
-        keep.add(source.rel)
         if indexed is not None and indexed.complete_hash == file_hash and indexed.fingerprints == {fp}:
+            keep.add(source.rel)
             report.files_unchanged += 1
             continue
+        if not has_body(text):
+            report.skipped.append(Skipped(source.rel, "no text besides front matter"))
+            continue
+        keep.add(source.rel)
         doc = chunk_markdown(text, embedder.count_tokens, params)
         report.warnings.extend(f"{source.rel}: {w}" for w in doc.warnings)
         (report.files_changed if indexed else report.files_added).append(source.rel)

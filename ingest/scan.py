@@ -41,7 +41,15 @@ class ScanOptions:
 
 
 class Unreadable(Exception):
-    """A file that cannot be indexed; the message is the reason shown to the user."""
+    """A file that cannot be indexed; the message is the reason shown to the user.
+
+    `transient` marks read failures (permissions, a file vanishing mid-run): what is indexed for the file is kept,
+    whereas content that cannot be indexed (binary, empty, ...) is a real change and its old chunks go.
+    """
+
+    def __init__(self, reason: str, transient: bool = False) -> None:
+        super().__init__(reason)
+        self.transient = transient
 
 
 def scan(options: ScanOptions) -> tuple[list[SourceFile], list[Skipped]]:
@@ -127,7 +135,7 @@ def read_markdown(path: Path) -> tuple[str, bytes]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise Unreadable(f"unreadable: {exc.strerror or exc}") from exc
+        raise Unreadable(f"unreadable: {exc.strerror or exc}", transient=True) from exc
     text = _decode(data)
     if not text.strip():
         raise Unreadable("empty")

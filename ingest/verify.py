@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from docvec.chunker import ChunkParams
+from docvec.chunker import ChunkParams, has_body
 from docvec.embedders import Embedder
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordIndex, keyword_differences, keyword_path, sync_keyword_index
@@ -108,9 +108,11 @@ def _file_hashes(files: Sequence[Any]) -> dict[str, str]:
     out = {}
     for f in files:
         try:
-            _, data = read_markdown(f.path)
+            text, data = read_markdown(f.path)
         except Unreadable:
             continue
+        if not has_body(text):
+            continue  # ingest skips it too: nothing to index
         out[f.rel] = hashlib.sha256(data).hexdigest()[:32]
     return out
 

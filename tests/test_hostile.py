@@ -40,6 +40,7 @@ BAD = {
     "late-nul.md": (b"# Text\n\n" + b"a" * 10_000 + b"\x00tail", "binary"),
     "latin1.md": (b"caf\xe9 cr\xe8me", "not UTF-8"),
     "empty.md": (b"", "empty"),
+    "front-matter-only.md": (b"---\ntitle: Nothing else\n---\n", "no text besides front matter"),
     "blank.md": (b" \n\t\n  ", "empty"),
 }
 
