@@ -62,8 +62,10 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
 
 
 def _writer_lock(location: StoreLocation, wait: bool) -> contextlib.AbstractContextManager[None]:
-    """The one-writer lock of the configured index."""
-    return writer_lock(lock_path_for(location.path, location.collection), wait=wait)
+    """The one-writer lock of the configured index (for a server: per host, port and collection; it protects
+    writers on this machine only, see README)."""
+    name = f"{location.host}-{location.port}-{location.collection}" if location.host else location.collection
+    return writer_lock(lock_path_for(location.path, name), wait=wait)
 
 
 def scan_options(settings: Settings) -> ScanOptions:
