@@ -52,8 +52,19 @@ class KeywordIndex:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the keyword index {path}: {exc}") from exc
 
+    @classmethod
+    def of(cls, store: Store) -> "KeywordIndex":
+        """The keyword index of a store's live collection (use it in a `with` block)."""
+        return cls(keyword_path(store.location, store.name))
+
     def close(self) -> None:
         self._db.close()
+
+    def __enter__(self) -> "KeywordIndex":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def entries(self) -> set[tuple[str, str]]:
         """Every (chunk id, label) pair in the keyword index."""

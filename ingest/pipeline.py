@@ -8,7 +8,6 @@ incomplete, and the next run finishes them. Per file, new records are added befo
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,9 +17,9 @@ from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, chunk_
 from docvec.embedders import Embedder
 from docvec.errors import IndexMismatch, IndexNotFound, Interrupted
 from docvec.fingerprint import Fingerprint
-from docvec.keyword import KeywordIndex, keyword_path, sync_keyword_index
+from docvec.keyword import KeywordIndex, sync_keyword_index
 from docvec.store import Metadata, Store, StoreLocation, dumps_metadata
-from ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, read_markdown, scan
+from ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, content_file_hash, read_markdown, scan
 
 WINDOW = 128  # chunks embedded between writes: bounds memory and the work a crash can lose (~6 s)
 EMBED_SLICE = 64  # progress is reported after each slice
@@ -196,7 +195,7 @@ def _plan(files: Sequence[SourceFile], state: IndexState, embedder: Embedder, pa
             if indexed is not None and exc.transient:
                 keep.add(source.rel)  # a read error is not a deletion: keep what is indexed
             continue
-        file_hash = hashlib.sha256(data).hexdigest()[:32]
+        file_hash = content_file_hash(data)
         if indexed is not None and indexed.complete_hash == file_hash and indexed.fingerprints == {fp}:
             keep.add(source.rel)
             report.files_unchanged += 1
@@ -367,11 +366,8 @@ def _record_generation(store: Store, report: IngestReport) -> None:
 
 def _sync_keywords(store: Store) -> None:
     """The keyword index follows the collection it is derived from."""
-    index = KeywordIndex(keyword_path(store.location, store.name))
-    try:
+    with KeywordIndex.of(store) as index:
         sync_keyword_index(store, index)
-    finally:
-        index.close()
 
 
 def index_exists(location: StoreLocation) -> Store | None:

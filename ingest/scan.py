@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,11 @@ def read_markdown(path: Path) -> tuple[str, bytes]:
     if not text.strip():
         raise Unreadable("empty")
     return text, data
+
+
+def content_file_hash(data: bytes) -> str:
+    """The hash a file's records carry: ingest writes it and verify compares against it."""
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def _decode(data: bytes) -> str:

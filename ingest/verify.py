@@ -7,20 +7,18 @@ fingerprint) and then runs the ordinary sync, which re-adds what is missing and 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from docvec.chunker import ChunkParams, has_body
 from docvec.embedders import Embedder
 from docvec.fingerprint import Fingerprint
-from docvec.keyword import KeywordIndex, keyword_differences, keyword_path, sync_keyword_index
+from docvec.keyword import KeywordIndex, keyword_differences, sync_keyword_index
 from docvec.store import PAGE, Store
 from ingest.pipeline import IndexState, IngestReport, ProgressCallback, ingest
-from ingest.scan import ScanOptions, Unreadable, read_markdown, scan
+from ingest.scan import ScanOptions, Unreadable, content_file_hash, read_markdown, scan
 
 
 @dataclass
@@ -76,20 +74,12 @@ def verify(store: Store, embedder: Embedder, scan_options: ScanOptions, params: 
         report.duplicates.extend(_duplicates(indexed.records))
         report.wrong_fingerprint.extend(r for r, m in indexed.records.items() if m.get("fp") != fp.short_hash())
     report.orphans.extend(state.orphans)
-    report.bad_vectors = _bad_vectors(store, fp.dimension, fp.normalized)
-    with _keyword_index(store) as index:
+    ids = [rid for f in state.files.values() for rid in f.records] + state.orphans
+    report.bad_vectors = _bad_vectors(store, ids, fp.dimension, fp.normalized)
+    with KeywordIndex.of(store) as index:
         missing, extra = keyword_differences(store, index)
     report.keyword_out_of_sync = missing + extra
     return report
-
-
-@contextlib.contextmanager
-def _keyword_index(store: Store) -> Iterator[KeywordIndex]:
-    index = KeywordIndex(keyword_path(store.location, store.name))
-    try:
-        yield index
-    finally:
-        index.close()
 
 
 def repair(store: Store, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
@@ -97,7 +87,7 @@ def repair(store: Store, embedder: Embedder, scan_options: ScanOptions, params: 
     """Delete untrustworthy records, then sync; returns a fresh verification with the sync's report."""
     store.delete(sorted(set(found.bad_vectors) | set(found.wrong_fingerprint) | set(found.orphans)))
     synced = ingest(store, embedder, scan_options, params, on_progress=on_progress)
-    with _keyword_index(store) as index:
+    with KeywordIndex.of(store) as index:
         sync_keyword_index(store, index, force=True)
     after = verify(store, embedder, scan_options, params)
     after.repaired = synced
@@ -113,7 +103,7 @@ def _file_hashes(files: Sequence[Any]) -> dict[str, str]:
             continue
         if not has_body(text):
             continue  # ingest skips it too: nothing to index
-        out[f.rel] = hashlib.sha256(data).hexdigest()[:32]
+        out[f.rel] = content_file_hash(data)
     return out
 
 
@@ -131,9 +121,8 @@ def _duplicates(records: dict[str, dict[str, Any]]) -> list[str]:
     return dupes
 
 
-def _bad_vectors(store: Store, dimension: int, normalized: bool) -> list[str]:
+def _bad_vectors(store: Store, ids: list[str], dimension: int, normalized: bool) -> list[str]:
     """Ids whose stored vector is missing, of the wrong size, not finite, or (if normalised) not unit length."""
-    ids = [rid for rid, _ in store.iter_metadata()]
     bad: list[str] = []
     for begin in range(0, len(ids), PAGE):
         page = ids[begin:begin + PAGE]

@@ -14,7 +14,7 @@ from docvec.cli import DocvecCommand, config_options, emit_json, load, store_loc
 from docvec.config import Settings
 from docvec.embedders import Embedder, make_embedder
 from docvec.errors import DocvecError, IndexNotFound, ModelUnavailable
-from docvec.keyword import KeywordIndex, keyword_path, sync_keyword_index
+from docvec.keyword import KeywordIndex, sync_keyword_index
 from query.search import MAX_QUERY_CHARS, MODES, Fusion, Hit, parse_where, search
 
 if TYPE_CHECKING:
@@ -72,12 +72,9 @@ def open_keyword_index(store: "Store", mode: str) -> Iterator[KeywordIndex | Non
     if mode == "vector":
         yield None
         return
-    index = KeywordIndex(keyword_path(store.location, store.name))
-    try:
+    with KeywordIndex.of(store) as index:
         sync_keyword_index(store, index)
         yield index
-    finally:
-        index.close()
 
 
 def _index_embedder(store: "Store", settings: Settings) -> Embedder:
