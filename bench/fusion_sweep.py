@@ -17,6 +17,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from docvec.keyword import KeywordIndex, keyword_path  # noqa: E402
 from docvec.store import Store, StoreLocation  # noqa: E402
+from docvec.config import EmbeddingSettings  # noqa: E402
 from docvec.embedders import make_embedder  # noqa: E402
 from query.evaluate import load_queries, score_query  # noqa: E402
 from query.search import Fusion, Hit, search  # noqa: E402
@@ -27,7 +28,7 @@ DEPTH = 300
 def main(data: Path) -> None:
     location = StoreLocation(HERE / "results" / "scifact-index", "scifact")
     store = Store.open(location)
-    embedder = make_embedder("builtin", "all-MiniLM-L6-v2")
+    embedder = make_embedder(EmbeddingSettings())
     keyword = KeywordIndex(keyword_path(location, store.name))
     queries = load_queries(data / "queries.jsonl")
     pools = []

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from docvec.chunker import ChunkParams, chunk_markdown  # noqa: E402
+from docvec.config import EmbeddingSettings  # noqa: E402
 from docvec.embedders import make_embedder  # noqa: E402
 from docvec.fingerprint import Fingerprint  # noqa: E402
 from docvec.store import StoreLocation  # noqa: E402
@@ -32,7 +33,7 @@ def main(corpus: Path) -> None:
     docs = work / "docs"
     shutil.copytree(corpus, docs)
     params = ChunkParams()
-    embedder = make_embedder("builtin", "all-MiniLM-L6-v2")
+    embedder = make_embedder(EmbeddingSettings())
     embedder.embed_documents(["warm up"])  # model load is not ingest work
     location = StoreLocation(work / "index", "bench")
     options = ScanOptions(docs)

@@ -106,7 +106,7 @@ def make_configured_embedder(settings: Settings) -> Any:
     from docvec.embedders import make_embedder
 
     e = settings.embedding
-    embedder = make_embedder(e.provider, e.model, e.batch_size, e.threads)
+    embedder = make_embedder(e)
     if settings.chunking.max_tokens > embedder.info.max_tokens:
         raise ConfigError(f"chunking.max_tokens is {settings.chunking.max_tokens} but {e.model} reads at most "
                           f"{embedder.info.max_tokens} tokens: set chunking.max_tokens to {embedder.info.max_tokens} "

@@ -21,6 +21,8 @@ from docvec.errors import ConfigError
 
 CONFIG_ENV = "DOCVEC_CONFIG"
 ENV_PREFIX = "DOCVEC_"
+OLLAMA_HOST_ENV = "OLLAMA_HOST"  # honoured as Ollama's own tools do, below every docvec setting
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,16 @@ class EmbeddingSettings:
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = 32
     threads: int = 0
+    # ollama only
+    host: Union[str, None] = None  # None: $OLLAMA_HOST, else DEFAULT_OLLAMA_HOST (resolved by load_settings)
+    timeout: float = 120.0
+    keep_alive: str = "5m"
+    batch_tokens: int = 8192
+    concurrency: int = 2
+    retries: int = 3
+    query_prefix: Union[str, None] = None  # None: the model family's documented prefix
+    document_prefix: Union[str, None] = None
+    allow_chat_models: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,10 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("docs", "max_file_mb"): (0.001, 4096),
     ("embedding", "batch_size"): (1, 4096),
     ("embedding", "threads"): (0, 256),
+    ("embedding", "timeout"): (0.1, 86_400),
+    ("embedding", "batch_tokens"): (16, 1_000_000),
+    ("embedding", "concurrency"): (1, 64),
+    ("embedding", "retries"): (0, 20),
     ("chunking", "max_tokens"): (16, 8192),
     ("chunking", "min_tokens"): (0, 8192),
     ("chunking", "overlap_tokens"): (0, 8192),
@@ -111,7 +127,7 @@ PATTERNS: dict[tuple[str, str], tuple[str, str]] = {
                               "3-512 characters of a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"),
 }
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("embedding", "provider"): ("builtin",),
+    ("embedding", "provider"): ("builtin", "ollama"),
     ("query", "mode"): ("vector", "keyword", "hybrid"),
     ("query", "fusion"): ("score", "rrf"),
 }
@@ -132,6 +148,9 @@ def load_settings(
         _merge(raw, origins, _read_yaml(path), str(path))
     _merge(raw, origins, _env_values(environ), "environment variable DOCVEC_{SECTION}_{KEY}")
     _merge(raw, origins, _nest(overrides or {}), "command line")
+    if raw["embedding"].get("host") is None:
+        raw["embedding"]["host"] = environ.get(OLLAMA_HOST_ENV) or DEFAULT_OLLAMA_HOST
+        origins[("embedding", "host")] = f"environment variable {OLLAMA_HOST_ENV}"
     sections = {name: _build_section(name, cls, raw[name], origins) for name, cls in SECTIONS.items()}
     settings = Settings(**sections, base_dir=path.parent if path else cwd)
     _check_relations(settings, str(path) if path else "settings")
@@ -255,6 +274,10 @@ def _check_range(section: str, key: str, value: Any, origin: str) -> None:
 
 
 def _check_relations(settings: Settings, origin: str) -> None:
+    e = settings.embedding
+    if e.provider == "builtin" and (e.query_prefix or e.document_prefix):
+        raise ConfigError(f"{origin}: embedding.query_prefix/document_prefix apply to the ollama provider; "
+                          f"the built-in model uses none — remove them")
     c = settings.chunking
     if c.min_tokens >= c.max_tokens or c.overlap_tokens >= c.max_tokens // 2:
         raise ConfigError(f"{origin}: chunking needs min_tokens < max_tokens and overlap_tokens < max_tokens/2 "

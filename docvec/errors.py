@@ -5,7 +5,9 @@
     ├── ConfigError             a config file, key or value is wrong (names file, key, expected)
     ├── SourceError             the docs folder is missing, not a folder, or unreadable
     ├── EmbeddingError          the embedding provider failed (raised ``from`` the provider's error)
-    │   └── ModelUnavailable    the model cannot be loaded (missing package, bad checksum, not pulled)
+    │   ├── ModelUnavailable    the model cannot be loaded or reached (missing package, bad checksum, not pulled,
+    │   │                       server down, not an embedding model)
+    │   └── InputRejected       the model refuses one input (longer than its context); carries its position
     └── StoreError              Chroma failed (raised ``from`` Chroma's error)
         ├── IndexNotFound       no index at the configured place: run ``docvec ingest``
         ├── IndexMismatch       the index was built with another fingerprint than the configuration's
@@ -44,6 +46,14 @@ class EmbeddingError(DocvecError):
 
 class ModelUnavailable(EmbeddingError):
     """The configured model cannot be loaded or reached."""
+
+
+class InputRejected(EmbeddingError):
+    """The model refuses one particular input; `index` is its position in the batch the caller passed."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class StoreError(DocvecError):

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, chunk_markdown, content_hash, has_body
 from docvec.embedders import Embedder
-from docvec.errors import IndexMismatch, IndexNotFound, Interrupted
+from docvec.errors import IndexMismatch, IndexNotFound, InputRejected, Interrupted
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordIndex, sync_keyword_index
 from docvec.store import Metadata, Store, StoreLocation, dumps_metadata
@@ -307,20 +307,48 @@ def _flush(store: Store, embedder: Embedder, window: list[FileWork], plan: Embed
     vectors = {h: stored[rid] for h, rid in copy_from.items() if rid in stored}
     # Embed what is new, and what could not be copied (its source record was replaced meanwhile).
     todo = sorted((h for h in needed if h not in vectors), key=lambda h: len(needed[h]))
-    for begin in range(0, len(todo), EMBED_SLICE):
-        hashes = todo[begin:begin + EMBED_SLICE]
-        t0 = time.perf_counter()
-        for h, vec in zip(hashes, embedder.embed_documents([needed[h] for h in hashes])):
-            vectors[h] = [float(x) for x in vec]
-        report.embed_seconds += time.perf_counter() - t0
-        report.chunks_embedded += len(hashes)
-        progress(Progress("embed", report.chunks_embedded, max(total, report.chunks_embedded)))
+    while todo:
+        try:
+            _embed_into(vectors, embedder, todo, needed, report, progress, total)
+        except InputRejected as exc:  # the model cannot read one chunk: leave its file as it was, go on
+            _drop_files_with(todo[exc.index], str(exc), window, report)
+        still = {m["hash"] for fw in window for m in fw.metadatas}
+        todo = [h for h in todo if h not in vectors and h in still]
     _write_window(store, window, plan, vectors, report)
     # What this window wrote is in the store now: a later file with the same text copies its vector.
     for fw in window:
         for rid, meta in zip(fw.ids, fw.metadatas):
             plan.reuse.setdefault(meta["hash"], rid)
             plan.embed.pop(meta["hash"], None)
+
+
+def _embed_into(vectors: dict[str, list[float]], embedder: Embedder, todo: list[str], needed: dict[str, str],
+                report: IngestReport, progress: ProgressCallback, total: int) -> None:
+    for begin in range(0, len(todo), EMBED_SLICE):
+        hashes = [h for h in todo[begin:begin + EMBED_SLICE] if h not in vectors]
+        t0 = time.perf_counter()
+        try:
+            embedded = embedder.embed_documents([needed[h] for h in hashes])
+        except InputRejected as exc:
+            raise InputRejected(str(exc), begin + todo[begin:].index(hashes[exc.index])) from exc
+        for h, vec in zip(hashes, embedded):
+            vectors[h] = [float(x) for x in vec]
+        report.embed_seconds += time.perf_counter() - t0
+        report.chunks_embedded += len(hashes)
+        progress(Progress("embed", report.chunks_embedded, max(total, report.chunks_embedded)))
+
+
+def _drop_files_with(bad_hash: str, reason: str, window: list[FileWork], report: IngestReport) -> None:
+    """Skip the files holding a chunk the model refuses; what the index holds for them stays untouched."""
+    for fw in [fw for fw in window if any(m["hash"] == bad_hash for m in fw.metadatas)]:
+        meta = next(m for m in fw.metadatas if m["hash"] == bad_hash)
+        window.remove(fw)
+        rel = str(meta["source"])
+        report.skipped.append(Skipped(rel, f"the model refused the chunk at line {meta['start_line']} "
+                                           f"('{meta['label']}'): {reason}"))
+        for names in (report.files_added, report.files_changed):
+            if rel in names:
+                names.remove(rel)
 
 
 def _write_window(store: Store, window: list[FileWork], plan: EmbeddingPlan, vectors: dict[str, list[float]],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -81,14 +82,25 @@ def _index_embedder(store: "Store", settings: Settings) -> Embedder:
     """The model that built the index embeds the question; a different configured model is only reported."""
     built = store.fingerprint()
     e = settings.embedding
-    if (built.provider, built.model) != (e.provider, e.model):
+    if (built.provider, _untagged(built.model)) != (e.provider, _untagged(e.model)):
         click.echo(f"note: the index was built with {built.provider}:{built.model}, the configuration says "
                    f"{e.provider}:{e.model}; answering with the index's model", err=True)
+    # The question must be embedded exactly as the index's documents were: same model, same prefixes.
+    same = replace(e, provider=built.provider, model=built.model, query_prefix=built.query_prefix,
+                   document_prefix=built.document_prefix)
     try:
-        return make_embedder(built.provider, built.model, e.batch_size, e.threads)
+        embedder = make_embedder(same)
     except DocvecError as exc:
         raise ModelUnavailable(f"the index was built with {built.provider}:{built.model}, which cannot be loaded "
                                f"here ({exc}); install it, or run `docvec reindex` with an available model") from exc
+    if embedder.info.digest != built.digest:
+        click.echo(f"warning: {built.model} has changed since the index was built (digest {built.digest[:12]} → "
+                   f"{embedder.info.digest[:12]}): scores may be off until `docvec reindex`", err=True)
+    return embedder
+
+
+def _untagged(model: str) -> str:
+    return model[: -len(":latest")] if model.endswith(":latest") else model
 
 
 def _render(hits: list[Hit], explain: bool) -> None:

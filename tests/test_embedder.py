@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from docvec.config import EmbeddingSettings
 from docvec.embedders import make_embedder
 from docvec.embedders.builtin import BuiltinEmbedder, _check_sha256
 from docvec.errors import ConfigError, ModelUnavailable
@@ -44,4 +45,4 @@ def test_unknown_model_and_provider_are_clear_errors() -> None:
     with pytest.raises(ModelUnavailable, match="only 'all-MiniLM-L6-v2'"):
         BuiltinEmbedder(model="bge-small")
     with pytest.raises(ConfigError, match="not supported"):
-        make_embedder("openai", "x")
+        make_embedder(EmbeddingSettings(provider="openai", model="x"))

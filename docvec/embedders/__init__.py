@@ -8,12 +8,15 @@ documents and queries (which may differ by a prefix for some models).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from docvec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from docvec.config import EmbeddingSettings
 
 Vectors = npt.NDArray[np.float32]
 
@@ -50,10 +53,18 @@ class Embedder(Protocol):
         ...
 
 
-def make_embedder(provider: str, model: str, batch_size: int = 32, threads: int = 0) -> Embedder:
-    """Build the embedder for a provider name; heavy imports happen here, not at import time."""
-    if provider == "builtin":
+def make_embedder(settings: "EmbeddingSettings") -> Embedder:
+    """Build the embedder the settings name; heavy imports happen here, not at import time."""
+    if settings.provider == "builtin":
         from docvec.embedders.builtin import BuiltinEmbedder
 
-        return BuiltinEmbedder(model=model, batch_size=batch_size, threads=threads)
-    raise ConfigError(f"embedding.provider '{provider}' is not supported; expected 'builtin'")
+        return BuiltinEmbedder(model=settings.model, batch_size=settings.batch_size, threads=settings.threads)
+    if settings.provider == "ollama":
+        from docvec.embedders.ollama import OllamaEmbedder, OllamaOptions
+
+        s = settings
+        return OllamaEmbedder(s.model, OllamaOptions(
+            host=s.host or "", timeout=s.timeout, keep_alive=s.keep_alive, batch_size=s.batch_size,
+            batch_tokens=s.batch_tokens, concurrency=s.concurrency, retries=s.retries, query_prefix=s.query_prefix,
+            document_prefix=s.document_prefix, allow_chat_models=s.allow_chat_models))
+    raise ConfigError(f"embedding.provider '{settings.provider}' is not supported; expected builtin or ollama")

@@ -33,7 +33,7 @@ class BuiltinEmbedder:
                 f"'{MODEL_NAME}' (use provider 'ollama' for other models)")
         self.batch_size = batch_size
         self._threads = threads or (os.cpu_count() or 1)
-        self._tokenizer = _load_tokenizer()
+        self._tokenizer = load_tokenizer()
         self._session: Any = None
         self._digest = ""
         self.info = EmbedderInfo("builtin", MODEL_NAME, DIMENSION, MAX_TOKENS, True, _expected_sha256())
@@ -107,7 +107,7 @@ class BuiltinEmbedder:
         return self._session
 
 
-def _load_tokenizer() -> Any:
+def load_tokenizer() -> Any:
     from tokenizers import Tokenizer
 
     path = resources.files("docvec.embedders") / "minilm" / "tokenizer.json"

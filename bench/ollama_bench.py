@@ -1,0 +1,141 @@
+"""Ollama benchmark: docvec's ingest vs the seeds' one-request-per-text loop vs Chroma's OllamaEmbeddingFunction.
+
+    python bench/ollama_bench.py ../shared/corpora/fastapi-docs-en
+
+A loopback server speaking Ollama's API (tests/ollama_server.py, in its own process) serves all-minilm with the
+built-in MiniLM model behind it, so the three clients compete for the same model. All three write the same chunks
+(docvec's chunker) into a fresh Chroma collection:
+
+- docvec: `docvec ingest` with provider ollama (batches packed by size, requests in flight, truncate: false);
+- seeds: one `/api/embed` request per text, then Chroma adds in batches of 500 (generous to the loop);
+- chroma-ef: a collection with Chroma's OllamaEmbeddingFunction, fed (a) every chunk in one `add`, as Chroma's
+  docs show it (one request; its client times out after 60 s), and (b) `add` in batches of 64.
+
+Reports wall seconds and chunks/s of each, and their ratios to docvec. Writes bench/results/ollama-<corpus>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from docvec.chunker import ChunkParams, chunk_markdown  # noqa: E402
+from docvec.embedders.builtin import BuiltinEmbedder  # noqa: E402
+from ingest.scan import ScanOptions, read_markdown, scan  # noqa: E402
+
+MODEL = "all-minilm:latest"
+
+
+def main(corpus: Path) -> None:
+    work = Path(tempfile.mkdtemp(prefix="docvec-ollama-bench-"))
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, str(REPO / "tests" / "ollama_server.py"), "--port", str(port),
+                               "--backend", "builtin", "--model", MODEL], stdout=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.stdout.readline()  # type: ignore[union-attr]  # "fake Ollama on ..." once it listens
+        texts, ids = _chunks(corpus)
+        _warm(url)
+        results = {"corpus": corpus.name, "chunks": len(texts), "cpu_cores": os.cpu_count()}
+        results["docvec"] = _docvec(corpus, work, url)
+        results["seeds_loop"] = _timed(len(texts), lambda: _seeds(url, texts, ids, work / "seeds"))
+        results["chroma_ef_one_add"] = _timed(len(texts), lambda: _chroma_ef(url, texts, ids, work / "ef1", None))
+        results["chroma_ef_batches_64"] = _timed(len(texts), lambda: _chroma_ef(url, texts, ids, work / "ef64", 64))
+        base = results["docvec"]["chunks_per_s"]
+        for key in ("seeds_loop", "chroma_ef_one_add", "chroma_ef_batches_64"):
+            if results[key].get("chunks_per_s"):
+                results[key]["docvec_speedup"] = round(base / results[key]["chunks_per_s"], 2)
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"ollama-{corpus.name}.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+def _chunks(corpus: Path) -> tuple[list[str], list[str]]:
+    """docvec's chunks of the corpus (distinct texts), so every client embeds exactly the same inputs."""
+    counter = BuiltinEmbedder().count_tokens
+    texts: dict[str, None] = {}
+    for f in scan(ScanOptions(corpus))[0]:
+        text, _ = read_markdown(f.path)
+        texts.update((c.embed_text, None) for c in chunk_markdown(text, counter, ChunkParams()).chunks)
+    return list(texts), [f"c{i}" for i in range(len(texts))]
+
+
+def _warm(url: str) -> None:
+    import ollama
+
+    ollama.Client(host=url).embed(model=MODEL, input=["warm up"])
+
+
+def _docvec(corpus: Path, work: Path, url: str) -> dict[str, Any]:
+    cfg = work / "docvec.yaml"
+    cfg.write_text(json.dumps({"docs": {"path": str(corpus)}, "store": {"path": str(work / "docvec-index")},
+                               "embedding": {"provider": "ollama", "model": "all-minilm", "host": url}}))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "docvec.cli", "ingest", "--config", str(cfg), "--json"],
+                          capture_output=True, text=True, cwd=REPO)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"docvec ingest failed: {proc.stderr[-2000:]}")
+    report = json.loads(proc.stdout.splitlines()[0])
+    return {"seconds": round(seconds, 1), "chunks_embedded": report["chunks_embedded"],
+            "chunks_per_s": round(report["chunks_embedded"] / seconds, 2)}
+
+
+def _seeds(url: str, texts: list[str], ids: list[str], path: Path) -> None:
+    import chromadb
+    import ollama
+
+    client = ollama.Client(host=url)
+    vectors = [client.embed(model=MODEL, input=t).embeddings[0] for t in texts]
+    collection = chromadb.PersistentClient(str(path)).create_collection("seeds", embedding_function=None,
+                                                                       configuration={"hnsw": {"space": "cosine"}})
+    for begin in range(0, len(texts), 500):
+        collection.add(ids=ids[begin:begin + 500], documents=texts[begin:begin + 500],
+                       embeddings=vectors[begin:begin + 500])
+
+
+def _chroma_ef(url: str, texts: list[str], ids: list[str], path: Path, batch: int | None) -> None:
+    import chromadb
+    from chromadb.utils.embedding_functions import OllamaEmbeddingFunction
+
+    ef = OllamaEmbeddingFunction(url=url, model_name=MODEL)
+    collection = chromadb.PersistentClient(str(path)).create_collection("ef", embedding_function=ef)
+    step = batch or len(texts)
+    for begin in range(0, len(texts), step):
+        collection.add(ids=ids[begin:begin + step], documents=texts[begin:begin + step])
+
+
+def _timed(chunks: int, run: Callable[[], None]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    try:
+        run()
+    except Exception as exc:  # noqa: BLE001 - the failure is the measurement
+        return {"seconds": round(time.perf_counter() - t0, 1), "failed": f"{type(exc).__name__}: {exc}"[:300]}
+    seconds = time.perf_counter() - t0
+    return {"seconds": round(seconds, 1), "chunks_per_s": round(chunks / seconds, 2)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/corpora/fastapi-docs-en").resolve())
