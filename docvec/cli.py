@@ -18,7 +18,7 @@ from docvec import __version__
 from docvec.chunker import ChunkParams
 from docvec.config import Settings, load_settings
 from docvec.errors import ConfigError, DocvecError
-from docvec.store import StoreLocation
+from docvec.store import Hnsw, StoreLocation
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -73,8 +73,20 @@ def cli() -> None:
     """Index a folder of markdown docs into Chroma and query it from the shell."""
 
 
+def _stash(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    """A callback keeping a flag's value as a settings override for `load` (so commands need no parameter)."""
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            ctx.meta.setdefault("docvec.flags", {})[key] = value
+    return callback
+
+
 def config_options(func: F) -> F:
-    """--config, --index and --collection, shared by every command."""
+    """--config, --index, --collection, --host and --port, shared by every command."""
+    func = click.option("--port", type=int, expose_value=False, callback=_stash("store.port"),
+                        help="Chroma server port (store.port).")(func)
+    func = click.option("--host", expose_value=False, callback=_stash("store.host"),
+                        help="Use the Chroma server on this host instead of a local index (store.host).")(func)
     func = click.option("--collection", help="Chroma collection name (store.collection).")(func)
     func = click.option("--index", "index_path", type=click.Path(path_type=Path),
                         help="Folder of the persistent index (store.path).")(func)
@@ -85,14 +97,17 @@ def config_options(func: F) -> F:
 
 def load(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
     """Settings from the config file and environment, with command-line overrides on top."""
-    flags = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
+    ctx = click.get_current_context(silent=True)
+    stashed = dict(ctx.meta.get("docvec.flags", {})) if ctx is not None else {}
+    flags = {k: str(v) if isinstance(v, Path) else v for k, v in {**stashed, **overrides}.items()}
     return load_settings(config_path, os.environ, flags)
 
 
 def store_location(settings: Settings) -> StoreLocation:
     """Where the configured index lives."""
     s = settings.store
-    return StoreLocation(settings.resolve(s.path), s.collection, s.host, s.port)
+    return StoreLocation(settings.resolve(s.path), s.collection, s.host, s.port, s.ssl, tuple(s.headers.items()),
+                         s.tenant, s.database, Hnsw(s.hnsw_ef_search, s.hnsw_ef_construction, s.hnsw_max_neighbors))
 
 
 def chunk_params(settings: Settings) -> ChunkParams:
@@ -134,6 +149,8 @@ def status_command(config_path: Path | None, index_path: Path | None, collection
             "dimension": fp.dimension, "files": len(sources - {None}), "chunks": store.count(),
             "size_bytes": store.size_on_disk(), "built_by": store.collection_metadata().get("docvec:version"),
             "fingerprint": json.loads(fp.to_json()), "live": store.name,
+            "hnsw": {k: v for k, v in store.hnsw_settings().items()
+                     if k in ("space", "ef_search", "ef_construction", "max_neighbors")},
             "collections": [{"name": c.name, "live": c.live, "previous": c.previous, "chunks": c.count,
                              "model": c.fingerprint.model if c.fingerprint else None}
                             for c in store.physical_collections()]}
@@ -147,6 +164,9 @@ def status_command(config_path: Path | None, index_path: Path | None, collection
     click.echo(f"size       {_human(size) if size is not None else 'on server'}")
     click.echo(f"chunking   max {fp.max_tokens} tokens, min {fp.min_tokens}, overlap {fp.overlap_tokens}, "
                f"heading context {'on' if fp.heading_context else 'off'} (chunker v{fp.chunker_version})")
+    h = data["hnsw"]
+    click.echo(f"hnsw       {h.get('space')}, ef_search {h.get('ef_search')}, ef_construction "
+               f"{h.get('ef_construction')}, max_neighbors {h.get('max_neighbors')}")
     click.echo(f"built by   docvec {data['built_by']}")
     for c in data["collections"]:
         role = "live" if c["live"] else "previous (rollback)" if c["previous"] else "backup (prune)"

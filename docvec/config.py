@@ -67,6 +67,13 @@ class StoreSettings:
     host: Union[str, None] = None
     port: int = 8000
     collection: str = "docvec"
+    ssl: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. {"Authorization": "Bearer ..."}
+    tenant: str = "default_tenant"
+    database: str = "default_database"
+    hnsw_ef_search: Union[int, None] = None  # None: Chroma's default (100); changeable on a built index
+    hnsw_ef_construction: Union[int, None] = None  # None: Chroma's default (100); fixed when a collection is made
+    hnsw_max_neighbors: Union[int, None] = None  # None: Chroma's default (16); fixed when a collection is made
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,9 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("chunking", "min_tokens"): (0, 8192),
     ("chunking", "overlap_tokens"): (0, 8192),
     ("store", "port"): (1, 65535),
+    ("store", "hnsw_ef_search"): (1, 100_000),
+    ("store", "hnsw_ef_construction"): (1, 100_000),
+    ("store", "hnsw_max_neighbors"): (2, 1_000),
     ("query", "top_k"): (1, 1000),
     ("query", "min_score"): (-1.0, 1.0),
     ("query", "vector_weight"): (0.0, 100.0),
@@ -248,6 +258,11 @@ def _check_value(key: str, value: Any, expected: Any, origin: str) -> Any:
             return None
         expected = next(a for a in typing.get_args(expected) if a is not type(None))
         origin_type = typing.get_origin(expected)
+    if origin_type is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, (str, int, float))
+                                                  for k, v in value.items()):
+            raise ConfigError(f"{origin}: '{key}' must be a mapping of names to strings, got {_kind(value)}")
+        return {k: str(v) for k, v in value.items()}
     if origin_type is list:
         if isinstance(value, str):
             value = [value]
@@ -262,6 +277,8 @@ def _check_value(key: str, value: Any, expected: Any, origin: str) -> Any:
 
 
 def _check_range(section: str, key: str, value: Any, origin: str) -> None:
+    if value is None:
+        return
     low, high = RANGES.get((section, key), (None, None))
     if (low is not None and value < low) or (high is not None and value > high):
         raise ConfigError(f"{origin}: '{section}.{key}' is {value}; accepted range is {low}..{high}")

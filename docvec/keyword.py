@@ -99,7 +99,9 @@ class KeywordIndex:
 def keyword_path(location: StoreLocation, collection: str) -> Path:
     """Where the keyword index of a physical collection lives (a local file, also for a Chroma server)."""
     if location.host:
-        return location.path / f"keyword-{location.host}-{location.port}-{collection}.sqlite3"
+        scope = "" if location.tenant == "default_tenant" and location.database == "default_database" else \
+            f"-{location.tenant}-{location.database}"
+        return location.path / f"keyword-{location.host}-{location.port}{scope}-{collection}.sqlite3"
     return location.path / f"keyword-{collection}.sqlite3"
 
 

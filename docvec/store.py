@@ -25,6 +25,24 @@ PREVIOUS_KEY = "docvec:previous"  # on the pointer collection: what `rollback` r
 GENERATION_KEY = "docvec:generation"  # bumped by every write, so derived indexes can tell they are behind
 
 Metadata = dict[str, Any]
+DEFAULT_EF_CONSTRUCTION = 100  # Chroma's HNSW defaults
+DEFAULT_MAX_NEIGHBORS = 16
+
+
+@dataclass(frozen=True)
+class Hnsw:
+    """HNSW settings for large indexes; None leaves Chroma's default. Only ef_search can change after creation."""
+
+    ef_search: int | None = None
+    ef_construction: int | None = None
+    max_neighbors: int | None = None
+
+    def creation(self) -> dict[str, Any]:
+        """Chroma's `configuration` for a new collection: cosine space plus whatever is set."""
+        hnsw: dict[str, Any] = {"space": "cosine"}
+        hnsw.update({k: v for k, v in (("ef_search", self.ef_search), ("ef_construction", self.ef_construction),
+                                       ("max_neighbors", self.max_neighbors)) if v is not None})
+        return {"hnsw": hnsw}
 
 
 @dataclass(frozen=True)
@@ -35,9 +53,16 @@ class StoreLocation:
     collection: str
     host: str | None = None
     port: int = 8000
+    ssl: bool = False
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request to a server (an auth token)
+    tenant: str = "default_tenant"
+    database: str = "default_database"
+    hnsw: Hnsw = Hnsw()
 
     def describe(self) -> str:
-        where = f"{self.host}:{self.port}" if self.host else str(self.path)
+        where = f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}" if self.host else str(self.path)
+        if (self.tenant, self.database) != ("default_tenant", "default_database"):
+            where += f" (tenant {self.tenant}, database {self.database})"
         return f"collection '{self.collection}' at {where}"
 
 
@@ -103,7 +128,7 @@ class Store:
             if live is None:
                 if create_with is None:
                     raise IndexNotFound(f"no {location.describe()}: build it with `docvec ingest`")
-                store = cls.open_physical(location, physical_name(location.collection, create_with), create_with,
+                store = cls.open_physical(location, physical_name(location, create_with), create_with,
                                           client)
                 _set_pointer(client, location.collection, store.name, None)
                 return store
@@ -121,7 +146,7 @@ class Store:
                     raise IndexNotFound(f"{location.describe()} points to collection '{name}', which is missing: "
                                         f"run `docvec rollback` or `docvec reindex`")
                 collection = client.create_collection(
-                    name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+                    name, embedding_function=None, configuration=location.hnsw.creation(),
                     metadata={FINGERPRINT_KEY: create_with.to_json(), FORMAT_KEY: FORMAT_VERSION,
                               "docvec:version": __version__, "docvec:model": create_with.model})
         store = cls(location, client, collection)
@@ -227,6 +252,24 @@ class Store:
                 self._collection.add(ids=list(ids[begin:end]), embeddings=[list(v) for v in vectors[begin:end]],
                                      documents=list(documents[begin:end]), metadatas=list(metadatas[begin:end]))
 
+    def copy_from(self, other: "Store") -> int:
+        """Copy every record of another collection that this one lacks, vectors included; returns how many."""
+        have = {rid for rid, _ in self.iter_metadata()}
+        copied, offset = 0, 0
+        while True:
+            with _chroma("copying records", self.location):
+                page = other._collection.get(include=["embeddings", "documents", "metadatas"], limit=PAGE,
+                                             offset=offset)
+            rows = [(i, e, d, m) for i, e, d, m in zip(page["ids"], page["embeddings"], page["documents"],
+                                                      page["metadatas"]) if i not in have]
+            if rows:
+                ids, vectors, docs, metas = zip(*rows)
+                self.add(ids, vectors, [d or "" for d in docs], [dict(m or {}) for m in metas])
+                copied += len(rows)
+            if len(page["ids"]) < PAGE:
+                return copied
+            offset += PAGE
+
     def update_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata]) -> None:
         """Replace the metadata of existing records; their vectors are untouched."""
         for begin in range(0, len(ids), WRITE_BATCH):
@@ -261,6 +304,29 @@ class Store:
         """The collection's own metadata (fingerprint, docvec version)."""
         return dict(self._collection.metadata or {})
 
+    def hnsw_settings(self) -> dict[str, Any]:
+        """The live collection's HNSW configuration as Chroma reports it."""
+        with _chroma("reading the collection configuration", self.location):
+            return dict((self._collection.configuration or {}).get("hnsw") or {})
+
+    def hnsw_rebuild_needed(self) -> str | None:
+        """Which configured HNSW build settings the live collection lacks (they take a `docvec reindex`)."""
+        have, want = self.hnsw_settings(), self.location.hnsw
+        diffs = [f"{key} {have.get(key)} → {value}" for key, value in (("ef_construction", want.ef_construction),
+                                                                        ("max_neighbors", want.max_neighbors))
+                 if value is not None and have.get(key) != value]
+        return ", ".join(diffs) or None
+
+    def apply_ef_search(self) -> int | None:
+        """Set the configured ef_search on the collection when it differs; returns the old value if changed."""
+        wanted = self.location.hnsw.ef_search
+        current = self.hnsw_settings().get("ef_search")
+        if wanted is None or wanted == current:
+            return None
+        with _chroma("changing hnsw ef_search", self.location):
+            self._collection.modify(configuration={"hnsw": {"ef_search": wanted}})
+        return int(current) if current is not None else None
+
     def bump_generation(self, extra: Metadata | None = None) -> None:
         """Record that the collection changed (and any extra collection metadata, e.g. measured speed)."""
         meta = self.collection_metadata()
@@ -276,20 +342,80 @@ class Store:
             self._collection.modify(metadata=dict(meta))
 
 
+class LeaseBoard:
+    """Where the writer lease of a server-mode index lives: a collection `<name>.writer-lock` with no records.
+
+    Creating a collection is atomic on the server (a second create of the same name fails), which is the one
+    compare-and-set Chroma offers; the lease's holder, token and expiry are that collection's metadata.
+    """
+
+    def __init__(self, location: StoreLocation) -> None:
+        self.location = location
+        self.name = f"{location.collection}.writer-lock"
+        self._client: Any = None
+
+    def _c(self) -> Any:
+        if self._client is None:
+            self._client = _client(self.location)
+        return self._client
+
+    def create(self, meta: Metadata) -> bool:
+        """Create the lease with `meta`; False when it already exists."""
+        with _chroma("taking the writer lock", self.location):
+            try:
+                self._c().create_collection(self.name, embedding_function=None, metadata=dict(meta))
+                return True
+            except Exception:
+                if _get_collection(self._c(), self.name) is not None:
+                    return False
+                raise
+
+    def read(self) -> Metadata | None:
+        """The lease's metadata, or None when nobody holds it."""
+        with _chroma("reading the writer lock", self.location):
+            found = _get_collection(self._c(), self.name)
+        return dict(found.metadata or {}) if found is not None else None
+
+    def write(self, meta: Metadata) -> None:
+        """Replace the lease's metadata (a heartbeat)."""
+        with _chroma("renewing the writer lock", self.location):
+            found = _get_collection(self._c(), self.name)
+            if found is not None:
+                found.modify(metadata=dict(meta))
+
+    def delete(self) -> None:
+        """Remove the lease."""
+        from chromadb.errors import NotFoundError
+
+        with _chroma("releasing the writer lock", self.location):
+            try:
+                self._c().delete_collection(self.name)
+            except (NotFoundError, ValueError):
+                pass
+
+
 def _client(location: StoreLocation) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
     settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
     if location.host:
-        return chromadb.HttpClient(host=location.host, port=location.port, settings=settings)
+        return chromadb.HttpClient(host=location.host, port=location.port, ssl=location.ssl,
+                                   headers=dict(location.headers) or None, settings=settings,
+                                   tenant=location.tenant, database=location.database)
     location.path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(location.path), settings=settings)
+    return chromadb.PersistentClient(path=str(location.path), settings=settings, tenant=location.tenant,
+                                     database=location.database)
 
 
-def physical_name(logical: str, fingerprint: Fingerprint) -> str:
-    """The physical collection that holds `logical`'s vectors under one fingerprint."""
-    return f"{logical}--{fingerprint.short_hash()}"
+def physical_name(location: StoreLocation, fingerprint: Fingerprint) -> str:
+    """The physical collection that holds the index's vectors under one fingerprint (and HNSW build settings,
+    when set: they are fixed at creation, so other values mean another collection, built by `docvec reindex`)."""
+    name = f"{location.collection}--{fingerprint.short_hash()}"
+    h = location.hnsw
+    if h.ef_construction is not None or h.max_neighbors is not None:
+        name += f"-hnsw{h.ef_construction or DEFAULT_EF_CONSTRUCTION}x{h.max_neighbors or DEFAULT_MAX_NEIGHBORS}"
+    return name
 
 
 def _set_pointer(client: Any, logical: str, live: str, previous: str | None) -> None:

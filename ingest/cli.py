@@ -14,8 +14,8 @@ from docvec.cli import (DocvecCommand, chunk_params, config_options, emit_json, 
 from docvec.config import Settings
 from docvec.errors import Interrupted, SourceError
 from docvec.fingerprint import Fingerprint
-from docvec.lock import lock_path_for, writer_lock
-from docvec.store import StoreLocation
+from docvec.lock import lock_path_for, server_writer_lock, writer_lock
+from docvec.store import LeaseBoard, Store, StoreLocation
 from ingest.pipeline import IngestReport, Progress, check_fingerprint, index_exists, ingest, open_for_writing
 from ingest.scan import ScanOptions
 
@@ -47,6 +47,7 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
         else:
             with _writer_lock(location, wait):
                 store = open_for_writing(location, fingerprint)
+                _apply_hnsw(store)
                 try:
                     report = ingest(store, embedder, scan_options(settings), chunk_params(settings), False,
                                     on_progress)
@@ -61,11 +62,24 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
                           f"could be indexed (see the reasons above)")
 
 
-def _writer_lock(location: StoreLocation, wait: bool) -> contextlib.AbstractContextManager[None]:
-    """The one-writer lock of the configured index (for a server: per host, port and collection; it protects
-    writers on this machine only, see README)."""
-    name = f"{location.host}-{location.port}-{location.collection}" if location.host else location.collection
-    return writer_lock(lock_path_for(location.path, name), wait=wait)
+def _writer_lock(location: StoreLocation, wait: bool) -> contextlib.AbstractContextManager[object]:
+    """The one-writer lock of the configured index: a file lock beside a local index, a lease kept in the
+    Chroma server for a server-mode index (so writers on different machines exclude each other)."""
+    if location.host:
+        return server_writer_lock(LeaseBoard(location), wait=wait)
+    return writer_lock(lock_path_for(location.path, location.collection), wait=wait)
+
+
+def _apply_hnsw(store: Store) -> None:
+    """ef_search can change in place; ef_construction / max_neighbors need a rebuild, which reindex does."""
+    old = store.apply_ef_search()
+    if old is not None:
+        click.echo(f"hnsw ef_search {old} → {store.location.hnsw.ef_search}", err=True)
+    rebuild = store.hnsw_rebuild_needed()
+    if rebuild:
+        click.echo(f"note: the live collection was built with other HNSW settings ({rebuild}); "
+                   f"run `docvec reindex` to rebuild it with them (vectors are copied, nothing is re-embedded)",
+                   err=True)
 
 
 def scan_options(settings: Settings) -> ScanOptions:

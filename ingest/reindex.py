@@ -49,7 +49,7 @@ def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptio
         store = open_for_writing(location, target)
         return ReindexReport(store.name, None, [], False, True, ingest(store, embedder, scan_options, params,
                                                                           on_progress=on_progress))
-    name = physical_name(location.collection, target)
+    name = physical_name(location, target)
     if name == live.name:  # nothing to switch: an ordinary sync
         synced = ingest(live, embedder, scan_options, params, on_progress=on_progress)
         return ReindexReport(live.name, None, [], False, False, synced)
@@ -57,6 +57,9 @@ def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptio
     new = Store.open_physical(location, name, target)
     check_fingerprint(new, target)
     report = ReindexReport(name, live.name, live.fingerprint().differences(target), resumed)
+    if live.fingerprint() == target:  # only the HNSW build settings differ: the vectors are still good
+        report.changes.append(f"hnsw: {live.hnsw_rebuild_needed() or 'rebuilt'}")
+        new.copy_from(live)
     report.ingest = ingest(new, embedder, scan_options, params, on_progress=on_progress)
     found = verify(new, embedder, scan_options, params)
     if found.problems:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -14,6 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from docvec.cli import cli
+from docvec.lock import ServerLease
+from docvec.store import LeaseBoard, StoreLocation
 
 QUESTION = "My API request keeps getting rejected even though I send a token."
 
@@ -49,11 +53,19 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 def config(request: pytest.FixtureRequest, project: Path) -> Path:
     """The sample-docs project, with its index either in a local folder or on the Chroma server."""
     cfg = project / "config.yaml"
-    if request.param == "server":
-        port = request.getfixturevalue("chroma_server")
-        collection = f"t{abs(hash(str(project))) % 10**9}"  # one server serves every test: own collection each
-        cfg.write_text(cfg.read_text().replace("store:\n", f"store:\n  host: 127.0.0.1\n  port: {port}\n"
-                                                          f"  collection: {collection}\n"))
+    return _on_server(cfg, request.getfixturevalue("chroma_server")) if request.param == "server" else cfg
+
+
+@pytest.fixture
+def server_config(chroma_server: int, project: Path) -> Path:
+    """The sample-docs project with its index on the Chroma server."""
+    return _on_server(project / "config.yaml", chroma_server)
+
+
+def _on_server(cfg: Path, port: int) -> Path:
+    collection = f"t{abs(hash(str(cfg))) % 10**9}"  # one server serves every test: own collection each
+    cfg.write_text(cfg.read_text().replace("store:\n", f"store:\n  host: 127.0.0.1\n  port: {port}\n"
+                                                      f"  collection: {collection}\n"))
     return cfg
 
 
@@ -95,3 +107,80 @@ def test_unreachable_server_names_host_and_port(project: Path) -> None:
     cfg.write_text(cfg.read_text().replace("store:\n", f"store:\n  host: 127.0.0.1\n  port: {port}\n"))
     result = _run(["query", QUESTION], cfg)
     assert result.exit_code == 1 and f"127.0.0.1:{port}" in result.output and "Traceback" not in result.output
+
+
+def _location(cfg: Path) -> StoreLocation:
+    from docvec.cli import load, store_location
+
+    return store_location(load(cfg, {}))
+
+
+def test_a_writer_on_another_machine_is_refused_while_the_lease_is_held(server_config: Path) -> None:
+    config = server_config
+    board = LeaseBoard(_location(config))
+    other = ServerLease(board)  # "machine A": nothing shared with this run but the Chroma server
+    other.acquire(wait=False)
+    refused = _run(["ingest", "-q"], config)
+    assert refused.exit_code == 1
+    assert f"another docvec process is writing this index (pid {os.getpid()} on " in refused.output
+    other.release()
+    assert _run(["ingest", "-q"], config).exit_code == 0
+    assert board.read() is None  # released after the run
+
+
+def test_a_dead_holders_lease_is_taken_over_after_it_expires(server_config: Path) -> None:
+    config = server_config
+    board = LeaseBoard(_location(config))
+    board.create({"docvec:token": "dead", "pid": 1, "host": "crashed-box", "since": time.time() - 600,
+                  "expires": time.time() - 1})
+    result = _run(["ingest", "-q"], config)
+    assert result.exit_code == 0, result.output
+    assert board.read() is None
+
+
+def test_a_lost_lease_is_noticed_on_the_next_heartbeat(server_config: Path) -> None:
+    config = server_config
+    board = LeaseBoard(_location(config))
+    first = ServerLease(board, seconds=0.5)
+    first.acquire(wait=False)
+    assert first.beat() and first.lost is None
+    time.sleep(0.6)  # first was paused longer than its lease: a second writer may take over
+    second = ServerLease(board)
+    second.acquire(wait=False)
+    assert not first.beat()
+    assert first.lost is not None and first.lost.startswith(f"taken by pid {os.getpid()}")
+    first.release()  # must not release the new holder's lease
+    assert board.read() is not None and board.read()["docvec:token"] == second.token  # type: ignore[index]
+    waiter = ServerLease(board)
+    threading.Timer(1.0, second.release).start()
+    waiter.acquire(wait=True, poll=0.2)  # --wait: returns once the holder is done
+    waiter.release()
+
+
+def test_hnsw_settings_in_both_modes(config: Path) -> None:
+    base = config.read_text()
+    config.write_text(base.replace("store:\n", "store:\n  hnsw_ef_search: 50\n"))
+    assert _run(["ingest", "-q"], config).exit_code == 0
+    config.write_text(base.replace("store:\n", "store:\n  hnsw_ef_search: 80\n  hnsw_max_neighbors: 32\n"))
+    changed = _run(["ingest", "-q"], config)
+    assert changed.exit_code == 0, changed.output
+    assert "hnsw ef_search 50 → 80" in changed.output
+    assert "max_neighbors 16 → 32" in changed.output and "docvec reindex" in changed.output
+    rebuilt = _run(["reindex", "-q", "--json"], config)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    report = json.loads(rebuilt.stdout)
+    assert report["switched"] and report["ingest"]["chunks_embedded"] == 0  # vectors copied, not re-embedded
+    assert report["live"].endswith("-hnsw100x32")
+    status = json.loads(_run(["status", "--json"], config).stdout)
+    assert status["hnsw"]["max_neighbors"] == 32 and status["hnsw"]["ef_search"] == 80
+    hits = [json.loads(x) for x in _run(["query", QUESTION, "--json"], config).stdout.splitlines()]
+    assert hits[0]["source"] == "guides/authentication-tokens.md"
+    assert "reindex" not in _run(["ingest", "-q"], config).output  # settled
+
+
+def test_unknown_tenant_is_named(chroma_server: int, project: Path) -> None:
+    cfg = project / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("store:\n", "store:\n  tenant: nope\n"))
+    result = _run(["ingest", "-q", "--host", "127.0.0.1", "--port", str(chroma_server)], cfg)
+    assert result.exit_code == 1
+    assert f"at http://127.0.0.1:{chroma_server} (tenant nope, database default_database)" in result.output
