@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import yaml
-from markdown_it import MarkdownIt
 
 CHUNKER_VERSION = "1"
 #: Counts model tokens (special tokens included) of each text in a batch.
@@ -175,6 +174,8 @@ def _blocks(text: str, body_start: int) -> Iterator[tuple[int, int, str, dict[st
     starts = _line_starts(text)
     first_line = bisect.bisect_right(starts, body_start) - 1
     # Only block structure is needed; inline parsing (links, emphasis) is most of markdown-it's time.
+    from markdown_it import MarkdownIt  # imported here: `docvec query` never parses markdown
+
     parser = MarkdownIt("commonmark", {"maxNesting": 20}).enable("table").disable(["inline", "text_join"])
     tokens = parser.parse(text[body_start:])
     covered = first_line

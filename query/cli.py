@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
 import textwrap
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
@@ -19,6 +20,7 @@ from docvec.keyword import KeywordIndex, sync_keyword_index
 from query.search import MAX_QUERY_CHARS, MODES, Fusion, Hit, parse_where, search
 
 if TYPE_CHECKING:
+    from docvec.fingerprint import Fingerprint
     from docvec.store import Store
     from query.evaluate import EvalReport
 
@@ -44,16 +46,19 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
         raise click.UsageError(f"the question is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
     settings = load(config_path, {"store.path": index_path, "store.collection": collection,
                                   "query.top_k": top_k, "query.min_score": min_score, "query.mode": mode})
+    preload = _Preload(settings, text)  # model load and question embedding overlap opening the index
     from docvec.store import Store
 
     store = Store.open(store_location(settings))
     if store.count() == 0:
         raise IndexNotFound(f"{store.location.describe()} is empty: run `docvec ingest` first")
-    embedder = _index_embedder(store, settings)
+    embedder, vector = preload.result(store.fingerprint())
+    if embedder is None:
+        embedder = _index_embedder(store, settings)
     q = settings.query
     with open_keyword_index(store, q.mode) as keyword:
         hits = search(store, embedder, text, q.top_k, q.min_score, parse_where(list(where)), q.mode, keyword,
-                      fusion(settings))
+                      fusion(settings), vector)
     if as_json:
         for hit in hits:
             emit_json(hit.as_dict())
@@ -76,6 +81,38 @@ def open_keyword_index(store: "Store", mode: str) -> Iterator[KeywordIndex | Non
     with KeywordIndex.of(store) as index:
         sync_keyword_index(store, index)
         yield index
+
+
+class _Preload:
+    """Loads the configured model and embeds the question in a thread while the main thread opens the index.
+
+    A cold `docvec query` spends most of its time importing Chroma (~0.8 s) and loading the model (~0.4 s); done
+    side by side they overlap. The result is used only if the index was built with exactly this embedder.
+    """
+
+    def __init__(self, settings: Settings, question: str) -> None:
+        self._embedder: Embedder | None = None
+        self._vector: Any = None
+        if settings.embedding.provider == "ollama":
+            import ollama  # noqa: F401 - imported here: two threads importing httpx at once is unsafe
+        self._thread = threading.Thread(target=self._run, args=(settings, question), daemon=True)
+        self._thread.start()
+
+    def _run(self, settings: Settings, question: str) -> None:
+        try:
+            self._embedder = make_embedder(settings.embedding)
+            self._vector = self._embedder.embed_query(question)
+        except Exception:  # noqa: BLE001 - the main thread loads the index's model itself and reports errors
+            self._embedder = None
+
+    def result(self, built: "Fingerprint") -> tuple[Embedder | None, Any]:
+        """The embedder and question vector, if they are the index's; else (None, None)."""
+        self._thread.join()
+        info = self._embedder.info if self._embedder is not None else None
+        if info is None or (info.provider, info.model, info.digest, info.query_prefix, info.document_prefix) != \
+                (built.provider, built.model, built.digest, built.query_prefix, built.document_prefix):
+            return None, None
+        return self._embedder, self._vector
 
 
 def _index_embedder(store: "Store", settings: Settings) -> Embedder:

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from docvec.embedders import Embedder
+from docvec.embedders import Embedder, Vectors
 from docvec.errors import ConfigError
 from docvec.keyword import KeywordIndex
 from docvec.store import Metadata, Store
@@ -71,8 +71,11 @@ class _Candidate:
 
 def search(store: Store, embedder: Embedder, question: str, top_k: int, min_score: float = -1.0,
            where: Mapping[str, Any] | None = None, mode: str = "vector", keyword: KeywordIndex | None = None,
-           fusion: Fusion = Fusion()) -> list[Hit]:
-    """The top_k chunks for the question, ranked by `mode`; hits below min_score (cosine) are dropped."""
+           fusion: Fusion = Fusion(), vector: Vectors | None = None) -> list[Hit]:
+    """The top_k chunks for the question, ranked by `mode`; hits below min_score (cosine) are dropped.
+
+    `vector` is the question's embedding when the caller already has it (the CLI computes it while the index
+    opens)."""
     question = _check_question(question)
     if mode not in MODES:
         raise ConfigError(f"query mode '{mode}' is unknown; expected one of {', '.join(MODES)}")
@@ -80,7 +83,7 @@ def search(store: Store, embedder: Embedder, question: str, top_k: int, min_scor
         raise ConfigError(f"fusion '{fusion.method}' is unknown; expected one of {', '.join(FUSIONS)}")
     if mode != "vector" and keyword is None:
         raise ConfigError(f"query mode '{mode}' needs the keyword index")
-    vector = np.asarray(embedder.embed_query(question), dtype=np.float32)
+    vector = np.asarray(embedder.embed_query(question) if vector is None else vector, dtype=np.float32)
     n = fusion.candidates or max(4 * top_k, 50)
     pool: dict[str, _Candidate] = {}
     if mode in ("vector", "hybrid"):
