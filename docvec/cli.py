@@ -82,8 +82,23 @@ def _stash(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     return callback
 
 
+def _headers(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    """--header 'Name: value' (repeatable) -> store.headers."""
+    if not value:
+        return
+    pairs = [v.split(":", 1) for v in value]
+    if any(len(p) != 2 or not p[0].strip() for p in pairs):
+        raise click.BadParameter("expected 'Name: value', e.g. --header 'Authorization: Bearer $TOKEN'")
+    ctx.meta.setdefault("docvec.flags", {})["store.headers"] = {k.strip(): v.strip() for k, v in pairs}
+
+
 def config_options(func: F) -> F:
-    """--config, --index, --collection, --host and --port, shared by every command."""
+    """--config, --index, --collection and the Chroma server flags, shared by every command."""
+    func = click.option("--header", "headers", multiple=True, expose_value=False, callback=_headers,
+                        metavar="'NAME: VALUE'", help="HTTP header for the Chroma server, e.g. an auth token "
+                        "(store.headers). Repeatable.")(func)
+    func = click.option("--ssl/--no-ssl", default=None, expose_value=False, callback=_stash("store.ssl"),
+                        help="Use https for the Chroma server (store.ssl).")(func)
     func = click.option("--port", type=int, expose_value=False, callback=_stash("store.port"),
                         help="Chroma server port (store.port).")(func)
     func = click.option("--host", expose_value=False, callback=_stash("store.host"),

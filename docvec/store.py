@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -246,6 +247,8 @@ class Store:
     def add(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[str],
             metadatas: Sequence[Metadata]) -> None:
         """Add new records (ids must not exist yet: `add` is ~10x faster than upserting over existing ids)."""
+        if ids:
+            self._ensure_space(len(ids), len(vectors[0]), sum(len(d.encode()) for d in documents))
         for begin in range(0, len(ids), WRITE_BATCH):
             end = begin + WRITE_BATCH
             with _chroma("writing chunks", self.location):
@@ -270,6 +273,22 @@ class Store:
                 return copied
             offset += PAGE
 
+    def _ensure_space(self, records: int, dimension: int, text_bytes: int) -> None:
+        """Refuse a write that could fill the index's disk: Chroma stops answering if it runs out of space while
+        compacting, until space is freed. Measured: ~4 copies of each vector plus ~3 of its text and 2 KB; the
+        same again is kept free for compaction."""
+        if self.location.host:
+            return
+        need = 2 * (records * (dimension * 4 * 4 + 2048) + 3 * text_bytes)
+        try:
+            free = shutil.disk_usage(self.location.path).free
+        except OSError:
+            return
+        if free < need:
+            raise StoreError(f"the disk of {self.location.path} is full ({free / 2**20:.1f} MB free; the next write "
+                             f"of {records} chunks needs about {need / 2**20:.1f} MB): free some space and run "
+                             f"again — what is indexed stays and keeps answering")
+
     def update_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata]) -> None:
         """Replace the metadata of existing records; their vectors are untouched."""
         for begin in range(0, len(ids), WRITE_BATCH):
@@ -283,15 +302,19 @@ class Store:
             with _chroma("deleting chunks", self.location):
                 self._collection.delete(ids=list(ids[begin:begin + WRITE_BATCH]))
 
-    def query(self, vector: Sequence[float], k: int, where: Mapping[str, Any] | None = None) -> list[QueryResult]:
-        """The k nearest records to a vector, best first."""
+    def query(self, vector: Sequence[float], k: int, where: Mapping[str, Any] | None = None,
+              with_text: bool = True) -> list[QueryResult]:
+        """The k nearest records to a vector, best first (without text and metadata unless `with_text`)."""
         n = min(k, self.count())
         if n == 0:
             return []
+        include = ["documents", "metadatas", "distances"] if with_text else ["distances"]
         with _chroma("querying", self.location):
             res = self._collection.query(query_embeddings=[list(vector)], n_results=n, where=dict(where) if where
-                                         else None, include=["documents", "metadatas", "distances"])
-        rows = zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0])
+                                         else None, include=include)
+        docs = res["documents"][0] if with_text else [None] * len(res["ids"][0])
+        metas = res["metadatas"][0] if with_text else [None] * len(res["ids"][0])
+        rows = zip(res["ids"][0], docs, metas, res["distances"][0])
         return [QueryResult(i, d or "", dict(m or {}), 1.0 - float(dist)) for i, d, m, dist in rows]
 
     def size_on_disk(self) -> int | None:

@@ -21,7 +21,13 @@ from docvec.keyword import KeywordIndex, sync_keyword_index
 from docvec.store import Metadata, Store, StoreLocation, dumps_metadata
 from ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, content_file_hash, read_markdown, scan
 
-WINDOW = 128  # chunks embedded between writes: bounds memory and the work a crash can lose (~6 s)
+# Chunks written per window. A window is embedded, then written with one Chroma call of each kind (Chroma's cost
+# is mostly per call, ~45 ms): the window is sized to ~WINDOW_SECONDS of embedding at the last window's measured
+# speed, so a crash loses at most that much work, while fast embedders (a GPU server, reused vectors) write in
+# batches close to Chroma's maximum.
+WINDOW = 128
+WINDOW_MAX = 5000
+WINDOW_SECONDS = 5.0
 EMBED_SLICE = 64  # progress is reported after each slice
 THROUGHPUT_KEY = "docvec:chunks_per_s"
 
@@ -281,12 +287,14 @@ def _execute(store: Store, embedder: Embedder, work: list[FileWork], plan: Embed
              report: IngestReport, progress: ProgressCallback) -> None:
     total = len(plan.embed)
     window: list[FileWork] = []
-    pending = 0
+    pending, target = 0, WINDOW
     for fw in work:
         window.append(fw)
         pending += len(fw.ids)
-        if pending >= WINDOW:
+        if pending >= target:
+            before = (report.chunks_embedded, report.embed_seconds)
             _flush(store, embedder, window, plan, report, progress, total)
+            target = _next_window(pending, report.chunks_embedded - before[0], report.embed_seconds - before[1])
             window, pending = [], 0
     _flush(store, embedder, window, plan, report, progress, total)
     report.chunks_reused = report.chunks_written - report.chunks_embedded
@@ -295,6 +303,13 @@ def _execute(store: Store, embedder: Embedder, work: list[FileWork], plan: Embed
     report.chunks_deleted += len(stale)
     progress(Progress("delete", len(stale), len(stale)))
     _record_generation(store, report)
+
+
+def _next_window(written: int, embedded: int, seconds: float) -> int:
+    """Chunks in the next window: about WINDOW_SECONDS of embedding at the speed just measured."""
+    if embedded == 0 or seconds <= 0:
+        return WINDOW_MAX if written else WINDOW  # nothing was embedded: writing is all the work
+    return max(WINDOW, min(WINDOW_MAX, int(WINDOW_SECONDS * written / seconds)))
 
 
 def _flush(store: Store, embedder: Embedder, window: list[FileWork], plan: EmbeddingPlan,

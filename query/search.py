@@ -87,12 +87,15 @@ def search(store: Store, embedder: Embedder, question: str, top_k: int, min_scor
     n = fusion.candidates or max(4 * top_k, 50)
     pool: dict[str, _Candidate] = {}
     if mode in ("vector", "hybrid"):
-        for rank, r in enumerate(store.query(vector.tolist(), top_k if mode == "vector" else n, where), 1):
-            pool[r.id] = _Candidate(rank, None, 0.0, r.similarity, r.document, r.metadata)
+        # Hybrid ranks many candidates; only the winners' text and metadata are read (Chroma's cost is per record).
+        found = store.query(vector.tolist(), top_k if mode == "vector" else n, where, with_text=mode == "vector")
+        for rank, r in enumerate(found, 1):
+            pool[r.id] = _Candidate(rank, None, 0.0, r.similarity, r.document if mode == "vector" else None,
+                                    r.metadata)
     if mode in ("keyword", "hybrid") and keyword is not None:
         _add_keyword_candidates(store, keyword, question, n, where, pool)
-    _fill_missing(store, vector, pool)
-    return _rank(pool, mode, top_k, min_score, fusion)
+    _fill_similarities(store, vector, pool)
+    return _rank(store, pool, mode, top_k, min_score, fusion)
 
 
 def _check_question(question: str) -> str:
@@ -115,23 +118,21 @@ def _add_keyword_candidates(store: Store, keyword: KeywordIndex, question: str, 
         candidate.keyword_rank, candidate.keyword_score = rank, h.score
 
 
-def _fill_missing(store: Store, vector: np.ndarray[Any, Any], pool: dict[str, _Candidate]) -> None:
-    """Keyword-only candidates get their text, metadata and cosine similarity from the collection."""
-    missing = [rid for rid, c in pool.items() if c.document is None]
+def _fill_similarities(store: Store, vector: np.ndarray[Any, Any], pool: dict[str, _Candidate]) -> None:
+    """Keyword-only candidates get their cosine similarity from their stored vector."""
+    missing = [rid for rid, c in pool.items() if c.similarity is None]
     if not missing:
         return
-    docs = store.get_documents(missing)
     vectors = store.get_embeddings(missing)
     for rid in missing:
-        if rid not in docs:  # the keyword index is behind a concurrent ingest: skip the vanished chunk
+        if rid not in vectors:  # the keyword index is behind a concurrent ingest: skip the vanished chunk
             del pool[rid]
             continue
-        c = pool[rid]
-        c.document, c.metadata = docs[rid]
-        c.similarity = float(np.dot(vector, np.asarray(vectors[rid], dtype=np.float32))) if rid in vectors else 0.0
+        pool[rid].similarity = float(np.dot(vector, np.asarray(vectors[rid], dtype=np.float32)))
 
 
-def _rank(pool: dict[str, _Candidate], mode: str, top_k: int, min_score: float, fusion: Fusion) -> list[Hit]:
+def _rank(store: Store, pool: dict[str, _Candidate], mode: str, top_k: int, min_score: float,
+          fusion: Fusion) -> list[Hit]:
     fused = _fused_scores(pool, fusion) if mode == "hybrid" else {}
     if mode == "vector":
         order = sorted(pool.items(), key=lambda kv: kv[1].vector_rank or 0)
@@ -139,17 +140,26 @@ def _rank(pool: dict[str, _Candidate], mode: str, top_k: int, min_score: float, 
         order = sorted(((k, c) for k, c in pool.items() if c.keyword_rank), key=lambda kv: kv[1].keyword_rank or 0)
     else:
         order = sorted(pool.items(), key=lambda kv: (-fused[kv[0]], kv[0]))
+    chosen = [(rid, c) for rid, c in order if (c.similarity or 0.0) >= min_score][:top_k]
+    _fill_documents(store, chosen)
     hits: list[Hit] = []
-    for rid, c in order:
-        if len(hits) == top_k:
-            break
-        if (c.similarity or 0.0) < min_score:
+    for rid, c in chosen:
+        if c.document is None:  # deleted by a concurrent ingest since it was ranked
             continue
         m = c.metadata
         hits.append(Hit(len(hits) + 1, c.similarity or 0.0, rid, str(m.get("label", "")), str(m.get("source", "")),
-                        int(m.get("start_line", 0)), int(m.get("end_line", 0)), c.document or "", m,
+                        int(m.get("start_line", 0)), int(m.get("end_line", 0)), c.document, m,
                         c.vector_rank, c.keyword_rank, round(fused[rid], 6) if rid in fused else None))
     return hits
+
+
+def _fill_documents(store: Store, chosen: list[tuple[str, _Candidate]]) -> None:
+    """Text and metadata of the hits that will be shown, in one read."""
+    missing = [rid for rid, c in chosen if c.document is None]
+    docs = store.get_documents(missing) if missing else {}
+    for rid, c in chosen:
+        if rid in docs:
+            c.document, c.metadata = docs[rid]
 
 
 def _fused_scores(pool: dict[str, _Candidate], fusion: Fusion) -> dict[str, float]:

@@ -68,3 +68,31 @@ def test_empty_section_means_defaults(tmp_path: Path) -> None:
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml", {})
+
+
+def test_server_settings_headers_and_hnsw(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("store:\n  host: chroma.internal\n  ssl: true\n  headers:\n"
+                                          "    Authorization: Bearer abc\n  hnsw_ef_search: 200\n")
+    s = load_settings(None, {}, cwd=tmp_path).store
+    assert (s.host, s.ssl, s.headers, s.hnsw_ef_search, s.hnsw_max_neighbors) == \
+        ("chroma.internal", True, {"Authorization": "Bearer abc"}, 200, None)
+    env = {"DOCVEC_STORE_HEADERS": '{"X-Token": 42}'}
+    assert load_settings(None, env, cwd=tmp_path).store.headers == {"X-Token": "42"}
+    with pytest.raises(ConfigError, match="'store.headers' must be a mapping of names to strings, got list"):
+        load_settings(None, {"DOCVEC_STORE_HEADERS": "[a, b]"}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="'store.hnsw_max_neighbors' is 1; accepted range is 2..1000"):
+        load_settings(None, {"DOCVEC_STORE_HNSW_MAX_NEIGHBORS": "1"}, cwd=tmp_path)
+
+
+def test_server_flags_reach_the_settings(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from docvec.cli import cli
+
+    bad = CliRunner().invoke(cli, ["status", "--header", "no colon here"])
+    assert bad.exit_code == 2 and "expected 'Name: value'" in bad.output
+    port = 1  # nothing listens there: the error names what the flags said
+    (tmp_path / "c.yaml").write_text("")
+    result = CliRunner().invoke(cli, ["status", "--config", str(tmp_path / "c.yaml"), "--host", "127.0.0.1",
+                                      "--port", str(port), "--ssl", "--header", "Authorization: Bearer x"])
+    assert result.exit_code == 1 and "https://127.0.0.1:1" in result.output

@@ -124,7 +124,7 @@ class OllamaEmbedder:
         dimension = int(info.get(f"{arch}.embedding_length") or 0)
         facts = ModelFacts(name, digest, context, dimension, capabilities)
         if not dimension:  # the server does not say: ask the model
-            facts = ModelFacts(name, digest, context, len(self._embed_batch(["dimension probe"], 0)[0]), capabilities)
+            facts = ModelFacts(name, digest, context, len(self.embed_query("dimension probe")), capabilities)
         return facts
 
     # -- the Embedder protocol --------------------------------------------------------------------------------
@@ -168,8 +168,9 @@ class OllamaEmbedder:
 
     def embed_query(self, text: str) -> Vectors:
         """The vector of a question, with the model's query prefix."""
+        prefix = self.info.query_prefix if hasattr(self, "info") else ""  # no prefix for the pre-flight probe
         try:
-            vector: Vectors = self._embed_batch([self.info.query_prefix + text], 0)[0]
+            vector: Vectors = self._embed_batch([prefix + text], 0)[0]
         except _Suspect as suspect:
             raise suspect.failure.error from suspect
         return vector
@@ -286,7 +287,8 @@ class OllamaEmbedder:
                 return _Transient(ModelUnavailable(f"'{model}' cannot embed ({text}): use an embedding model"),
                                   text, False, False)
             reason = f"HTTP {status}: {text}"
-            return _Transient(EmbeddingError(f"Ollama at {host} failed to {what} ({reason})"), reason,
+            return _Transient(EmbeddingError(f"Ollama at {host} failed to {what} ({reason}): check the server's "
+                                             f"log and run again — what is indexed stays"), reason,
                               status >= 500 or status == 429, True)
         if isinstance(exc, ConnectionError):  # the client turns httpx.ConnectError into this
             return _Transient(ModelUnavailable(f"cannot reach Ollama at {host}: start it (`ollama serve`) or point "
