@@ -6,7 +6,8 @@ A loopback server speaking Ollama's API (tests/ollama_server.py, in its own proc
 built-in MiniLM model behind it, so the three clients compete for the same model. All three write the same chunks
 (docvec's chunker) into a fresh Chroma collection:
 
-- docvec: `docvec ingest` with provider ollama (batches packed by size, requests in flight, truncate: false);
+- docvec: `docvec ingest` with provider ollama (batches packed by size, truncate: false), with 2 requests in
+  flight (the default) and with 1 (the server here is CPU-bound: two requests compete for the same 2 cores);
 - seeds: one `/api/embed` request per text, then Chroma adds in batches of 500 (generous to the loop);
 - chroma-ef: a collection with Chroma's OllamaEmbeddingFunction, fed (a) every chunk in one `add`, as Chroma's
   docs show it (one request; its client times out after 60 s), and (b) `add` in batches of 64.
@@ -39,7 +40,7 @@ MODEL = "all-minilm:latest"
 RESULTS = REPO / "bench" / "results"
 
 
-PARTS = ("docvec", "seeds_loop", "chroma_ef_batches_64", "chroma_ef_one_add")
+PARTS = ("docvec", "docvec_concurrency_1", "seeds_loop", "chroma_ef_batches_64", "chroma_ef_one_add")
 
 
 def main(corpus: Path, parts: tuple[str, ...] = PARTS) -> None:
@@ -56,7 +57,8 @@ def main(corpus: Path, parts: tuple[str, ...] = PARTS) -> None:
         results = json.loads(saved.read_text()) if saved.exists() and parts != PARTS else {}
         results.update({"corpus": corpus.name, "chunks": len(texts), "cpu_cores": os.cpu_count()})
         runs: dict[str, Callable[[], Any]] = {
-            "docvec": lambda: _docvec(corpus, work, url),
+            "docvec": lambda: _docvec(corpus, work / "a", url, 2),
+            "docvec_concurrency_1": lambda: _docvec(corpus, work / "b", url, 1),
             "seeds_loop": lambda: _timed(len(texts), lambda: _seeds(url, texts, ids, work / "seeds")),
             "chroma_ef_batches_64": lambda: _timed(len(texts), lambda: _chroma_ef(url, texts, ids, work / "ef64", 64)),
             # Last: after its client times out, the server still works through the whole request.
@@ -65,7 +67,7 @@ def main(corpus: Path, parts: tuple[str, ...] = PARTS) -> None:
         for part in parts:
             results[part] = runs[part]()
         base = results["docvec"]["chunks_per_s"]
-        for key in PARTS[1:]:
+        for key in PARTS[2:]:
             if key in results and results[key].get("chunks_per_s"):
                 results[key]["docvec_speedup"] = round(base / results[key]["chunks_per_s"], 2)
     finally:
@@ -93,10 +95,12 @@ def _warm(url: str) -> None:
     ollama.Client(host=url).embed(model=MODEL, input=["warm up"])
 
 
-def _docvec(corpus: Path, work: Path, url: str) -> dict[str, Any]:
+def _docvec(corpus: Path, work: Path, url: str, concurrency: int) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
     cfg = work / "docvec.yaml"
     cfg.write_text(json.dumps({"docs": {"path": str(corpus)}, "store": {"path": str(work / "docvec-index")},
-                               "embedding": {"provider": "ollama", "model": "all-minilm", "host": url}}))
+                               "embedding": {"provider": "ollama", "model": "all-minilm", "host": url,
+                                             "concurrency": concurrency}}))
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "docvec.cli", "ingest", "--config", str(cfg), "--json"],
                           capture_output=True, text=True, cwd=REPO)

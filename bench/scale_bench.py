@@ -72,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--scifact", type=Path, default=REPO.parent / "shared" / "eval" / "scifact")
+    parser.add_argument("--keep", action="store_true", help="keep each size's docs and index (prints where)")
     args = parser.parse_args()
     ids, vectors, texts = _scifact_vectors()
     questions = [json.loads(line)["query"] for line in (args.scifact / "queries.jsonl").read_text().splitlines()]
@@ -81,7 +82,10 @@ def main() -> None:
         try:
             result["sizes"][size] = _one_size(size, work, args.scifact / "docs", vectors, questions)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if args.keep:
+                print(f"kept {work}", flush=True)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
         print(json.dumps(result["sizes"][size], indent=2), flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "scale.json").write_text(json.dumps(result, indent=2))
@@ -143,13 +147,15 @@ def _one_size(size: int, work: Path, scifact_docs: Path, vectors: np.ndarray, qu
         docvec_s = time.perf_counter() - t0
     finally:
         Store.add = original_add  # type: ignore[method-assign]
-    raw_s = _raw_chroma(work / "raw", captured)
+    raw_s, raw_collection, raw_vectors = _raw_chroma(work / "raw", captured)
     n = report.chunks_total
     out: dict[str, Any] = {
         "chunks": n, "docvec_ingest_s": round(docvec_s, 1), "docvec_chunks_per_s": round(n / docvec_s),
         "docvec_store_add_s": round(write_s[0], 1), "raw_chroma_add_s": round(raw_s, 1),
         "raw_chunks_per_s": round(n / raw_s), "overhead_total": round(docvec_s / raw_s - 1, 3),
         "overhead_store_writes": round(write_s[0] / raw_s - 1, 3),
+        "recall_at_10_default_ef": _recall_at_10(raw_collection, BuiltinEmbedder().embed_documents(questions),
+                                                 raw_vectors),
     }
     cfg = work / "config.yaml"
     cfg.write_text(f"docs:\n  path: {docs}\nstore:\n  path: {location.path}\n")
@@ -159,11 +165,13 @@ def _one_size(size: int, work: Path, scifact_docs: Path, vectors: np.ndarray, qu
     return out
 
 
-def _raw_chroma(path: Path, captured: list[tuple[list[str], list[Any], list[str], list[Any]]]) -> float:
+def _raw_chroma(path: Path, captured: list[tuple[list[str], list[Any], list[str], list[Any]]]
+                ) -> tuple[float, Any, np.ndarray]:
+    """Seconds to add the captured records to a fresh collection (ids = row numbers), the collection, vectors."""
     import chromadb
 
-    ids = [i for c in captured for i in c[0]]
     vecs = [v for c in captured for v in c[1]]
+    ids = [str(i) for i in range(len(vecs))]
     docs = [d for c in captured for d in c[2]]
     metas = [m for c in captured for m in c[3]]
     t0 = time.perf_counter()
@@ -173,7 +181,7 @@ def _raw_chroma(path: Path, captured: list[tuple[list[str], list[Any], list[str]
         end = begin + 5000
         collection.add(ids=ids[begin:end], embeddings=vecs[begin:end], documents=docs[begin:end],
                        metadatas=metas[begin:end])
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, collection, np.asarray(vecs, dtype=np.float32)
 
 
 def _cold(cfg: Path, questions: list[str], mode: str) -> dict[str, float]:
@@ -212,29 +220,32 @@ def _warm(location: StoreLocation, questions: list[str]) -> dict[str, Any]:
 
 
 def _recall(vectors: np.ndarray, questions: list[str]) -> dict[str, Any]:
-    """HNSW recall@10 against brute force, on the real vectors, for several ef_search values."""
+    """HNSW recall@10 against brute force on the real vectors, one fresh collection per ef_search value (set at
+    creation: a loaded index may keep the ef it was loaded with)."""
     import chromadb
 
-    embedder = BuiltinEmbedder()
-    queries = embedder.embed_documents(questions)
-    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    queries = BuiltinEmbedder().embed_documents(questions)
     out: dict[str, Any] = {"vectors": len(vectors), "queries": len(questions)}
     path = Path(tempfile.mkdtemp(prefix="docvec-recall-"))
     try:
         client = chromadb.PersistentClient(str(path))
-        collection = client.create_collection("recall", embedding_function=None,
-                                              configuration={"hnsw": {"space": "cosine"}})
-        ids = [str(i) for i in range(len(vectors))]
-        for begin in range(0, len(ids), 5000):
-            collection.add(ids=ids[begin:begin + 5000], embeddings=vectors[begin:begin + 5000])
-        for ef in (10, 50, 100, 200, 400):
-            collection.modify(configuration={"hnsw": {"ef_search": ef}})
-            found = collection.query(query_embeddings=queries, n_results=10, include=[])["ids"]
-            hits = [len(set(map(int, f)) & set(e.tolist())) / 10 for f, e in zip(found, exact)]
-            out[f"ef_search_{ef}"] = round(float(np.mean(hits)), 4)
+        for ef in (10, 50, 100, 200):
+            collection = client.create_collection(f"recall-{ef}", embedding_function=None,
+                                                  configuration={"hnsw": {"space": "cosine", "ef_search": ef}})
+            ids = [str(i) for i in range(len(vectors))]
+            for begin in range(0, len(ids), 5000):
+                collection.add(ids=ids[begin:begin + 5000], embeddings=vectors[begin:begin + 5000])
+            out[f"ef_search_{ef}"] = _recall_at_10(collection, queries, vectors)
     finally:
         shutil.rmtree(path, ignore_errors=True)
     return out
+
+
+def _recall_at_10(collection: Any, queries: np.ndarray, vectors: np.ndarray) -> float:
+    """Mean share of the exact 10 nearest (brute-force cosine) that HNSW returns; ids are row numbers."""
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    found = collection.query(query_embeddings=queries, n_results=10, include=[])["ids"]
+    return round(float(np.mean([len({int(i) for i in f} & set(e.tolist())) / 10 for f, e in zip(found, exact)])), 4)
 
 
 def _percentiles(times: list[float]) -> dict[str, float]:

@@ -46,7 +46,7 @@ class EmbeddingSettings:
     timeout: float = 120.0
     keep_alive: str = "5m"
     batch_tokens: int = 8192
-    concurrency: int = 2
+    concurrency: int = 1
     retries: int = 3
     query_prefix: Union[str, None] = None  # None: the model family's documented prefix
     document_prefix: Union[str, None] = None

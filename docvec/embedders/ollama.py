@@ -46,7 +46,7 @@ class OllamaOptions:
     keep_alive: str = "5m"
     batch_size: int = 32  # texts per request
     batch_tokens: int = 8192  # estimated tokens per request: bounds how long one request can take
-    concurrency: int = 2  # requests in flight
+    concurrency: int = 1  # requests in flight (2+ pays off only when the server has cores or GPUs to spare)
     retries: int = 3
     query_prefix: str | None = None  # None: the family's documented prefix
     document_prefix: str | None = None
