@@ -130,3 +130,12 @@ def test_other_model_is_refused_naming_the_change(tmp_path: Path, docs: Path, re
     _run(tmp_path / "idx", docs, recorder)
     with pytest.raises(IndexMismatch, match="model: 'recording-384' → 'other-384'"):
         _run(tmp_path / "idx", docs, RecordingEmbedder("other-384"))
+
+
+def test_write_windows_follow_the_embedding_speed() -> None:
+    from ingest.pipeline import WINDOW, WINDOW_MAX, _next_window
+
+    assert _next_window(128, 128, 5.0) == WINDOW  # built-in model on 2 cores: ~25 chunks/s -> 128
+    assert _next_window(128, 128, 0.128) == WINDOW_MAX  # 1,000 chunks/s: capped at Chroma-sized writes
+    assert _next_window(200, 100, 1.0) == 1000  # half the chunks were reused: 5 s covers 1,000 written
+    assert _next_window(128, 0, 0.0) == WINDOW_MAX  # nothing to embed: writing is all the work
