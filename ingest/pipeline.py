@@ -160,11 +160,25 @@ def ingest(store: Store | None, embedder: Embedder, scan_options: ScanOptions, p
     `store` may be None only for a dry run against an index that does not exist yet.
     """
     started = time.perf_counter()
-    progress = on_progress or (lambda p: None)
+    report = IngestReport(dry_run=dry_run)
+    try:
+        _sync(store, embedder, scan_options, params, dry_run, on_progress or (lambda p: None), report)
+    except KeyboardInterrupt:
+        # Chroma writes are atomic per call and a signal lands between calls: what is stored is consistent.
+        report.seconds = time.perf_counter() - started
+        raise Interrupted("interrupted: what was stored is kept; run `docvec ingest` again to continue",
+                          report) from None
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams, dry_run: bool,
+          progress: ProgressCallback, report: IngestReport) -> None:
+    """Scan, plan, then (unless a dry run) embed and write; fills `report` as it goes."""
     fp = Fingerprint.build(embedder.info, params).short_hash()
     files, skipped = scan(scan_options)
     state = IndexState.read(store, fp)
-    report = IngestReport(files_seen=len(files) + len(skipped), skipped=list(skipped), dry_run=dry_run)
+    report.files_seen, report.skipped = len(files) + len(skipped), list(skipped)
     work, keep_sources = _plan(files, state, embedder, params, fp, report, progress)
     removed = sorted(s for s in state.files if s not in keep_sources)
     report.files_removed = removed
@@ -172,18 +186,10 @@ def ingest(store: Store | None, embedder: Embedder, scan_options: ScanOptions, p
     todo = _embedding_plan(work, state)
     if dry_run or store is None:
         _fill_dry_run(report, work, todo, stale, state, store)
-    else:
-        try:
-            _execute(store, embedder, work, todo, stale, report, progress)
-        except KeyboardInterrupt:
-            # Chroma writes are atomic per call and a signal lands between calls: what is stored is consistent.
-            report.seconds = time.perf_counter() - started
-            raise Interrupted("interrupted: what was stored is kept; run `docvec ingest` again to continue",
-                              report) from None
-        report.chunks_total = store.count()
-        _sync_keywords(store)
-    report.seconds = time.perf_counter() - started
-    return report
+        return
+    _execute(store, embedder, work, todo, stale, report, progress)
+    report.chunks_total = store.count()
+    _sync_keywords(store)
 
 
 def _plan(files: Sequence[SourceFile], state: IndexState, embedder: Embedder, params: ChunkParams, fp: str,

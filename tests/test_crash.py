@@ -110,13 +110,13 @@ def test_second_ingest_is_refused_while_the_first_writes(tmp_path: Path) -> None
 
 def test_ctrl_c_stops_cleanly_with_a_summary_and_the_next_run_continues(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    _corpus(docs, 70, seed=11)
+    _corpus(docs, 200, seed=11)  # ~450 chunks: after the first window's write, several seconds of work remain
     cfg = _config(tmp_path, docs)
     proc = _docvec(["ingest", "-q"], cfg)
     before = _state(tmp_path / "index")
     while proc.poll() is None and len(_state(tmp_path / "index")) <= max(len(before), 1):
         time.sleep(0.01)  # the index exists: the run is past its start-up
-    time.sleep(1.0)
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
