@@ -110,18 +110,20 @@ def test_second_ingest_is_refused_while_the_first_writes(tmp_path: Path) -> None
 
 def test_ctrl_c_stops_cleanly_with_a_summary_and_the_next_run_continues(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    _corpus(docs, 200, seed=11)  # ~450 chunks: after the first window's write, several seconds of work remain
+    _corpus(docs, 200, seed=11)  # ~450 chunks: ~10 s of embedding
     cfg = _config(tmp_path, docs)
-    proc = _docvec(["ingest", "-q"], cfg)
-    before = _state(tmp_path / "index")
-    while proc.poll() is None and len(_state(tmp_path / "index")) <= max(len(before), 1):
-        time.sleep(0.01)  # the index exists: the run is past its start-up
+    proc = _docvec(["ingest"], cfg)
+    seen = ""
+    while "embedding" not in seen and proc.poll() is None:  # the progress bar on stderr: the run is embedding
+        seen += proc.stderr.read(1)  # type: ignore[union-attr]
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
+    err = seen + err
     assert proc.returncode == 130, err
     assert "interrupted: what was stored is kept" in err and "chunks:" in err and "Traceback" not in err
     rerun = _docvec(["ingest", "-q", "--json"], cfg)
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
+    assert json.loads(out)["chunks_embedded"] > 0  # the signal landed mid-run: the rerun finished the rest
     assert _docvec(["verify"], cfg).wait(timeout=120) == 0
