@@ -28,8 +28,11 @@ def _corpus(root: Path, files: int, seed: int) -> None:
 
 def _docvec(args: list[str], config: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "DOCVEC_CONFIG": str(config)}
+    # A shell's background jobs (and some CI runners) start with SIGINT ignored, and Python keeps it ignored;
+    # the child gets the default disposition, as in a terminal, so Ctrl-C can be tested anywhere.
     return subprocess.Popen([sys.executable, "-m", "docvec.cli", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _config(root: Path, docs: Path) -> Path:
