@@ -89,7 +89,7 @@ def _headers(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
     pairs = [v.split(":", 1) for v in value]
     if any(len(p) != 2 or not p[0].strip() for p in pairs):
         raise click.BadParameter("expected 'Name: value', e.g. --header 'Authorization: Bearer $TOKEN'")
-    ctx.meta.setdefault("docvec.flags", {})["store.headers"] = {k.strip(): v.strip() for k, v in pairs}
+    _stash("store.headers")(ctx, param, {k.strip(): v.strip() for k, v in pairs})
 
 
 def config_options(func: F) -> F:

@@ -208,12 +208,17 @@ class Store:
 
     def iter_metadata(self) -> Iterator[tuple[str, Metadata]]:
         """Every record's id and metadata, read page by page."""
-        offset = 0
-        while True:
-            with _chroma("reading metadata", self.location):
-                page = self._collection.get(include=["metadatas"], limit=PAGE, offset=offset)
+        for page in self._pages(["metadatas"], "reading metadata"):
             for rid, meta in zip(page["ids"], page["metadatas"] or []):
                 yield rid, dict(meta or {})
+
+    def _pages(self, include: list[str], action: str) -> Iterator[Any]:
+        """The whole collection, PAGE records per `get` (one `get` over ~32k rows fails in Chroma)."""
+        offset = 0
+        while True:
+            with _chroma(action, self.location):
+                page = self._collection.get(include=include, limit=PAGE, offset=offset)
+            yield page
             if len(page["ids"]) < PAGE:
                 return
             offset += PAGE
@@ -258,20 +263,15 @@ class Store:
     def copy_from(self, other: "Store") -> int:
         """Copy every record of another collection that this one lacks, vectors included; returns how many."""
         have = {rid for rid, _ in self.iter_metadata()}
-        copied, offset = 0, 0
-        while True:
-            with _chroma("copying records", self.location):
-                page = other._collection.get(include=["embeddings", "documents", "metadatas"], limit=PAGE,
-                                             offset=offset)
+        copied = 0
+        for page in other._pages(["embeddings", "documents", "metadatas"], "copying records"):
             rows = [(i, e, d, m) for i, e, d, m in zip(page["ids"], page["embeddings"], page["documents"],
                                                       page["metadatas"]) if i not in have]
             if rows:
                 ids, vectors, docs, metas = zip(*rows)
                 self.add(ids, vectors, [d or "" for d in docs], [dict(m or {}) for m in metas])
                 copied += len(rows)
-            if len(page["ids"]) < PAGE:
-                return copied
-            offset += PAGE
+        return copied
 
     def _ensure_space(self, records: int, dimension: int, text_bytes: int) -> None:
         """Refuse a write that could fill the index's disk: Chroma stops answering if it runs out of space while

@@ -345,13 +345,14 @@ def _flush(store: Store, embedder: Embedder, window: list[FileWork], plan: Embed
 
 def _embed_into(vectors: dict[str, list[float]], embedder: Embedder, todo: list[str], needed: dict[str, str],
                 report: IngestReport, progress: ProgressCallback, total: int) -> None:
+    """Embed `todo` (hashes without a vector yet) slice by slice; a rejected input's index is its place in todo."""
     for begin in range(0, len(todo), EMBED_SLICE):
-        hashes = [h for h in todo[begin:begin + EMBED_SLICE] if h not in vectors]
+        hashes = todo[begin:begin + EMBED_SLICE]
         t0 = time.perf_counter()
         try:
             embedded = embedder.embed_documents([needed[h] for h in hashes])
         except InputRejected as exc:
-            raise InputRejected(str(exc), begin + todo[begin:].index(hashes[exc.index])) from exc
+            raise InputRejected(str(exc), begin + exc.index) from exc
         for h, vec in zip(hashes, embedded):
             vectors[h] = [float(x) for x in vec]
         report.embed_seconds += time.perf_counter() - t0

@@ -124,7 +124,7 @@ class OllamaEmbedder:
         dimension = int(info.get(f"{arch}.embedding_length") or 0)
         facts = ModelFacts(name, digest, context, dimension, capabilities)
         if not dimension:  # the server does not say: ask the model
-            facts = ModelFacts(name, digest, context, len(self.embed_query("dimension probe")), capabilities)
+            facts = ModelFacts(name, digest, context, len(self._embed_one("dimension probe")), capabilities)
         return facts
 
     # -- the Embedder protocol --------------------------------------------------------------------------------
@@ -168,9 +168,12 @@ class OllamaEmbedder:
 
     def embed_query(self, text: str) -> Vectors:
         """The vector of a question, with the model's query prefix."""
-        prefix = self.info.query_prefix if hasattr(self, "info") else ""  # no prefix for the pre-flight probe
+        return self._embed_one(self.info.query_prefix + text)
+
+    def _embed_one(self, text: str) -> Vectors:
+        """One text as it is; a lone failing text is the server's failure (nothing shows it works)."""
         try:
-            vector: Vectors = self._embed_batch([prefix + text], 0)[0]
+            vector: Vectors = self._embed_batch([text], 0)[0]
         except _Suspect as suspect:
             raise suspect.failure.error from suspect
         return vector
