@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
+import re
+import signal
+import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -17,7 +22,7 @@ import click
 
 from docvec import __version__
 from docvec.chunker import ChunkParams
-from docvec.config import Settings, load_settings
+from docvec.config import Settings, check_headers, load_settings
 from docvec.errors import ConfigError, DocvecError
 from docvec.store import Hnsw, StoreLocation
 
@@ -42,15 +47,66 @@ class ConfigProblem(click.ClickException):
 
 
 class DocvecCommand(click.Command):
-    """A command whose DocvecErrors become one-line click errors: exit 2 for configuration, 1 for the rest."""
+    """A command whose DocvecErrors become one-line click errors: exit 2 for configuration, 1 for the rest.
+
+    Disk and database errors that escape the core (a full disk, a read-only folder) are one line too, and no
+    message ever shows a secret: header values, tokens and the user-info of URLs are masked."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            raise ConfigProblem(str(exc)) from exc
+            raise ConfigProblem(redact(str(exc), ctx)) from exc
         except DocvecError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(redact(str(exc), ctx)) from exc
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(redact(f"{where}{exc.strerror or exc} — nothing indexed was lost", ctx)) \
+                from exc
+        except sqlite3.Error as exc:
+            raise click.ClickException(redact(f"database error: {exc} — nothing indexed was lost", ctx)) from exc
+        except click.ClickException as exc:
+            setattr(exc, "message", redact(exc.message, ctx))  # click marks it final; it is a plain attribute
+            raise
+
+
+_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact(message: str, ctx: click.Context | None = None) -> str:
+    """The message with known secrets (header values) and URL user-info replaced by ***."""
+    for secret in (ctx.meta.get("docvec.secrets", ()) if ctx is not None else ()):
+        if len(secret) >= 4:
+            message = message.replace(secret, "***")
+    return _USERINFO.sub(r"\1***@", message)
+
+
+# C0/C1 controls (ESC starts every terminal escape sequence) and the bidi overrides that reorder what is shown.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """Text safe to print on a terminal: control characters become visible escapes (\\x1b), so a document
+    cannot clear the screen, retitle the window or plant a hidden link. Newlines and tabs stay."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class FiniteFloat(click.ParamType):  # type: ignore[type-arg]
+    """A float option that must be finite and within [low, high] (click's FloatRange lets nan through)."""
+
+    name = "float"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or not self.low <= number <= self.high:
+            self.fail(f"{value!r} is not a finite number in {self.low:g}..{self.high:g}", param, ctx)
+        return number
 
 
 class LazyGroup(click.Group):
@@ -88,8 +144,15 @@ def _headers(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
         return
     pairs = [v.split(":", 1) for v in value]
     if any(len(p) != 2 or not p[0].strip() for p in pairs):
-        raise click.BadParameter("expected 'Name: value', e.g. --header 'Authorization: Bearer $TOKEN'")
-    _stash("store.headers")(ctx, param, {k.strip(): v.strip() for k, v in pairs})
+        raise click.BadParameter("expected 'Name: value', e.g. --header 'Authorization: Bearer $TOKEN' "
+                                 "(the value given is not shown)")
+    headers = {k.strip(): v.strip() for k, v in pairs}
+    ctx.meta.setdefault("docvec.secrets", set()).update(headers.values())
+    try:
+        check_headers(headers, "--header")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    _stash("store.headers")(ctx, param, headers)
 
 
 def config_options(func: F) -> F:
@@ -116,7 +179,13 @@ def load(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
     ctx = click.get_current_context(silent=True)
     stashed = dict(ctx.meta.get("docvec.flags", {})) if ctx is not None else {}
     flags = {k: str(v) if isinstance(v, Path) else v for k, v in {**stashed, **overrides}.items()}
-    return load_settings(config_path, os.environ, flags)
+    if ctx is not None:  # values that messages must never show, even when the settings are refused
+        raw = [v for k, v in os.environ.items() if k.endswith(("_HEADERS", "_TOKEN"))]
+        ctx.meta.setdefault("docvec.secrets", set()).update(raw)
+    settings = load_settings(config_path, os.environ, flags)
+    if ctx is not None:
+        ctx.meta["docvec.secrets"].update(settings.store.headers.values())
+    return settings
 
 
 def store_location(settings: Settings) -> StoreLocation:
@@ -146,40 +215,84 @@ def make_configured_embedder(settings: Settings) -> Any:
 
 
 def emit_json(data: Any) -> None:
-    """One JSON object on one line of stdout."""
-    click.echo(json.dumps(data, ensure_ascii=False, default=str))
+    """One JSON object on one line of stdout: strict JSON (a NaN or infinity is a bug, not output)."""
+    click.echo(json.dumps(data, ensure_ascii=False, default=str, allow_nan=False))
 
 
 @click.command(cls=DocvecCommand)
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status_command(config_path: Path | None, index_path: Path | None, collection: str | None, as_json: bool) -> None:
-    """Show what the index holds: model, dimension, files, chunks, size on disk."""
+    """Show what the index holds: docs folder, last sync, model, files, chunks, size, writer."""
     from docvec.store import Store
 
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
-    store = Store.open(store_location(settings))
+    store = Store.open_for_reading(store_location(settings))
+    data = status_data(store, settings)
+    if as_json:
+        emit_json(data)
+    else:
+        _render_status(data)
+
+
+def status_data(store: Any, settings: Settings) -> dict[str, Any]:
+    """Everything `status` shows, from the collection's metadata (no pass over the records)."""
+    from docvec.system import available_cpus
+
     fp = store.fingerprint()
-    sources = {m.get("source") for _, m in store.iter_metadata()}
-    data = {"index": store.location.describe(), "model": fp.model, "provider": fp.provider,
-            "dimension": fp.dimension, "files": len(sources - {None}), "chunks": store.count(),
-            "size_bytes": store.size_on_disk(), "built_by": store.collection_metadata().get("docvec:version"),
+    stats = store.stats()
+    chunks = store.count()
+    return {"index": store.location.describe(), "docs_root": store.docs_root(), "model": fp.model,
+            "provider": fp.provider, "runs_on": _runs_on(settings, fp.provider), "cpus": available_cpus(),
+            "dimension": fp.dimension, "files": stats.get("files"), "chunks": chunks,
+            "skipped": stats.get("skipped", {}), "last_sync": stats.get("synced_at"),
+            "last_sync_seconds": stats.get("seconds"), "interrupted_run": store.writing(),
+            "writer": _writer(store), "size_bytes": store.size_on_disk(),
+            "built_by": store.collection_metadata().get("docvec:version"),
             "fingerprint": json.loads(fp.to_json()), "live": store.name,
             "hnsw": {k: v for k, v in store.hnsw_settings().items()
                      if k in ("space", "ef_search", "ef_construction", "max_neighbors")},
             "collections": [{"name": c.name, "live": c.live, "previous": c.previous, "chunks": c.count,
                              "model": c.fingerprint.model if c.fingerprint else None}
                             for c in store.physical_collections()]}
-    if as_json:
-        emit_json(data)
-        return
+
+
+def _runs_on(settings: Settings, provider: str) -> str:
+    if provider == "ollama":
+        return redact(f"Ollama at {settings.embedding.host}")
+    return "this machine's CPU (onnxruntime)"
+
+
+def _writer(store: Any) -> str | None:
+    """Who holds the writer lock now (None when nobody does)."""
+    from docvec.lock import current_holder, lock_path_for
+    from docvec.store import LeaseBoard
+
+    if store.location.host:
+        from docvec.lock import describe_lease
+
+        return describe_lease(LeaseBoard(store.location).read())
+    return current_holder(lock_path_for(store.location.path, store.location.collection))
+
+
+def _render_status(data: dict[str, Any]) -> None:
+    fp = data["fingerprint"]
     size = data["size_bytes"]
+    when = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data["last_sync"])) + f" ({data['last_sync_seconds']:.1f} s)"
+            if data["last_sync"] else "unknown (built before docvec recorded it)")
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(data["skipped"].items())) or "none"
     click.echo(f"index      {data['index']}")
-    click.echo(f"model      {fp.provider}:{fp.model} ({fp.dimension} dimensions, digest {fp.digest[:12] or '-'})")
-    click.echo(f"contents   {data['files']} files, {data['chunks']} chunks")
+    click.echo(f"docs       {data['docs_root'] or 'unknown (recorded at the next ingest)'}")
+    click.echo(f"last sync  {when}" + ("; a later run was interrupted: run `docvec ingest` to finish it"
+                                          if data["interrupted_run"] else ""))
+    files = data["files"] if data["files"] is not None else "?"
+    click.echo(f"contents   {files} files, {data['chunks']} chunks; skipped: {skipped}")
+    click.echo(f"writer     {data['writer'] or 'none'}")
+    click.echo(f"model      {data['provider']}:{data['model']} ({data['dimension']} dimensions, digest "
+               f"{fp['digest'][:12] or '-'}) on {data['runs_on']}, {data['cpus']} CPUs available")
     click.echo(f"size       {_human(size) if size is not None else 'on server'}")
-    click.echo(f"chunking   max {fp.max_tokens} tokens, min {fp.min_tokens}, overlap {fp.overlap_tokens}, "
-               f"heading context {'on' if fp.heading_context else 'off'} (chunker v{fp.chunker_version})")
+    click.echo(f"chunking   max {fp['max_tokens']} tokens, min {fp['min_tokens']}, overlap {fp['overlap_tokens']}, "
+               f"heading context {'on' if fp['heading_context'] else 'off'} (chunker v{fp['chunker_version']})")
     h = data["hnsw"]
     click.echo(f"hnsw       {h.get('space')}, ef_search {h.get('ef_search')}, ef_construction "
                f"{h.get('ef_construction')}, max_neighbors {h.get('max_neighbors')}")
@@ -199,17 +312,33 @@ def _human(n: int) -> str:
 
 
 READ_ONLY = {"query", "status", "eval"}  # commands that write nothing, so may skip interpreter teardown
+TERMINATED: list[int] = []  # the signal that stopped a run (SIGTERM), for its exit code
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM (docker stop, systemd, CI cancel) stops a run like Ctrl-C: between two atomic writes."""
+    TERMINATED.append(signum)
+    raise KeyboardInterrupt
+
+
+def interrupted_exit_code() -> int:
+    """128 + the signal that stopped the run: 130 for Ctrl-C, 143 for SIGTERM."""
+    return 128 + (TERMINATED[-1] if TERMINATED else signal.SIGINT)
 
 
 def main() -> None:
     """Entry point of the `docvec` script."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli()
     except SystemExit as done:
         command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
         if command in READ_ONLY and isinstance(done.code, (int, type(None))):
             # Tearing down Chroma's and onnxruntime's modules costs ~0.25 s of a 1.5 s cold query; a read-only
-            # command has nothing to flush but its own output.
+            # command has nothing to flush but its own output (and the copy of a read-only index to remove).
+            from docvec.store import remove_snapshots
+
+            remove_snapshots()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(done.code or 0)

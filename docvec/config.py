@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -100,7 +101,10 @@ class Settings:
 
     def resolve(self, relative: str) -> Path:
         """Resolve a path from the settings against the config file's folder."""
-        path = Path(relative).expanduser()
+        try:
+            path = Path(relative).expanduser()
+        except RuntimeError as exc:  # ~nosuchuser/...
+            raise ConfigError(f"path '{relative}': {exc} — use an absolute path or an existing user's ~") from exc
         return path if path.is_absolute() else (self.base_dir / path)
 
 
@@ -262,7 +266,9 @@ def _check_value(key: str, value: Any, expected: Any, origin: str) -> Any:
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, (str, int, float))
                                                   for k, v in value.items()):
             raise ConfigError(f"{origin}: '{key}' must be a mapping of names to strings, got {_kind(value)}")
-        return {k: str(v) for k, v in value.items()}
+        headers = {k: str(v) for k, v in value.items()}
+        check_headers(headers, f"{origin}: '{key}'")
+        return headers
     if origin_type is list:
         if isinstance(value, str):
             value = [value]
@@ -271,6 +277,8 @@ def _check_value(key: str, value: Any, expected: Any, origin: str) -> Any:
         return list(value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{origin}: '{key}' must be a finite number, got {value!r}")
     if expected is not bool and isinstance(value, bool) or not isinstance(value, expected):
         raise ConfigError(f"{origin}: '{key}' must be {_type_name(expected)}, got {_kind(value)} {value!r}")
     return value
@@ -299,6 +307,20 @@ def _check_relations(settings: Settings, origin: str) -> None:
     if c.min_tokens >= c.max_tokens or c.overlap_tokens >= c.max_tokens // 2:
         raise ConfigError(f"{origin}: chunking needs min_tokens < max_tokens and overlap_tokens < max_tokens/2 "
                           f"(got min {c.min_tokens}, overlap {c.overlap_tokens}, max {c.max_tokens})")
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+
+
+def check_headers(headers: Mapping[str, str], where: str) -> None:
+    """HTTP header names must be tokens and values free of control characters (CR/LF would inject headers).
+    Errors name the header, never its value: values are usually secrets."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: header name {name!r} is not a valid HTTP header name")
+        if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in value):
+            raise ConfigError(f"{where}: the value of header '{name}' contains a line break or control character "
+                              f"— remove it (the value is not shown)")
 
 
 def _suggest(word: str, options: typing.Iterable[str]) -> str:

@@ -1,7 +1,9 @@
 """Every error docvec raises on purpose, in one tree.
 
     DocvecError                 base: the CLI turns any of these into one line and exit code 1
-    ├── Interrupted             Ctrl-C: work stopped between two atomic writes (carries what was done)
+    ├── Interrupted             Ctrl-C or SIGTERM: work stopped between two atomic writes (carries what was done)
+    ├── Refused                 the run would act on the wrong docs folder or delete most of the index; it names
+    │                           the flag that confirms it (--docs-moved, --yes)
     ├── ConfigError             a config file, key or value is wrong (names file, key, expected)
     ├── SourceError             the docs folder is missing, not a folder, or unreadable
     ├── EmbeddingError          the embedding provider failed (raised ``from`` the provider's error)
@@ -27,9 +29,14 @@ class DocvecError(Exception):
 class Interrupted(DocvecError):
     """The user interrupted a run; everything stored so far is consistent and the next run continues."""
 
-    def __init__(self, message: str, report: object = None) -> None:
+    def __init__(self, message: str, report: object = None, signal_number: int = 2) -> None:
         super().__init__(message)
         self.report = report
+        self.signal_number = signal_number  # SIGINT (2) or SIGTERM (15): the exit code is 128 + it
+
+
+class Refused(DocvecError):
+    """A run that looks like a mistake (another docs folder, most of the index deleted) and needs confirming."""
 
 
 class ConfigError(DocvecError):

@@ -7,6 +7,7 @@ it behind, so a crash can never leave the two disagreeing for long, and a lost f
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from docvec.errors import StoreError
-from docvec.store import GENERATION_KEY, Store, StoreLocation
+from docvec.store import GENERATION_KEY, WRITING_KEY, Store, StoreLocation
 
 # English stop words (the common list used by IR toolkits); dropping them keeps bm25 from rewarding filler.
 STOP_WORDS = frozenset("""
@@ -42,9 +43,12 @@ class KeywordHit:
 class KeywordIndex:
     """An FTS5 table of chunk id -> label and text, porter-stemmed."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
         try:
+            if read_only:  # never creates or changes the file (verify, and readers of a read-only index)
+                self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                return
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), timeout=30)
             self._db.executescript(
@@ -55,9 +59,12 @@ class KeywordIndex:
             raise StoreError(f"cannot open the keyword index {path}: {exc}") from exc
 
     @classmethod
-    def of(cls, store: Store) -> "KeywordIndex":
-        """The keyword index of a store's live collection (use it in a `with` block)."""
-        return cls(keyword_path(store.location, store.name))
+    def of(cls, store: Store, read_only: bool = False) -> "KeywordIndex":
+        """The keyword index of a store's live collection (use it in a `with` block); a store read from a copy
+        (a read-only index) uses the copy's keyword index."""
+        location = store.location if store.read_copy is None else dataclasses.replace(store.location,
+                                                                                        path=store.read_copy)
+        return cls(keyword_path(location, store.name), read_only)
 
     def close(self) -> None:
         self._db.close()
@@ -70,10 +77,16 @@ class KeywordIndex:
 
     def entries(self) -> set[tuple[str, str]]:
         """Every (chunk id, label) pair in the keyword index."""
-        return {(row[0], row[1]) for row in self._db.execute("SELECT id, label FROM chunks")}
+        try:
+            return {(row[0], row[1]) for row in self._db.execute("SELECT id, label FROM chunks")}
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the keyword index {self.path}: {exc}") from exc
 
     def get_state(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        try:
+            row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the keyword index {self.path}: {exc}") from exc
         return str(row[0]) if row else None
 
     def apply(self, add: Iterable[tuple[str, str, str]], delete: Sequence[str], state: dict[str, str]) -> None:
@@ -122,10 +135,20 @@ def keyword_differences(store: Store, index: KeywordIndex) -> tuple[list[str], l
     return sorted({rid for rid, _ in wanted - have}), sorted({rid for rid, _ in have - wanted})
 
 
-def sync_keyword_index(store: Store, index: KeywordIndex, force: bool = False) -> int:
-    """Make the keyword index hold exactly the collection's chunks; returns the rows changed."""
-    generation = str(store.collection_metadata().get(GENERATION_KEY, 0))
-    current = index.get_state("generation") == generation and index.get_state("schema") == SCHEMA_VERSION
+def sync_keyword_index(store: Store, index: KeywordIndex, force: bool = False, reader: bool = False) -> int:
+    """Make the keyword index hold exactly the collection's chunks; returns the rows changed.
+
+    The collection's generation says whether the keyword index is behind. While a writer's mark is set (a run is
+    writing, or one died mid-run) the generation does not tell: a writer then always compares row by row, and a
+    reader (`reader=True`) keeps the index it has, which the next completed run brings in line."""
+    meta = store.collection_metadata()
+    generation = str(meta.get(GENERATION_KEY, 0))
+    recorded = index.get_state("generation")
+    current = recorded == generation and index.get_state("schema") == SCHEMA_VERSION
+    if WRITING_KEY in meta and recorded is not None:
+        if reader:
+            return 0
+        current = False
     if current and not force:
         return 0
     missing, extra = keyword_differences(store, index)

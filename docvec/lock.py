@@ -44,12 +44,30 @@ def writer_lock(path: Path, wait: bool = False, timeout: float | None = None) ->
                          f"writable to ingest") from exc
     info = path.with_suffix(".holder")
     try:
-        info.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
+        with contextlib.suppress(OSError):  # only names the holder in messages: a full disk must not stop the run
+            info.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
         yield
     finally:
         with contextlib.suppress(OSError):
             info.unlink()
         lock.release()
+
+
+def current_holder(path: Path) -> str | None:
+    """Who holds the local writer lock at `path` now, without taking it (None when nobody does)."""
+    try:
+        data = json.loads(path.with_suffix(".holder").read_text())
+        pid, host = int(data["pid"]), str(data["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None  # a killed writer's leftover: the kernel released its lock
+        except PermissionError:
+            pass
+    return _holder(path)
 
 
 def _holder(path: Path) -> str:
@@ -121,8 +139,8 @@ class ServerLease:
             if holder is None:
                 return
             if not wait:
-                raise LockHeld(f"another docvec process is writing this index ({_describe(holder)}); wait for it, "
-                               f"or run with --wait")
+                raise LockHeld(f"another docvec process is writing this index ({_describe(holder)}; "
+                               f"{_expiry(holder, self.clock())}); wait for it, or run with --wait")
             time.sleep(poll)
 
     def beat(self) -> bool:
@@ -181,6 +199,24 @@ def server_writer_lock(board: LeaseBoardLike, wait: bool = False) -> Iterator[Se
         stop.set()
         thread.join()
         lease.release()
+
+
+def _expiry(holder: dict[str, Any], now: float) -> str:
+    """When a lease that is no longer renewed runs out, and what --wait does then."""
+    try:
+        left = float(holder["expires"]) - now
+    except (KeyError, TypeError, ValueError):
+        return "lease expiry unknown"
+    at = datetime.fromtimestamp(float(holder["expires"]), tz=timezone.utc).strftime("%H:%M:%S UTC")
+    return (f"its lease expires at {at}, in {max(left, 0):.0f} s, unless that process renews it (it does every "
+            f"{HEARTBEAT_SECONDS:.0f} s while alive); with --wait this run takes it over then")
+
+
+def describe_lease(holder: dict[str, Any] | None) -> str | None:
+    """A server lease's holder and expiry, for `status` (None when nobody holds it)."""
+    if not holder:
+        return None
+    return f"{_describe(holder)}; {_expiry(holder, time.time())}"
 
 
 def _describe(holder: dict[str, Any] | None) -> str:

@@ -6,9 +6,13 @@ over ~32k ids fails with "too many SQL variables") and writes are batched under 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
 import json
 import shutil
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -24,6 +28,13 @@ FORMAT_KEY = "docvec:format"
 ALIAS_KEY = "docvec:live"  # on the pointer collection: the physical collection queries read
 PREVIOUS_KEY = "docvec:previous"  # on the pointer collection: what `rollback` restores
 GENERATION_KEY = "docvec:generation"  # bumped by every write, so derived indexes can tell they are behind
+WRITING_KEY = "docvec:writing"  # set before a run's first write, cleared by its last: a killed run leaves it set
+DOCS_ROOT_KEY = "docvec:docs_root"  # the docs folder the index was built from (absolute)
+STATS_KEY = "docvec:stats"  # JSON: files, chunks, skipped by reason, last sync time and duration (for `status`)
+CHROMA_FILE = "chroma.sqlite3"
+# Chroma writes while it opens an index (its catalog); on a read-only or full disk that fails with these.
+_UNWRITABLE = ("readonly database", "read-only file system", "disk is full", "no space left", "disk i/o error",
+               "backfill request to compactor")  # the last: Chroma cannot apply its log (no room to write)
 
 Metadata = dict[str, Any]
 DEFAULT_EF_CONSTRUCTION = 100  # Chroma's HNSW defaults
@@ -113,11 +124,14 @@ class Store:
         self._client = client
         self._collection = collection
         self.name: str = collection.name
+        self.read_copy: Path | None = None  # set when reading from a copy of a read-only index
 
     @classmethod
     def open(cls, location: StoreLocation, create_with: Fingerprint | None = None) -> "Store":
-        """Open the live index; create it with `create_with` as its fingerprint when there is none yet."""
-        if create_with is None and not location.host and not location.path.exists():
+        """Open the live index; create it with `create_with` as its fingerprint when there is none yet.
+
+        Without `create_with` nothing is created: a folder that holds no index is IndexNotFound."""
+        if create_with is None and not location.host and not (location.path / CHROMA_FILE).is_file():
             raise IndexNotFound(f"no index at {location.path}: build it with `docvec ingest`")
         with _chroma("opening the index", location):
             client = _client(location)
@@ -152,6 +166,26 @@ class Store:
                               "docvec:version": __version__, "docvec:model": create_with.model})
         store = cls(location, client, collection)
         store._check_format()
+        return store
+
+    @classmethod
+    def open_for_reading(cls, location: StoreLocation) -> "Store":
+        """Open the live index for reading only; an index on a read-only or full disk is read from a copy.
+
+        Chroma writes its catalog when it opens a folder, so a read-only medium (a container's read-only layer, a
+        mounted snapshot) or a full disk would fail every query. The copy lives in memory-backed /dev/shm when
+        there is room (else the temp folder) and is removed when the process exits."""
+        try:
+            store = cls.open(location)
+            store.count()  # Chroma applies its pending log on the first read: that needs to write too
+            return store
+        except StoreError as exc:
+            if location.host or not any(m in str(exc).lower() for m in _UNWRITABLE):
+                raise
+            copy = _snapshot(location.path)
+        store = cls.open(dataclasses.replace(location, path=copy))
+        store.location = location  # messages name the real index
+        store.read_copy = copy
         return store
 
     def physical_collections(self) -> list[PhysicalCollection]:
@@ -241,6 +275,16 @@ class Store:
                 page = self._collection.get(ids=list(ids[begin:begin + PAGE]), include=["documents", "metadatas"])
             for rid, doc, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or []):
                 out[rid] = (doc or "", dict(meta or {}))
+        return out
+
+    def get_metadatas(self, ids: Sequence[str]) -> dict[str, Metadata]:
+        """Stored metadata by id."""
+        out: dict[str, Metadata] = {}
+        for begin in range(0, len(ids), PAGE):
+            with _chroma("reading metadata", self.location):
+                page = self._collection.get(ids=list(ids[begin:begin + PAGE]), include=["metadatas"])
+            for rid, meta in zip(page["ids"], page["metadatas"] or []):
+                out[rid] = dict(meta or {})
         return out
 
     def filter_ids(self, ids: Sequence[str], where: Mapping[str, Any]) -> set[str]:
@@ -349,11 +393,38 @@ class Store:
         return int(current) if current is not None else None
 
     def bump_generation(self, extra: Metadata | None = None) -> None:
-        """Record that the collection changed (and any extra collection metadata, e.g. measured speed)."""
+        """Record that the collection changed (and any extra collection metadata, e.g. measured speed); clears
+        the writing mark."""
         meta = self.collection_metadata()
         meta[GENERATION_KEY] = int(meta.get(GENERATION_KEY, 0)) + 1
+        meta.pop(WRITING_KEY, None)
         meta.update(extra or {})
         self.set_collection_metadata(meta)
+
+    def mark_writing(self) -> None:
+        """Mark the collection as being written, before a run's first write: if the run dies, derived indexes
+        (the keyword index) know the collection moved although the generation did not."""
+        meta = self.collection_metadata()
+        if WRITING_KEY not in meta:
+            meta[WRITING_KEY] = time.time()
+            self.set_collection_metadata(meta)
+
+    def writing(self) -> bool:
+        """Whether a run has written (or is writing) since the last completed one."""
+        return WRITING_KEY in self.collection_metadata()
+
+    def docs_root(self) -> str | None:
+        """The docs folder the index was built from (None for an index made before docvec recorded it)."""
+        root = self.collection_metadata().get(DOCS_ROOT_KEY)
+        return str(root) if root else None
+
+    def stats(self) -> dict[str, Any]:
+        """What the last completed sync recorded (files, chunks, skipped, when, how long); {} if none."""
+        try:
+            data = json.loads(str(self.collection_metadata().get(STATS_KEY) or "{}"))
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def set_collection_metadata(self, meta: Metadata) -> None:
         """Replace the collection's metadata (Chroma's modify replaces the whole dict: pass all of it)."""
@@ -424,9 +495,37 @@ def _client(location: StoreLocation) -> Any:
         return chromadb.HttpClient(host=location.host, port=location.port, ssl=location.ssl,
                                    headers=dict(location.headers) or None, settings=settings,
                                    tenant=location.tenant, database=location.database)
-    location.path.mkdir(parents=True, exist_ok=True)
+    location.path.mkdir(parents=True, exist_ok=True)  # readers checked that the index exists before coming here
     return chromadb.PersistentClient(path=str(location.path), settings=settings, tenant=location.tenant,
                                      database=location.database)
+
+
+def _snapshot(path: Path) -> Path:
+    """A private, writable copy of an index folder (for reading an index that cannot be written)."""
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    places = [Path("/dev/shm"), Path(tempfile.gettempdir())]
+    for place in places:
+        try:
+            if place.is_dir() and shutil.disk_usage(place).free > 2 * size + 2**20:
+                target = Path(tempfile.mkdtemp(prefix="docvec-readonly-", dir=place))
+                atexit.register(shutil.rmtree, target, True)
+                _SNAPSHOTS.append(target)
+                shutil.copytree(path, target / "index", ignore=shutil.ignore_patterns(".docvec-*"))
+                return target / "index"
+        except OSError:
+            continue
+    raise StoreError(f"the index at {path} cannot be written (read-only or full disk) and there is no room to read "
+                     f"it from a copy ({size / 2**20:.0f} MB needed in /dev/shm or {tempfile.gettempdir()}): free "
+                     f"some space")
+
+
+_SNAPSHOTS: list[Path] = []
+
+
+def remove_snapshots() -> None:
+    """Delete the copies made by `open_for_reading` (for callers that exit without running atexit hooks)."""
+    while _SNAPSHOTS:
+        shutil.rmtree(_SNAPSHOTS.pop(), ignore_errors=True)
 
 
 def physical_name(location: StoreLocation, fingerprint: Fingerprint) -> str:

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import click
 
-from docvec.cli import (DocvecCommand, chunk_params, config_options, emit_json, load, make_configured_embedder,
-                        store_location)
+from docvec.cli import (DocvecCommand, chunk_params, config_options, emit_json, interrupted_exit_code, load,
+                        make_configured_embedder, store_location)
 from docvec.config import Settings
 from docvec.errors import Interrupted, SourceError
 from docvec.fingerprint import Fingerprint
 from docvec.lock import lock_path_for, server_writer_lock, writer_lock
-from docvec.store import LeaseBoard, Store, StoreLocation
-from ingest.pipeline import IngestReport, Progress, check_fingerprint, index_exists, ingest, open_for_writing
-from ingest.scan import ScanOptions
+from docvec.store import CHROMA_FILE, LeaseBoard, Store, StoreLocation
+from ingest.pipeline import (IngestReport, Progress, SyncGuard, check_fingerprint, index_exists, ingest,
+                             open_for_writing, reason_kind)
+from ingest.scan import ScanOptions, Skipped
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guard_options(func: F) -> F:
+    """--docs-moved and --yes: the two confirmations a sync may ask for."""
+    func = click.option("--yes", "-y", "yes", is_flag=True,
+                        help="Allow deleting more than half of the index's chunks in one run.")(func)
+    func = click.option("--docs-moved", is_flag=True,
+                        help="The docs now live in DOCS_DIR: re-bind the index (built from another folder) to it.")(func)
+    return func
 
 if TYPE_CHECKING:
     from ingest.verify import VerifyReport
@@ -28,38 +42,82 @@ if TYPE_CHECKING:
 @config_options
 @click.option("--dry-run", is_flag=True, help="Show what would be embedded and deleted; change nothing.")
 @click.option("--wait", is_flag=True, help="Wait for another ingest of this index to finish instead of failing.")
+@guard_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--verbose", "-v", is_flag=True, help="List every skipped file with its reason (default: a summary).")
 def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: Path | None,
-                   collection: str | None, dry_run: bool, wait: bool, as_json: bool, quiet: bool) -> None:
+                   collection: str | None, dry_run: bool, wait: bool, docs_moved: bool, yes: bool, as_json: bool,
+                   quiet: bool, verbose: bool) -> None:
     """Sync DOCS_DIR (default: docs.path) into the index: embed what changed, delete what is gone."""
     settings = load(config_path, {"docs.path": str(docs_dir) if docs_dir else None, "store.path": index_path,
                                   "store.collection": collection})
     embedder = make_configured_embedder(settings)
     fingerprint = Fingerprint.build(embedder.info, chunk_params(settings))
     location = store_location(settings)
+    guard = SyncGuard(docs_moved=docs_moved, allow_mass_delete=yes)
     with _progress_bar(quiet or as_json) as on_progress:
         if dry_run:
             store = index_exists(location)
             if store is not None:
                 check_fingerprint(store, fingerprint)
-            report = ingest(store, embedder, scan_options(settings), chunk_params(settings), True, on_progress)
+            report = ingest(store, embedder, scan_options(settings), chunk_params(settings), True, on_progress,
+                            guard)
         else:
-            with _writer_lock(location, wait):
+            before = _index_before(location)
+            with _writer_lock(location, wait), _first_build(location, before):
                 store = open_for_writing(location, fingerprint)
                 _apply_hnsw(store)
                 try:
                     report = ingest(store, embedder, scan_options(settings), chunk_params(settings), False,
-                                    on_progress)
+                                    on_progress, guard)
                 except Interrupted as exc:
                     if isinstance(exc.report, IngestReport):
-                        _render(exc.report, settings, as_json)
+                        _render(exc.report, settings, as_json, verbose)
                     click.echo(str(exc), err=True)
-                    sys.exit(130)
-    _render(report, settings, as_json)
+                    sys.exit(interrupted_exit_code())
+    _render(report, settings, as_json, verbose)
     if report.files_seen and not (report.files_added or report.files_changed or report.files_unchanged):
         raise SourceError(f"none of the {report.files_seen} files in {settings.resolve(settings.docs.path)} "
                           f"could be indexed (see the reasons above)")
+
+
+def _index_before(location: StoreLocation) -> str:
+    """'index', 'folder' (a folder without an index) or 'none': what was there before this run."""
+    if location.host or (location.path / CHROMA_FILE).exists():
+        return "index"
+    return "folder" if location.path.exists() else "none"
+
+
+@contextlib.contextmanager
+def _first_build(location: StoreLocation, before: str) -> Iterator[None]:
+    """A first ingest that fails before storing anything leaves no empty index behind (status would call it
+    an index of 0 files)."""
+    try:
+        yield
+    except BaseException as exc:
+        if before != "index" and not isinstance(exc, SystemExit) and _empty(location):
+            if before == "none":
+                shutil.rmtree(location.path, ignore_errors=True)
+            else:
+                _remove_index_files(location.path)
+        raise
+
+
+def _empty(location: StoreLocation) -> bool:
+    try:
+        return Store.open(location).count() == 0
+    except Exception:  # noqa: BLE001 - an index that cannot even be opened holds nothing worth keeping
+        return True
+
+
+def _remove_index_files(folder: Path) -> None:
+    """Chroma's files in a folder that existed before (it may hold other things: leave those)."""
+    for p in folder.iterdir():
+        if p.is_dir() and len(p.name) == 36 and p.name.count("-") == 4:  # a Chroma segment folder (a uuid)
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(("keyword-", CHROMA_FILE)):
+            p.unlink(missing_ok=True)
 
 
 def _writer_lock(location: StoreLocation, wait: bool) -> contextlib.AbstractContextManager[object]:
@@ -86,7 +144,7 @@ def scan_options(settings: Settings) -> ScanOptions:
     """Which files of the configured docs folder are indexed."""
     d = settings.docs
     return ScanOptions(settings.resolve(d.path), tuple(d.include), tuple(d.exclude), d.skip_hidden,
-                       d.follow_symlinks, int(d.max_file_mb * 2**20))
+                       d.follow_symlinks, int(d.max_file_mb * 2**20), (settings.resolve(settings.store.path),))
 
 
 @contextlib.contextmanager
@@ -116,11 +174,10 @@ def _progress_bar(disabled: bool) -> Iterator[Any]:
             bar.close()
 
 
-def _render(report: IngestReport, settings: Settings, as_json: bool) -> None:
+def _render(report: IngestReport, settings: Settings, as_json: bool, verbose: bool = False) -> None:
     if as_json:
         emit_json(report.as_dict())
-    for s in report.skipped:
-        click.echo(f"skipped {s.rel}: {s.reason}", err=True)
+    render_skipped(report.skipped, verbose)
     for w in report.warnings:
         click.echo(f"warning {w}", err=True)
     lines = [
@@ -141,33 +198,49 @@ def _render(report: IngestReport, settings: Settings, as_json: bool) -> None:
 
 
 @click.command(cls=DocvecCommand)
+@click.argument("docs_dir", required=False, type=click.Path(path_type=Path))
 @config_options
 @click.option("--repair", is_flag=True, help="Fix what was found, re-embedding as little as possible.")
 @click.option("--wait", is_flag=True, help="With --repair: wait for a running ingest instead of failing.")
+@guard_options
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON object on stdout.")
-def verify_command(config_path: Path | None, index_path: Path | None, collection: str | None, repair: bool,
-                   wait: bool, as_json: bool) -> None:
-    """Check the index against the docs folder; exit 1 if anything is wrong (or still wrong after --repair)."""
-    from docvec.store import Store
+def verify_command(docs_dir: Path | None, config_path: Path | None, index_path: Path | None, collection: str | None,
+                   repair: bool, wait: bool, docs_moved: bool, yes: bool, as_json: bool) -> None:
+    """Check the index against DOCS_DIR (default: docs.path); exit 1 if anything is wrong (or still wrong after
+    --repair). Without --repair it changes nothing and needs no model."""
     from ingest.verify import repair as repair_index
     from ingest.verify import verify
 
-    settings = load(config_path, {"store.path": index_path, "store.collection": collection})
-    embedder = make_configured_embedder(settings)
-    params = chunk_params(settings)
+    settings = load(config_path, {"docs.path": str(docs_dir) if docs_dir else None, "store.path": index_path,
+                                  "store.collection": collection})
     location = store_location(settings)
-    store = Store.open(location)
-    report = verify(store, embedder, scan_options(settings), params)
+    guard = SyncGuard(docs_moved=docs_moved, allow_mass_delete=yes)
+    store = Store.open_for_reading(location)
+    report = verify(store, store.fingerprint(), scan_options(settings), guard)
     _render_verify(report, as_json and not repair)
     if repair and report.problems:
+        embedder = make_configured_embedder(settings)
+        params = chunk_params(settings)
         with _writer_lock(location, wait), _progress_bar(as_json) as bar:
             store = open_for_writing(location, Fingerprint.build(embedder.info, params))
-            report = repair_index(store, embedder, scan_options(settings), params, report, bar)
+            report = repair_index(store, embedder, scan_options(settings), params, report, bar, guard)
         click.echo("after repair:", err=True)
         _render_verify(report, as_json)
     if report.problems:
         raise click.ClickException(f"{report.problems} problems in {location.describe()}"
                                    + ("" if repair else ": run `docvec verify --repair`"))
+
+
+def render_skipped(skipped: list[Skipped], verbose: bool) -> None:
+    """Each skipped file with -v; otherwise one line per reason (a reason seen once is shown in full)."""
+    kinds = Counter(reason_kind(s.reason) for s in skipped)
+    for s in skipped:
+        if verbose or kinds[reason_kind(s.reason)] == 1:
+            click.echo(f"skipped {s.rel}: {s.reason}", err=True)
+    for kind, n in sorted(kinds.items()):
+        if n > 1 and not verbose:
+            example = next(s.rel for s in skipped if reason_kind(s.reason) == kind)
+            click.echo(f"skipped {n} files: {kind} (e.g. {example}; -v lists them)", err=True)
 
 
 def _render_verify(report: "VerifyReport", as_json: bool) -> None:
@@ -190,10 +263,11 @@ def _render_verify(report: "VerifyReport", as_json: bool) -> None:
 @click.command(cls=DocvecCommand)
 @config_options
 @click.option("--wait", is_flag=True, help="Wait for another writer of this index instead of failing.")
+@guard_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def reindex_command(config_path: Path | None, index_path: Path | None, collection: str | None, wait: bool,
-                    as_json: bool, quiet: bool) -> None:
+                    docs_moved: bool, yes: bool, as_json: bool, quiet: bool) -> None:
     """Re-embed everything with the configured model/chunking beside the live index, then switch to it."""
     from ingest.reindex import reindex
 
@@ -202,7 +276,12 @@ def reindex_command(config_path: Path | None, index_path: Path | None, collectio
     location = store_location(settings)
     with _writer_lock(location, wait), \
             _progress_bar(quiet or as_json) as on_progress:
-        report = reindex(location, embedder, scan_options(settings), chunk_params(settings), on_progress)
+        try:
+            report = reindex(location, embedder, scan_options(settings), chunk_params(settings), on_progress,
+                             SyncGuard(docs_moved=docs_moved, allow_mass_delete=yes))
+        except Interrupted as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(interrupted_exit_code())
     if as_json:
         emit_json(report.as_dict())
     if report.ingest is not None:

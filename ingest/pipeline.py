@@ -8,17 +8,20 @@ incomplete, and the next run finishes them. Per file, new records are added befo
 
 from __future__ import annotations
 
+import json
+import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, chunk_markdown, content_hash, has_body
 from docvec.embedders import Embedder
-from docvec.errors import IndexMismatch, IndexNotFound, InputRejected, Interrupted
+from docvec.errors import IndexMismatch, IndexNotFound, InputRejected, Interrupted, Refused, StoreError
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordIndex, sync_keyword_index
-from docvec.store import Metadata, Store, StoreLocation, dumps_metadata
+from docvec.store import DOCS_ROOT_KEY, STATS_KEY, Metadata, Store, StoreLocation, dumps_metadata
 from ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, content_file_hash, read_markdown, scan
 
 # Chunks written per window. A window is embedded, then written with one Chroma call of each kind (Chroma's cost
@@ -30,6 +33,16 @@ WINDOW_MAX = 5000
 WINDOW_SECONDS = 5.0
 EMBED_SLICE = 64  # progress is reported after each slice
 THROUGHPUT_KEY = "docvec:chunks_per_s"
+MAX_DELETE_SHARE = 0.5  # a run that would delete more of the index than this asks for --yes
+
+
+@dataclass(frozen=True)
+class SyncGuard:
+    """What a run may do that usually means a mistake: read another docs folder than the index's, delete most of it."""
+
+    docs_moved: bool = False  # the docs now live in the folder given: record it as the index's docs root
+    allow_mass_delete: bool = False  # deleting more than max_delete_share of the index is intended
+    max_delete_share: float = MAX_DELETE_SHARE
 
 
 @dataclass(frozen=True)
@@ -81,22 +94,39 @@ class IngestReport:
         }
 
 
+class Record(NamedTuple):
+    """The bookkeeping fields of one stored chunk: all a sync needs, a few hundred bytes per record (the full
+    metadata, with labels and front matter, is read only for the files that changed)."""
+
+    file_hash: Any
+    chunks_in_file: Any
+    chunk_index: Any
+    hash: Any
+    fp: Any
+
+    @classmethod
+    def of(cls, meta: Metadata) -> "Record":
+        # Interned: the thousands of records of one file version share one string per field.
+        return cls(*(sys.intern(v) if isinstance(v, str) and k != "hash" else v
+                     for k, v in ((k, meta.get(k)) for k in cls._fields)))
+
+
 @dataclass
 class IndexedFile:
     """What the index holds for one source file."""
 
-    records: dict[str, Metadata] = field(default_factory=dict)
+    records: dict[str, Record] = field(default_factory=dict)
 
     @property
     def fingerprints(self) -> set[Any]:
         """The fingerprint hashes of the file's records (one, normally)."""
-        return {m.get("fp") for m in self.records.values()}
+        return {r.fp for r in self.records.values()}
 
     @property
     def complete_hash(self) -> str | None:
         """The file hash when every record agrees on it and none is missing, else None."""
-        hashes = {m.get("file_hash") for m in self.records.values()}
-        counts = {m.get("chunks_in_file") for m in self.records.values()}
+        hashes = {r.file_hash for r in self.records.values()}
+        counts = {r.chunks_in_file for r in self.records.values()}
         if len(hashes) != 1 or counts != {len(self.records)}:
             return None
         return str(next(iter(hashes)))
@@ -119,10 +149,15 @@ class IndexState:
             if not isinstance(source, str):
                 state.orphans.append(rid)
                 continue
-            state.files[source].records[rid] = meta
-            if isinstance(meta.get("hash"), str) and meta.get("fp") == fingerprint:
-                state.by_hash.setdefault(meta["hash"], rid)
+            record = Record.of(meta)
+            state.files[sys.intern(source)].records[rid] = record
+            if isinstance(record.hash, str) and record.fp == fingerprint:
+                state.by_hash.setdefault(record.hash, rid)
         return state
+
+    @property
+    def records(self) -> int:
+        return sum(len(f.records) for f in self.files.values()) + len(self.orphans)
 
 
 @dataclass
@@ -133,7 +168,7 @@ class FileWork:
     chunks: list[Chunk]
     ids: list[str]
     metadatas: list[Metadata]
-    old: dict[str, Metadata]
+    old: dict[str, Record]
 
 
 def open_for_writing(location: StoreLocation, fingerprint: Fingerprint) -> Store:
@@ -154,26 +189,63 @@ def check_fingerprint(store: Store, fingerprint: Fingerprint) -> None:
 
 
 def ingest(store: Store | None, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
-           dry_run: bool = False, on_progress: ProgressCallback | None = None) -> IngestReport:
+           dry_run: bool = False, on_progress: ProgressCallback | None = None,
+           guard: SyncGuard = SyncGuard()) -> IngestReport:
     """Bring the index in line with the docs folder; with dry_run, only report what would be done.
 
-    `store` may be None only for a dry run against an index that does not exist yet.
+    `store` may be None only for a dry run against an index that does not exist yet. Raises Refused when the
+    folder is not the one the index was built from, or the run would delete most of the index (see SyncGuard).
     """
     started = time.perf_counter()
     report = IngestReport(dry_run=dry_run)
+    if store is not None:
+        check_docs_root(store, scan_options.root, guard)
     try:
-        _sync(store, embedder, scan_options, params, dry_run, on_progress or (lambda p: None), report)
+        _sync(store, embedder, scan_options, params, dry_run, on_progress or (lambda p: None), report, guard)
     except KeyboardInterrupt:
         # Chroma writes are atomic per call and a signal lands between calls: what is stored is consistent.
         report.seconds = time.perf_counter() - started
+        if store is not None and not dry_run:
+            report.chunks_total = _count_quietly(store)
         raise Interrupted("interrupted: what was stored is kept; run `docvec ingest` again to continue",
                           report) from None
     report.seconds = time.perf_counter() - started
+    if store is not None and not dry_run:
+        _record_stats(store, scan_options.root, report)
     return report
 
 
+def docs_root_of(root: Path) -> str:
+    """The form in which an index records its docs folder: absolute, symlinks resolved."""
+    return str(root.resolve())
+
+
+def check_docs_root(store: Store, root: Path, guard: SyncGuard = SyncGuard()) -> None:
+    """Refuse to sync (or verify) an index against another folder than the one it was built from."""
+    recorded, given = store.docs_root(), docs_root_of(root)
+    if recorded is None or recorded == given or guard.docs_moved:
+        return
+    raise Refused(f"{store.location.describe()} was built from {recorded}, not {given}: pass {recorded} as DOCS_DIR "
+                  f"(or set docs.path), or add --docs-moved if the docs now live in {given}")
+
+
+def check_deletions(deleting: int, total: int, what: str, guard: SyncGuard) -> None:
+    """Refuse a run that would delete more than the allowed share of the index, unless confirmed."""
+    if guard.allow_mass_delete or deleting == 0 or deleting <= guard.max_delete_share * total:
+        return
+    raise Refused(f"this run would delete {deleting} of the index's {total} chunks ({what}): if the docs folder "
+                  f"is right, run again with --yes; nothing was changed")
+
+
+def _count_quietly(store: Store) -> int:
+    try:
+        return store.count()
+    except StoreError:
+        return 0
+
+
 def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams, dry_run: bool,
-          progress: ProgressCallback, report: IngestReport) -> None:
+          progress: ProgressCallback, report: IngestReport, guard: SyncGuard) -> None:
     """Scan, plan, then (unless a dry run) embed and write; fills `report` as it goes."""
     fp = Fingerprint.build(embedder.info, params).short_hash()
     files, skipped = scan(scan_options)
@@ -187,7 +259,10 @@ def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, pa
     if dry_run or store is None:
         _fill_dry_run(report, work, todo, stale, state, store)
         return
-    _execute(store, embedder, work, todo, stale, report, progress)
+    check_deletions(len(stale), state.records, f"{len(removed)} of {len(state.files)} files are gone from "
+                    f"{scan_options.root}", guard)
+    was_writing = store.writing()
+    _execute(store, embedder, work, todo, stale, report, progress, scan_options.root, was_writing)
     report.chunks_total = store.count()
     _sync_keywords(store)
 
@@ -258,9 +333,9 @@ class EmbeddingPlan:
     reuse: dict[str, str] = field(default_factory=dict)  # content hash -> id of a record holding its vector
 
     @staticmethod
-    def needs_vector(rid: str, meta: Metadata, old: dict[str, Metadata]) -> bool:
+    def needs_vector(rid: str, meta: Metadata, old: dict[str, Record]) -> bool:
         """A record needs a (new) vector unless the file already has it, same text, same fingerprint."""
-        return rid not in old or old[rid].get("hash") != meta["hash"] or old[rid].get("fp") != meta["fp"]
+        return rid not in old or old[rid].hash != meta["hash"] or old[rid].fp != meta["fp"]
 
 
 def _embedding_plan(work: Iterable[FileWork], state: IndexState) -> EmbeddingPlan:
@@ -290,8 +365,11 @@ def _fill_dry_run(report: IngestReport, work: list[FileWork], plan: EmbeddingPla
 
 
 def _execute(store: Store, embedder: Embedder, work: list[FileWork], plan: EmbeddingPlan, stale: list[str],
-             report: IngestReport, progress: ProgressCallback) -> None:
+             report: IngestReport, progress: ProgressCallback, root: Path, was_writing: bool) -> None:
     total = len(plan.embed)
+    if work or stale or store.docs_root() != docs_root_of(root):
+        store.mark_writing()  # before the first write: a run killed from here on is visible to the next one
+        was_writing = True
     window: list[FileWork] = []
     pending, target = 0, WINDOW
     for fw in work:
@@ -308,7 +386,7 @@ def _execute(store: Store, embedder: Embedder, work: list[FileWork], plan: Embed
     store.delete(stale)
     report.chunks_deleted += len(stale)
     progress(Progress("delete", len(stale), len(stale)))
-    _record_generation(store, report)
+    _record_generation(store, report, root, was_writing)
 
 
 def _next_window(written: int, embedded: int, seconds: float) -> int:
@@ -368,20 +446,59 @@ def _drop_files_with(bad_hash: str, reason: str, window: list[FileWork], report:
         rel = str(meta["source"])
         report.skipped.append(Skipped(rel, f"the model refused the chunk at line {meta['start_line']} "
                                            f"('{meta['label']}'): {reason}"))
-        for names in (report.files_added, report.files_changed):
-            if rel in names:
-                names.remove(rel)
+        _unlist(rel, report)
 
 
 def _write_window(store: Store, window: list[FileWork], plan: EmbeddingPlan, vectors: dict[str, list[float]],
                   report: IngestReport) -> None:
-    """All new records of the window, then refreshed metadata, then deletion of what the new versions dropped.
+    """Write the window's files in one call of each kind; if Chroma refuses the batch, file by file, so that one
+    file it cannot store (a name or value it rejects) is skipped with the reason and the others are written."""
+    try:
+        _write_files(store, window, plan, vectors, report)
+        return
+    except StoreError as exc:
+        if len(window) == 1 or _disk_trouble(exc):
+            raise
+        first = exc
+    written = 0
+    for fw in list(window):
+        try:
+            _write_files(store, [fw], plan, vectors, report)
+            written += 1
+        except StoreError as exc:
+            if _disk_trouble(exc):
+                raise
+            window.remove(fw)
+            _unlist(fw.rel, report)
+            report.skipped.append(Skipped(fw.rel, f"the index refused its chunks: {_after_colon(str(exc))}"))
+    if not written:
+        raise first
 
-    One call of each kind per window: Chroma's cost is mostly per call (~45 ms), not per record. Every file's
-    new records are stored before any of its old ones is removed, and one add is atomic in Chroma.
+
+def _disk_trouble(exc: StoreError) -> bool:
+    text = str(exc).lower()
+    return any(m in text for m in ("disk", "space", "readonly", "read-only", "permission", "i/o"))
+
+
+def _after_colon(message: str) -> str:
+    return message.split(": ", 1)[-1]
+
+
+def _unlist(rel: str, report: IngestReport) -> None:
+    for names in (report.files_added, report.files_changed):
+        if rel in names:
+            names.remove(rel)
+
+
+def _write_files(store: Store, window: list[FileWork], plan: EmbeddingPlan, vectors: dict[str, list[float]],
+                 report: IngestReport) -> None:
+    """All new records of the files, then refreshed metadata, then deletion of what the new versions dropped.
+
+    One call of each kind: Chroma's cost is mostly per call (~45 ms), not per record. Every file's new records
+    are stored before any of its old ones is removed, and one add is atomic in Chroma.
     """
     add: list[tuple[str, Metadata, Chunk]] = []
-    update: list[tuple[str, Metadata]] = []
+    kept: list[tuple[str, Metadata]] = []
     replaced: list[str] = []
     gone: list[str] = []
     for fw in window:
@@ -391,27 +508,46 @@ def _write_window(store: Store, window: list[FileWork], plan: EmbeddingPlan, vec
                 if rid in fw.old:
                     replaced.append(rid)  # same id, other text or model: rare, must go before its re-add
             else:
-                report.chunks_kept += 1
-                if dumps_metadata(fw.old[rid]) != dumps_metadata(meta):
-                    update.append((rid, meta))
+                kept.append((rid, meta))
         gone.extend(sorted(set(fw.old) - set(fw.ids)))
+    stored = store.get_metadatas([r for r, _ in kept]) if kept else {}
+    update = [(rid, m) for rid, m in kept if dumps_metadata(stored.get(rid, {})) != dumps_metadata(m)]
     store.delete(replaced)
     store.add([r for r, _, _ in add], [vectors[m["hash"]] for _, m, _ in add], [c.text for _, _, c in add],
               [m for _, m, _ in add])
     store.update_metadata([r for r, _ in update], [m for _, m in update])
     store.delete(gone)
+    report.chunks_kept += len(kept)
     report.chunks_written += len(add)
     report.chunks_deleted += len(gone) + len(replaced)
 
 
-def _record_generation(store: Store, report: IngestReport) -> None:
-    """Mark the collection changed (so the keyword index follows) and remember the measured embedding speed."""
-    if not (report.chunks_written or report.chunks_deleted or report.chunks_kept):
+def _record_generation(store: Store, report: IngestReport, root: Path, was_writing: bool) -> None:
+    """Mark the collection changed (so the keyword index follows), clear the writing mark, record the docs root
+    and the measured embedding speed."""
+    if not (report.chunks_written or report.chunks_deleted or report.chunks_kept or was_writing):
         return
-    extra: Metadata = {}
+    extra: Metadata = {DOCS_ROOT_KEY: docs_root_of(root)}
     if report.chunks_embedded >= 32 and report.embed_seconds > 0:
         extra[THROUGHPUT_KEY] = round(report.chunks_embedded / report.embed_seconds, 2)
     store.bump_generation(extra)
+
+
+def _record_stats(store: Store, root: Path, report: IngestReport) -> None:
+    """What `status` shows without reading every record: files, chunks, skipped by reason, when, how long."""
+    reasons = Counter(reason_kind(s.reason) for s in report.skipped)
+    files = report.files_unchanged + len(report.files_added) + len(report.files_changed)
+    stats = {"files": files, "chunks": report.chunks_total, "skipped": dict(reasons),
+             "synced_at": round(time.time(), 3), "seconds": round(report.seconds, 3), "docs_root": docs_root_of(root)}
+    meta = store.collection_metadata()
+    if meta.get(STATS_KEY) != json.dumps(stats, sort_keys=True):
+        meta[STATS_KEY] = json.dumps(stats, sort_keys=True)
+        store.set_collection_metadata(meta)
+
+
+def reason_kind(reason: str) -> str:
+    """A skip reason without its particulars ('too large (3.1 MB > ...)' -> 'too large')."""
+    return reason.split(" (", 1)[0].split(":", 1)[0].strip()
 
 
 def _sync_keywords(store: Store) -> None:

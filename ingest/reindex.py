@@ -9,7 +9,7 @@ new collection verifies clean does the pointer switch, in one metadata write.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from docvec.chunker import ChunkParams
@@ -18,7 +18,8 @@ from docvec.errors import IndexNotFound, StoreError
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import keyword_path
 from docvec.store import Store, StoreLocation, physical_name
-from ingest.pipeline import IngestReport, ProgressCallback, check_fingerprint, ingest, open_for_writing
+from ingest.pipeline import (IngestReport, ProgressCallback, SyncGuard, check_docs_root, check_fingerprint, ingest,
+                             open_for_writing)
 from ingest.scan import ScanOptions
 from ingest.verify import verify
 
@@ -40,7 +41,7 @@ class ReindexReport:
 
 
 def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
-            on_progress: ProgressCallback | None = None) -> ReindexReport:
+            on_progress: ProgressCallback | None = None, guard: SyncGuard = SyncGuard()) -> ReindexReport:
     """Build the index for the configured fingerprint beside the live one, verify it, then make it live."""
     target = Fingerprint.build(embedder.info, params)
     try:
@@ -48,10 +49,11 @@ def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptio
     except IndexNotFound:
         store = open_for_writing(location, target)
         return ReindexReport(store.name, None, [], False, True, ingest(store, embedder, scan_options, params,
-                                                                          on_progress=on_progress))
+                                                                          on_progress=on_progress, guard=guard))
+    check_docs_root(live, scan_options.root, guard)  # a new index from another folder would replace this one
     name = physical_name(location, target)
     if name == live.name:  # nothing to switch: an ordinary sync
-        synced = ingest(live, embedder, scan_options, params, on_progress=on_progress)
+        synced = ingest(live, embedder, scan_options, params, on_progress=on_progress, guard=guard)
         return ReindexReport(live.name, None, [], False, False, synced)
     resumed = any(c.name == name for c in live.physical_collections())
     new = Store.open_physical(location, name, target)
@@ -60,8 +62,10 @@ def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptio
     if live.fingerprint() == target:  # only the HNSW build settings differ: the vectors are still good
         report.changes.append(f"hnsw: {live.hnsw_rebuild_needed() or 'rebuilt'}")
         new.copy_from(live)
-    report.ingest = ingest(new, embedder, scan_options, params, on_progress=on_progress)
-    found = verify(new, embedder, scan_options, params)
+    # The live index stays as it is (and is kept for rollback): deleting from the new one loses nothing.
+    building = replace(guard, allow_mass_delete=True)
+    report.ingest = ingest(new, embedder, scan_options, params, on_progress=on_progress, guard=building)
+    found = verify(new, target, scan_options, guard)
     if found.problems:
         raise StoreError(f"the new index '{name}' has {found.problems} problems after building; the live index is "
                          f"unchanged: run `docvec reindex` again")

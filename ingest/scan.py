@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
@@ -11,6 +12,8 @@ from pathlib import Path
 from docvec.errors import SourceError
 
 ALWAYS_SKIPPED_DIRS = {".git", "node_modules", "__pycache__", ".venv"}
+# Files docvec itself writes (lock, holder, keyword index, Chroma's catalog): never documents, wherever they are.
+DOCVEC_FILES = ("chroma.sqlite3", ".docvec-*", "keyword-*.sqlite3")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class ScanOptions:
     skip_hidden: bool = True
     follow_symlinks: bool = False
     max_bytes: int = 20 * 1024 * 1024
+    index_dirs: tuple[Path, ...] = ()  # index folders, never walked even when inside the docs folder
 
 
 class Unreadable(Exception):
@@ -65,34 +69,70 @@ def scan(options: ScanOptions) -> tuple[list[SourceFile], list[Skipped]]:
     except OSError as exc:
         raise SourceError(f"docs folder {root} cannot be read: {exc.strerror or exc}") from exc
     real_root = root.resolve()
+    index_dirs = {p.resolve() for p in options.index_dirs}
     files: dict[Path, SourceFile] = {}
     skipped: list[Skipped] = []
     for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: skipped.append(_walk_error(root, e))):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if _keep_dir(here / d, root, options, skipped))
+        dirnames[:] = sorted(d for d in dirnames if _keep_dir(here / d, root, options, index_dirs, skipped))
         for name in sorted(filenames):
             path = here / name
             rel = path.relative_to(root).as_posix()
-            if not _selected(rel, name, options):
+            if not _selected(rel, name, options, skipped):
                 continue
-            _add_file(path, rel, real_root, options, files, skipped)
+            try:  # any OS error on one path (a name too long, a permission) is that path's reason, not the run's
+                _add_file(path, rel, real_root, options, files, skipped)
+            except OSError as exc:
+                skipped.append(Skipped(shown(rel), f"unreadable: {exc.strerror or exc}"))
     return sorted(files.values(), key=lambda f: f.rel), skipped
 
 
-def _keep_dir(path: Path, root: Path, options: ScanOptions, skipped: list[Skipped]) -> bool:
+def shown(rel: str) -> str:
+    """A path as it can be printed and stored: bytes that are not UTF-8 appear as \\xNN escapes."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _bad_name(rel: str) -> bool:
+    try:
+        rel.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _keep_dir(path: Path, root: Path, options: ScanOptions, index_dirs: set[Path], skipped: list[Skipped]) -> bool:
     name = path.name
+    rel = path.relative_to(root).as_posix() + "/"
     if name in ALWAYS_SKIPPED_DIRS or (options.skip_hidden and name.startswith(".")):
         return False
-    if path.is_symlink():
-        skipped.append(Skipped(path.relative_to(root).as_posix() + "/", "symlinked folder not followed"))
+    try:
+        if path.is_symlink():
+            skipped.append(Skipped(shown(rel), "symlinked folder not followed"))
+            return False
+        if (path / "chroma.sqlite3").exists() or path.resolve() in index_dirs:
+            return False  # an index folder (this one or another): docvec's own files are never documents
+    except OSError as exc:
+        skipped.append(Skipped(shown(rel), f"folder unreadable: {exc.strerror or exc}"))
+        return False
+    if _bad_name(rel):
+        skipped.append(Skipped(shown(rel), "folder name is not valid UTF-8: rename it to index its files"))
         return False
     return True
 
 
-def _selected(rel: str, name: str, options: ScanOptions) -> bool:
-    if options.skip_hidden and name.startswith("."):
+def _selected(rel: str, name: str, options: ScanOptions, skipped: list[Skipped]) -> bool:
+    if any(fnmatch.fnmatchcase(name, p) for p in DOCVEC_FILES):
         return False
-    return _matches(rel, options.include) and not _matches(rel, options.exclude)
+    if not _matches(rel, options.include) or _matches(rel, options.exclude):
+        return False
+    if options.skip_hidden and name.startswith("."):
+        skipped.append(Skipped(shown(rel), "hidden file (its name starts with '.'; set docs.skip_hidden: false "
+                                           "to index it)"))
+        return False
+    if _bad_name(rel):
+        skipped.append(Skipped(shown(rel), "file name is not valid UTF-8: rename it to index it"))
+        return False
+    return True
 
 
 def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
@@ -106,7 +146,12 @@ def _add_file(path: Path, rel: str, real_root: Path, options: ScanOptions, files
     """Add a file once under one path: a symlink to a file inside the root is the same file."""
     try:
         real = path.resolve(strict=True)
-    except (OSError, RuntimeError):
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            raise
+        skipped.append(Skipped(rel, "broken symlink or symlink loop"))
+        return
+    except RuntimeError:
         skipped.append(Skipped(rel, "broken symlink or symlink loop"))
         return
     if path.is_symlink() and not real.is_relative_to(real_root) and not options.follow_symlinks:
@@ -127,8 +172,11 @@ def _add_file(path: Path, rel: str, real_root: Path, options: ScanOptions, files
 
 
 def _walk_error(root: Path, error: OSError) -> Skipped:
-    name = Path(error.filename).relative_to(root).as_posix() if error.filename else str(root)
-    return Skipped(name + "/", f"folder unreadable: {error.strerror}")
+    try:
+        name = Path(error.filename).relative_to(root).as_posix() if error.filename else str(root)
+    except ValueError:
+        name = str(error.filename)
+    return Skipped(shown(name) + "/", f"folder unreadable: {error.strerror}")
 
 
 def read_markdown(path: Path) -> tuple[str, bytes]:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from docvec.chunker import ChunkParams, has_body
 from docvec.embedders import Embedder
 from docvec.fingerprint import Fingerprint
-from docvec.keyword import KeywordIndex, keyword_differences, sync_keyword_index
+from docvec.keyword import KeywordIndex, keyword_differences, keyword_path, sync_keyword_index
 from docvec.store import PAGE, Store
-from ingest.pipeline import IndexState, IngestReport, ProgressCallback, ingest
+from ingest.pipeline import (IndexState, IngestReport, ProgressCallback, Record, SyncGuard, check_deletions,
+                             check_docs_root, ingest)
 from ingest.scan import ScanOptions, Unreadable, content_file_hash, read_markdown, scan
 
 
@@ -53,9 +54,10 @@ class VerifyReport:
         return out
 
 
-def verify(store: Store, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams) -> VerifyReport:
-    """Check every file and every record; embeds nothing."""
-    fp = Fingerprint.build(embedder.info, params)
+def verify(store: Store, fp: Fingerprint, scan_options: ScanOptions, guard: SyncGuard = SyncGuard()) -> VerifyReport:
+    """Check every file and every record against the docs folder and fingerprint `fp`; embeds nothing, writes
+    nothing (so it needs no model, and works on a read-only index)."""
+    check_docs_root(store, scan_options.root, guard)
     state = IndexState.read(store, fp.short_hash())
     files, _ = scan(scan_options)
     report = VerifyReport(files_checked=len(files), chunks_checked=store.count())
@@ -72,24 +74,36 @@ def verify(store: Store, embedder: Embedder, scan_options: ScanOptions, params: 
         if rel not in on_disk:
             report.orphans.extend(indexed.records)
         report.duplicates.extend(_duplicates(indexed.records))
-        report.wrong_fingerprint.extend(r for r, m in indexed.records.items() if m.get("fp") != fp.short_hash())
+        report.wrong_fingerprint.extend(r for r, m in indexed.records.items() if m.fp != fp.short_hash())
     report.orphans.extend(state.orphans)
     ids = [rid for f in state.files.values() for rid in f.records] + state.orphans
     report.bad_vectors = _bad_vectors(store, ids, fp.dimension, fp.normalized)
-    with KeywordIndex.of(store) as index:
-        missing, extra = keyword_differences(store, index)
-    report.keyword_out_of_sync = missing + extra
+    report.keyword_out_of_sync = _keyword_problems(store, ids)
     return report
 
 
+def _keyword_problems(store: Store, ids: list[str]) -> list[str]:
+    """Ids the keyword index lacks, has outdated or keeps extra; a missing keyword index lacks them all."""
+    location = store.location if store.read_copy is None else replace(store.location, path=store.read_copy)
+    if not keyword_path(location, store.name).is_file():
+        return sorted(ids)
+    with KeywordIndex.of(store, read_only=True) as index:
+        missing, extra = keyword_differences(store, index)
+    return missing + extra
+
+
 def repair(store: Store, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
-           found: VerifyReport, on_progress: ProgressCallback | None = None) -> VerifyReport:
+           found: VerifyReport, on_progress: ProgressCallback | None = None,
+           guard: SyncGuard = SyncGuard()) -> VerifyReport:
     """Delete untrustworthy records, then sync; returns a fresh verification with the sync's report."""
-    store.delete(sorted(set(found.bad_vectors) | set(found.wrong_fingerprint) | set(found.orphans)))
-    synced = ingest(store, embedder, scan_options, params, on_progress=on_progress)
+    check_docs_root(store, scan_options.root, guard)
+    doomed = sorted(set(found.bad_vectors) | set(found.wrong_fingerprint) | set(found.orphans))
+    check_deletions(len(doomed), store.count(), "records that verify found untrustworthy", guard)
+    store.delete(doomed)
+    synced = ingest(store, embedder, scan_options, params, on_progress=on_progress, guard=guard)
     with KeywordIndex.of(store) as index:
         sync_keyword_index(store, index, force=True)
-    after = verify(store, embedder, scan_options, params)
+    after = verify(store, Fingerprint.build(embedder.info, params), scan_options, guard)
     after.repaired = synced
     return after
 
@@ -107,13 +121,13 @@ def _file_hashes(files: Sequence[Any]) -> dict[str, str]:
     return out
 
 
-def _duplicates(records: dict[str, dict[str, Any]]) -> list[str]:
+def _duplicates(records: dict[str, Record]) -> list[str]:
     """Records beyond the first at the same chunk position of a file version."""
-    seen = Counter((m.get("file_hash"), m.get("chunk_index")) for m in records.values())
+    seen = Counter((m.file_hash, m.chunk_index) for m in records.values())
     dupes = []
     taken: set[tuple[Any, Any]] = set()
     for rid, m in sorted(records.items()):
-        key = (m.get("file_hash"), m.get("chunk_index"))
+        key = (m.file_hash, m.chunk_index)
         if seen[key] > 1:
             if key in taken:
                 dupes.append(rid)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
-from docvec.cli import DocvecCommand, config_options, emit_json, load, store_location
+from docvec.cli import DocvecCommand, FiniteFloat, config_options, emit_json, load, printable, store_location
 from docvec.config import Settings
 from docvec.embedders import Embedder, make_embedder
 from docvec.errors import DocvecError, IndexNotFound, ModelUnavailable
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 @click.argument("question", nargs=-1, required=True)
 @config_options
 @click.option("-k", "--top-k", type=click.IntRange(1, 1000), help="Number of results (query.top_k).")
-@click.option("--min-score", type=click.FloatRange(-1.0, 1.0), help="Drop hits below this cosine similarity.")
+@click.option("--min-score", type=FiniteFloat(-1.0, 1.0), help="Drop hits below this cosine similarity.")
 @click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
               help="Filter: source=FILE_OR_FOLDER/, tag=NAME, or a front-matter KEY=VALUE. Repeatable.")
 @click.option("--mode", type=click.Choice(MODES), help="Ranking: vector, keyword (bm25) or hybrid (query.mode).")
@@ -46,18 +46,19 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
         raise click.UsageError(f"the question is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
     settings = load(config_path, {"store.path": index_path, "store.collection": collection,
                                   "query.top_k": top_k, "query.min_score": min_score, "query.mode": mode})
+    where_clause = parse_where(list(where))
     preload = _Preload(settings, text)  # model load and question embedding overlap opening the index
     from docvec.store import Store
 
-    store = Store.open(store_location(settings))
+    store = Store.open_for_reading(store_location(settings))
     if store.count() == 0:
         raise IndexNotFound(f"{store.location.describe()} is empty: run `docvec ingest` first")
+    q = settings.query
     embedder, vector = preload.result(store.fingerprint())
     if embedder is None:
-        embedder = _index_embedder(store, settings)
-    q = settings.query
+        embedder = _index_embedder(store, settings, optional=q.mode == "keyword")
     with open_keyword_index(store, q.mode) as keyword:
-        hits = search(store, embedder, text, q.top_k, q.min_score, parse_where(list(where)), q.mode, keyword,
+        hits = search(store, embedder, text, q.top_k, q.min_score, where_clause, q.mode, keyword,
                       fusion(settings), vector)
     if as_json:
         for hit in hits:
@@ -79,7 +80,7 @@ def open_keyword_index(store: "Store", mode: str) -> Iterator[KeywordIndex | Non
         yield None
         return
     with KeywordIndex.of(store) as index:
-        sync_keyword_index(store, index)
+        sync_keyword_index(store, index, reader=True)
         yield index
 
 
@@ -115,8 +116,10 @@ class _Preload:
         return self._embedder, self._vector
 
 
-def _index_embedder(store: "Store", settings: Settings) -> Embedder:
-    """The model that built the index embeds the question; a different configured model is only reported."""
+def _index_embedder(store: "Store", settings: Settings, optional: bool = False) -> Embedder | None:
+    """The model that built the index embeds the question; a different configured model is only reported.
+
+    With `optional` (keyword mode: the model only adds similarities) an unavailable model gives None and a note."""
     built = store.fingerprint()
     e = settings.embedding
     if (built.provider, _untagged(built.model)) != (e.provider, _untagged(e.model)):
@@ -128,6 +131,11 @@ def _index_embedder(store: "Store", settings: Settings) -> Embedder:
     try:
         embedder = make_embedder(same)
     except DocvecError as exc:
+        if optional:
+            click.echo(f"note: {exc} — showing keyword scores only", err=True)
+            return None
+        if isinstance(exc, ModelUnavailable):
+            raise  # its message already names the model and the fix
         raise ModelUnavailable(f"the index was built with {built.provider}:{built.model}, which cannot be loaded "
                                f"here ({exc}); install it, or run `docvec reindex` with an available model") from exc
     if embedder.info.digest != built.digest:
@@ -145,14 +153,14 @@ def _render(hits: list[Hit], explain: bool) -> None:
         click.echo("no results (try a lower --min-score or fewer --where filters)", err=True)
         return
     width = max(40, min(shutil.get_terminal_size((100, 20)).columns, 120))
-    for hit in hits:
-        click.echo(f"{hit.rank}. {hit.score:.3f}  " + click.style(hit.label, bold=True))
-        click.echo(f"   {hit.source}:{hit.start_line}")
+    for hit in hits:  # document text and names are neutralised: a document must not drive the terminal
+        click.echo(f"{hit.rank}. {hit.score:.3f}  " + click.style(printable(hit.label), bold=True))
+        click.echo(f"   {printable(hit.source)}:{hit.start_line}")
         if explain:
             fused = f"{hit.fused:.5f}" if hit.fused is not None else "-"
             click.echo(f"   vector rank {hit.vector_rank or '-'} · keyword rank {hit.keyword_rank or '-'} · "
                        f"fused {fused}")
-        for line in textwrap.wrap(" ".join(hit.text.split()), width - 3, max_lines=3, placeholder=" …"):
+        for line in textwrap.wrap(printable(" ".join(hit.text.split())), width - 3, max_lines=3, placeholder=" …"):
             click.echo("   " + line)
         click.echo()
 
@@ -178,8 +186,9 @@ def eval_command(queries: Path, config_path: Path | None, index_path: Path | Non
     reports: list[EvalReport] = []
     for cfg in (config_path, *others):
         settings = load(cfg, overrides if cfg == config_path else {})
-        store = Store.open(store_location(settings))
-        embedder = _index_embedder(store, settings)
+        store = Store.open_for_reading(store_location(settings))
+        embedder = _index_embedder(store, settings, optional=all(m == "keyword" for m in modes or
+                                                                  (settings.query.mode,)))
         for mode in modes or (settings.query.mode,):
             name = f"{mode}" + (f" ({cfg.name})" if others and cfg else "")
             with open_keyword_index(store, mode) as keyword:
@@ -205,7 +214,8 @@ def _render_eval(reports: list["EvalReport"], per_query: bool) -> None:
         for q in (r.queries if per_query else r.failures):
             status = {True: "PASS", False: "FAIL", None: "    "}[q.passed]
             ranks = ",".join("-" if x is None else str(x) for x in q.ranks)
-            click.echo(f"{status} [{r.name}] {q.id}: rank {ranks} — {q.query[:70]} → top: {', '.join(q.top[:3])}")
+            click.echo(printable(f"{status} [{r.name}] {q.id}: rank {ranks} — {q.query[:70]} → top: "
+                                 f"{', '.join(q.top[:3])}"))
 
 
 def main() -> None:

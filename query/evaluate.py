@@ -84,8 +84,14 @@ def load_queries(path: Path) -> list[LabelledQuery]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read queries file {path}: {exc.strerror}") from exc
-    if path.suffix in (".yaml", ".yml"):
-        return _from_yaml(path, text)
+    queries = _from_yaml(path, text) if path.suffix in (".yaml", ".yml") else _from_jsonl(path, text)
+    if not queries:  # an empty file would pass any CI gate
+        raise ConfigError(f"{path} holds no queries: add at least one (JSONL {{\"id\", \"query\", \"relevant\"}} "
+                          f"lines, or a YAML list of {{query, expect, within}})")
+    return queries
+
+
+def _from_jsonl(path: Path, text: str) -> list[LabelledQuery]:
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -103,6 +109,8 @@ def _from_yaml(path: Path, text: str) -> list[LabelledQuery]:
         rows = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML ({getattr(exc, 'problem', exc)})") from exc
+    if rows is None:
+        return []
     if not isinstance(rows, list):
         raise ConfigError(f"{path}: expected a list of {{query, expect, within}} items")
     out = []
@@ -112,18 +120,29 @@ def _from_yaml(path: Path, text: str) -> list[LabelledQuery]:
         within = row.get("within", 1)
         if not isinstance(within, int) or within < 1:
             raise ConfigError(f"{path} item {n}: 'within' must be a rank of 1 or more, got {within!r}")
+        unknown = sorted(set(row) - {"id", "query", "expect", "within"})
+        if unknown:
+            raise ConfigError(f"{path} item {n}: unknown key '{unknown[0]}' — expected query, expect, within, id")
         expect = row["expect"] if isinstance(row["expect"], list) else [row["expect"]]
-        out.append(LabelledQuery(str(row.get("id", n)), str(row["query"]), _relevant(expect), within))
+        try:
+            out.append(LabelledQuery(str(row.get("id", n)), str(row["query"]), _relevant(expect), within))
+        except ValueError as exc:
+            raise ConfigError(f"{path} item {n}: {exc}") from exc
     return out
 
 
 def _relevant(items: list[Any]) -> tuple[Relevant, ...]:
+    """Relevant items: a document path (or name), or {doc, heading}; raises ValueError naming what is wrong."""
     out = []
     for item in items:
         if isinstance(item, dict):
+            if "doc" not in item or set(item) - {"doc", "heading"}:
+                raise ValueError(f"a relevant item must be a path or {{doc: PATH, heading: TEXT}}, got {item!r}")
             out.append(Relevant(str(item["doc"]), str(item["heading"]) if item.get("heading") else None))
-        else:
+        elif isinstance(item, (str, int)) and str(item).strip():
             out.append(Relevant(str(item)))
+        else:
+            raise ValueError(f"a relevant item must be a path or {{doc: PATH, heading: TEXT}}, got {item!r}")
     if not out:
         raise ValueError("no relevant items")
     return tuple(out)

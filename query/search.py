@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -69,13 +70,13 @@ class _Candidate:
     metadata: Metadata = field(default_factory=dict)
 
 
-def search(store: Store, embedder: Embedder, question: str, top_k: int, min_score: float = -1.0,
+def search(store: Store, embedder: Embedder | None, question: str, top_k: int, min_score: float = -1.0,
            where: Mapping[str, Any] | None = None, mode: str = "vector", keyword: KeywordIndex | None = None,
            fusion: Fusion = Fusion(), vector: Vectors | None = None) -> list[Hit]:
     """The top_k chunks for the question, ranked by `mode`; hits below min_score (cosine) are dropped.
 
     `vector` is the question's embedding when the caller already has it (the CLI computes it while the index
-    opens)."""
+    opens). `embedder` may be None in keyword mode only (the model is unavailable): scores are then bm25's."""
     question = _check_question(question)
     if mode not in MODES:
         raise ConfigError(f"query mode '{mode}' is unknown; expected one of {', '.join(MODES)}")
@@ -83,7 +84,14 @@ def search(store: Store, embedder: Embedder, question: str, top_k: int, min_scor
         raise ConfigError(f"fusion '{fusion.method}' is unknown; expected one of {', '.join(FUSIONS)}")
     if mode != "vector" and keyword is None:
         raise ConfigError(f"query mode '{mode}' needs the keyword index")
-    vector = np.asarray(embedder.embed_query(question) if vector is None else vector, dtype=np.float32)
+    if embedder is None and vector is None:
+        if mode != "keyword":
+            raise ConfigError(f"query mode '{mode}' needs the embedding model")
+        return _keyword_only(store, keyword, question, top_k, where)
+    if vector is None:
+        assert embedder is not None  # checked above
+        vector = embedder.embed_query(question)
+    vector = np.asarray(vector, dtype=np.float32)
     n = fusion.candidates or max(4 * top_k, 50)
     pool: dict[str, _Candidate] = {}
     if mode in ("vector", "hybrid"):
@@ -96,6 +104,17 @@ def search(store: Store, embedder: Embedder, question: str, top_k: int, min_scor
         _add_keyword_candidates(store, keyword, question, n, where, pool)
     _fill_similarities(store, vector, pool)
     return _rank(store, pool, mode, top_k, min_score, fusion)
+
+
+def _keyword_only(store: Store, keyword: KeywordIndex | None, question: str, top_k: int,
+                  where: Mapping[str, Any] | None) -> list[Hit]:
+    """Keyword ranking without the model: the score shown is bm25's."""
+    pool: dict[str, _Candidate] = {}
+    if keyword is not None:
+        _add_keyword_candidates(store, keyword, question, top_k, where, pool)
+    for c in pool.values():
+        c.similarity = c.keyword_score
+    return _rank(store, pool, "keyword", top_k, -math.inf, Fusion())
 
 
 def _check_question(question: str) -> str:
@@ -211,7 +230,12 @@ def _scalar(value: str) -> Any:
         return value.lower() == "true"
     for cast in (int, float):
         try:
-            return cast(value)
+            number = cast(value)
         except ValueError:
-            pass
+            continue
+        if isinstance(number, float) and not math.isfinite(number):
+            return value  # 'nan', 'inf': compared as text, never as a number no value can equal
+        if isinstance(number, int) and not -2**63 <= number < 2**63:
+            return value  # beyond what the index stores as a number
+        return number
     return value

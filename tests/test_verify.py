@@ -23,7 +23,7 @@ def _store(index: Path, embedder: RecordingEmbedder) -> Store:
 def test_clean_index_verifies(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
     store = _store(tmp_path / "idx", recorder)
     ingest(store, recorder, ScanOptions(docs), PARAMS)
-    report = verify(store, recorder, ScanOptions(docs), PARAMS)
+    report = verify(store, Fingerprint.build(recorder.info, PARAMS), ScanOptions(docs))
     assert report.problems == 0 and report.files_checked == 12 and report.chunks_checked > 12
 
 
@@ -50,7 +50,7 @@ def test_every_kind_of_damage_is_found_and_repaired(tmp_path: Path, docs: Path, 
     keyword.apply([], [by_source["reference/pagination.md"][0]], {})  # a keyword row lost
     keyword.close()
 
-    found = verify(store, recorder, ScanOptions(docs), PARAMS)
+    found = verify(store, Fingerprint.build(recorder.info, PARAMS), ScanOptions(docs))
     assert by_source["reference/pagination.md"][0] in found.keyword_out_of_sync
     assert found.incomplete == ["guides/api-keys.md", "guides/quickstart.md"]
     assert set(found.orphans) == set(by_source["guides/sdks.md"])

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from docvec.embedders import EmbedderInfo, Vectors
+from docvec.system import available_cpus
 from docvec.errors import EmbeddingError, ModelUnavailable
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -32,7 +33,7 @@ class BuiltinEmbedder:
                 f"embedding.model '{model}' is not the built-in model; the builtin provider has only "
                 f"'{MODEL_NAME}' (use provider 'ollama' for other models)")
         self.batch_size = batch_size
-        self._threads = threads or (os.cpu_count() or 1)
+        self._threads = threads or available_cpus()  # 0: the CPUs this process may use, not the host's
         self._tokenizer = load_tokenizer()
         self._session: Any = None
         self._digest = ""
