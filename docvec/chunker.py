@@ -30,6 +30,8 @@ _SPLITTERS = (re.compile(r"\n[ \t]*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!
 _MAX_FRONT_MATTER = 64 * 1024
 _PIECE_TOKENS = 32  # word-level pieces are grouped up to this size (overlap granularity stays fine)
 _ATTR_LIST = re.compile(r"\s*\{\s*[#.][^{}]*\}\s*$")
+MAX_HEADING_CHARS = 200  # a heading longer than this is cut in trails and labels (its full text stays in the chunk)
+CONTEXT_SHARE = 4  # the heading context prepended to a chunk takes at most max_tokens / CONTEXT_SHARE tokens
 
 
 @dataclass(frozen=True)
@@ -221,8 +223,10 @@ def _sections(text: str, body_start: int) -> list[_Section]:
 
 
 def _heading_text(raw: str) -> str:
-    """Heading text for trails: whitespace collapsed, a trailing attribute list ({ #anchor }) removed."""
-    return " ".join(_ATTR_LIST.sub("", raw).split())
+    """Heading text for trails: whitespace collapsed, a trailing attribute list ({ #anchor }) removed, cut at
+    MAX_HEADING_CHARS (a 1 MB heading must not be repeated in every chunk's context and label)."""
+    text = " ".join(_ATTR_LIST.sub("", raw[: MAX_HEADING_CHARS * 4]).split())
+    return text if len(text) <= MAX_HEADING_CHARS else text[: MAX_HEADING_CHARS - 1] + "…"
 
 
 def _first_h1(sections: list[_Section]) -> str | None:
@@ -257,10 +261,14 @@ class _Packer:
         self._count_all([self.text[slice(*_trim(self.text, a, b))] for s in sections for a, b, _, _ in s.blocks])
 
     def shown(self, trail: tuple[str, ...], heading_in_text: bool) -> tuple[str, ...]:
-        """Headings prepended for the model: the trail, minus a heading the text already starts with."""
+        """Headings prepended for the model: the trail, minus a heading the text already starts with, and minus
+        outer headings while the context would take more than max_tokens / CONTEXT_SHARE."""
         if not self.params.heading_context:
             return ()
-        return trail[:-1] if heading_in_text else trail
+        shown = trail[:-1] if heading_in_text else trail
+        while shown and self.cost(_context(shown)) > self.params.max_tokens // CONTEXT_SHARE:
+            shown = shown[1:]
+        return shown
 
     def pack_section(self, section: _Section) -> list[Chunk]:
         budget = self.params.max_tokens - self.overhead - self.cost(_context(self.shown(section.trail, False)))
@@ -329,9 +337,13 @@ class _Packer:
             return [whole]
         self.groups += 1
         head, tail, inner_start, inner_end = self._wrappers(start, end, kind, info)
+        if self.cost(head + tail) > budget // 2:  # a huge header/fence line is not repeated on every piece
+            head, tail, inner_start, inner_end = "", "", start, end
         pieces = self._split(inner_start, inner_end, budget - self.cost(head + tail), 0)
         if not pieces:
             return [whole]
+        if head or tail:  # pieces that repeat a fence/header cannot share a chunk: make each one nearly full
+            pieces = self._pack_pieces(pieces, budget - self.cost(head + tail))
         # The first piece keeps the block's own opening lines, the last its closing line.
         pieces[0] = (start, pieces[0][1])
         pieces[-1] = (pieces[-1][0], end)
@@ -372,6 +384,21 @@ class _Packer:
         for a, b in pieces:
             out.extend([(a, b)] if self.cost(self.text[a:b]) <= budget else self._split(a, b, budget, level + 1))
         return self._group(out, min(budget, _PIECE_TOKENS)) if level == len(_SPLITTERS) - 1 else out
+
+    def _pack_pieces(self, pieces: list[tuple[int, int]], budget: int) -> list[tuple[int, int]]:
+        """Join adjacent pieces while their summed cost stays within `budget` (the exact count is checked when
+        the chunk is emitted, which cuts again if the estimate was off)."""
+        out: list[tuple[int, int]] = []
+        total = 0
+        for a, b in pieces:
+            cost = self.cost(self.text[a:b])
+            if out and total + cost + 1 <= budget:  # +1: the line break or space between them
+                out[-1] = (out[-1][0], b)
+                total += cost + 1
+            else:
+                out.append((a, b))
+                total = cost
+        return out
 
     def _group(self, pieces: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
         """Join adjacent word-level pieces up to `limit` tokens: a 5 MB line becomes thousands of units, not

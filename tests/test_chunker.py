@@ -160,3 +160,49 @@ def test_any_front_matter_never_raises_and_the_body_survives(front: str, body: s
     if body.strip():
         assert doc.chunks and doc.chunks[-1].end_char <= len(text)
         assert all(c.tokens <= SMALL.max_tokens or c.end_char - c.start_char == 1 for c in doc.chunks)
+
+
+class _Counting:
+    """The real tokenizer, counting how many characters the chunker asks it to read."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+
+    def __call__(self, texts: list[str]) -> list[int]:
+        self.chars += sum(len(t) for t in texts)
+        return COUNT(texts)
+
+
+_LONG = st.integers(2_000, 40_000)
+constructs = st.one_of(
+    _LONG.map(lambda n: "# " + "token request " * (n // 14) + "\n\nbody\n"),  # a heading
+    _LONG.map(lambda n: "# A\n\n## " + "quota " * (n // 6) + "\n\n### " + "page " * (n // 5) + "\n\nbody\n"),
+    _LONG.map(lambda n: "| a | b |\n|---|---|\n| " + "cell " * (n // 5) + " | x |\n"),  # a table row
+    _LONG.map(lambda n: "| " + "head " * (n // 5) + " | b |\n|---|---|\n| x | y |\n| z | w |\n"),  # a table header
+    _LONG.map(lambda n: "- " + "item " * (n // 5) + "\n- b\n"),  # a list item
+    _LONG.map(lambda n: "[" + "link " * (n // 5) + "](http://x/" + "p" * (n // 2) + ")\n"),  # a link
+    _LONG.map(lambda n: "```go\n" + "x := 1; " * (n // 8) + "\n```\n"),  # a code line
+    _LONG.map(lambda n: "```go\n" + "}\n" * (n // 2) + "```\n"),  # a code block of crumbs
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(constructs)
+def test_chunking_work_is_linear_in_the_size_of_any_construct(text: str) -> None:
+    """The tokenizer reads a bounded number of characters per input byte, whatever the construct's size (a 16 KB
+    heading used to cost ~600 per byte: it was repeated in every chunk's context and re-counted each time)."""
+    counter = _Counting()
+    doc = chunk_markdown(text, counter, ChunkParams())
+    assert counter.chars <= 12 * len(text) + 5_000, counter.chars / len(text)
+    assert all(c.tokens <= 256 for c in doc.chunks)
+    assert all(len(t) <= 200 for c in doc.chunks for t in c.trail)  # long headings are cut in trails and labels
+
+
+def test_a_long_code_block_packs_into_pieces_near_the_limit() -> None:
+    """A code block over the limit is cut into pieces that repeat the fence, each near the limit, not into
+    one-line crumbs."""
+    code = "```go\n" + "\n".join(f"fmt.Println(\"line {i}\")" for i in range(120)) + "\n```\n"
+    doc = chunk_markdown(code, COUNT, ChunkParams())
+    assert len(doc.chunks) > 1
+    assert all(c.text.startswith("```go\n") and c.text.rstrip().endswith("```") for c in doc.chunks)
+    assert all(c.tokens >= 128 for c in doc.chunks[:-1]), [c.tokens for c in doc.chunks]

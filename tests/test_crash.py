@@ -130,3 +130,50 @@ def test_ctrl_c_stops_cleanly_with_a_summary_and_the_next_run_continues(tmp_path
     assert rerun.returncode == 0, err
     assert json.loads(out)["chunks_embedded"] > 0  # the signal landed mid-run: the rerun finished the rest
     assert _docvec(["verify"], cfg).wait(timeout=120) == 0
+
+
+def _killed_at(n: int, config: Path, count_file: Path) -> int:
+    proc = subprocess.run([sys.executable, "-m", "tests.killpoint", str(n), str(count_file), "ingest", "-q"],
+                          env={**os.environ, "DOCVEC_CONFIG": str(config)}, capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    return proc.returncode
+
+
+def test_a_kill_at_every_write_boundary_converges_on_the_next_run(tmp_path: Path, builtin: object) -> None:
+    """Deterministic: the run is killed before each of its writes in turn (rename, edit, delete, add), and the
+    next ordinary run must leave the collection AND the keyword index exactly as a clean build."""
+    import shutil
+
+    from docvec.chunker import ChunkParams
+    from docvec.fingerprint import Fingerprint
+    from ingest.scan import ScanOptions
+    from ingest.verify import verify
+
+    docs = tmp_path / "docs"
+    _corpus(docs, 8, seed=5)
+    base = _config(tmp_path / "base", docs)
+    assert _docvec(["ingest", "-q"], base).wait(timeout=300) == 0
+    (docs / "doc001.md").rename(docs / "renamed.md")
+    (docs / "doc002.md").write_text((docs / "doc002.md").read_text().replace("## Part 1", "## Part 1 (edited)"))
+    (docs / "doc003.md").unlink()
+    _corpus(docs / "new", 1, seed=6)
+    clean = _config(tmp_path / "clean", docs)
+    assert _docvec(["ingest", "-q"], clean).wait(timeout=300) == 0
+    expected = _snapshot(tmp_path / "clean" / "index")
+
+    probe = _config(tmp_path / "probe", docs)
+    shutil.copytree(tmp_path / "base" / "index", tmp_path / "probe" / "index")
+    assert _killed_at(0, probe, tmp_path / "count") == 0
+    boundaries = int((tmp_path / "count").read_text())
+    assert boundaries >= 6  # writing mark, add, update/delete, stale delete, generation, stats, keyword index
+    fp = Fingerprint.build(builtin.info, ChunkParams())  # type: ignore[attr-defined]
+    for n in range(1, boundaries + 1):
+        cfg = _config(tmp_path / f"kill{n}", docs)
+        shutil.copytree(tmp_path / "base" / "index", tmp_path / f"kill{n}" / "index")
+        assert _killed_at(n, cfg, tmp_path / f"count{n}") == -signal.SIGKILL
+        rerun = _docvec(["ingest", "-q"], cfg)
+        assert rerun.wait(timeout=300) == 0, rerun.stderr.read() if rerun.stderr else ""
+        index = tmp_path / f"kill{n}" / "index"
+        found = verify(Store.open(StoreLocation(index, "docvec")), fp, ScanOptions(docs))
+        assert found.problems == 0, (n, found.as_dict())
+        assert _snapshot(index) == expected, n
