@@ -12,13 +12,14 @@ from __future__ import annotations
 import bisect
 import datetime
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import yaml
 
-CHUNKER_VERSION = "1"
+CHUNKER_VERSION = "2"  # 2: long headings capped in context, split code blocks packed
 #: Counts model tokens (special tokens included) of each text in a batch.
 TokenCounter = Callable[[Sequence[str]], list[int]]
 Scalar = str | int | float | bool
@@ -156,12 +157,23 @@ def _scalar_fields(data: dict[Any, Any]) -> dict[str, Scalar | list[str]]:
         if isinstance(value, (datetime.date, datetime.datetime)):
             value = value.isoformat()
         if isinstance(value, (str, int, float, bool)):
-            out[str(key)] = value
+            out[_storable(str(key))] = _storable(value)
         elif isinstance(value, list):
-            items = [str(v) for v in value if isinstance(v, (str, int, float, bool))]
+            items = [_storable(str(v)) for v in value if isinstance(v, (str, int, float, bool))]
             if items:
-                out[str(key)] = items
+                out[_storable(str(key))] = items
     return out
+
+
+def _storable(value: Any) -> Any:
+    """A value the index can store and compare: 64-bit integers, finite floats, valid UTF-8 (else as text)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -2**63 <= value < 2**63 or isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate from a YAML escape
+    return value
 
 
 # --- structure -----------------------------------------------------------------------------------------------

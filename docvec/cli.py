@@ -346,4 +346,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m docvec.cli`: run the imported module's main, so that the stages (which import docvec.cli) and
+    # this entry point share one module and its state (the signal that stopped a run).
+    from docvec import cli as _module
+
+    _module.main()

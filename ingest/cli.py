@@ -76,8 +76,16 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
                         _render(exc.report, settings, as_json, verbose)
                     click.echo(str(exc), err=True)
                     sys.exit(interrupted_exit_code())
+                _check_some_indexed(report, settings, lambda: _render(report, settings, as_json, verbose))
     _render(report, settings, as_json, verbose)
+    _check_some_indexed(report, settings, lambda: None)
+
+
+def _check_some_indexed(report: IngestReport, settings: Settings, render: Callable[[], None]) -> None:
+    """Fail when files were found but none could be indexed (rendering the report first); inside the writer
+    block, so that a failed first build leaves no empty index behind."""
     if report.files_seen and not (report.files_added or report.files_changed or report.files_unchanged):
+        render()
         raise SourceError(f"none of the {report.files_seen} files in {settings.resolve(settings.docs.path)} "
                           f"could be indexed (see the reasons above)")
 

@@ -381,7 +381,8 @@ def _execute(store: Store, embedder: Embedder, work: list[FileWork], plan: Embed
             target = _next_window(pending, report.chunks_embedded - before[0], report.embed_seconds - before[1])
             window, pending = [], 0
     _flush(store, embedder, window, plan, report, progress, total)
-    report.chunks_reused = report.chunks_written - report.chunks_embedded
+    # Texts embedded for a file that was then skipped were not written: never a negative count.
+    report.chunks_reused = max(0, report.chunks_written - report.chunks_embedded)
     progress(Progress("delete", 0, len(stale)))
     store.delete(stale)
     report.chunks_deleted += len(stale)

@@ -123,9 +123,16 @@ def test_a_writer_on_another_machine_is_refused_while_the_lease_is_held(server_c
     refused = _run(["ingest", "-q"], config)
     assert refused.exit_code == 1
     assert f"another docvec process is writing this index (pid {os.getpid()} on " in refused.output
+    # A holder that died stops renewing: the message says when its lease runs out and what --wait does then.
+    assert "its lease expires at" in refused.output and "with --wait this run takes it over then" in refused.output
     other.release()
     assert _run(["ingest", "-q"], config).exit_code == 0
     assert board.read() is None  # released after the run
+    assert json.loads(_run(["status", "--json"], config).output)["writer"] is None
+    other = ServerLease(board)
+    other.acquire(wait=False)
+    assert json.loads(_run(["status", "--json"], config).output)["writer"].startswith(f"pid {os.getpid()} on ")
+    other.release()
 
 
 def test_a_dead_holders_lease_is_taken_over_after_it_expires(server_config: Path) -> None:
