@@ -65,7 +65,11 @@ def test_full_disk_is_one_line_and_the_index_keeps_answering(tmp_path: Path, doc
 def test_read_only_index_folder(tmp_path: Path, docs: Path, small_fs: Path) -> None:
     cfg = _config(tmp_path, docs, small_fs / "index")
     assert _cli(["ingest"], cfg).exit_code == 0
+    before = _answers(cfg)
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    assert _answers(cfg) == before  # queries answer from an index they cannot write to (read from a copy)
+    for args in (["status"], ["verify"], ["query", QUESTION, "--mode", "keyword"]):
+        assert _cli(args, cfg).exit_code == 0, args
     (docs / "guides" / "new.md").write_text("# New\n\nA new page.\n")
     result = _cli(["ingest"], cfg)
     assert result.exit_code == 1 and "Traceback" not in result.output
