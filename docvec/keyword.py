@@ -7,7 +7,6 @@ it behind, so a crash can never leave the two disagreeing for long, and a lost f
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -62,9 +61,7 @@ class KeywordIndex:
     def of(cls, store: Store, read_only: bool = False) -> "KeywordIndex":
         """The keyword index of a store's live collection (use it in a `with` block); a store read from a copy
         (a read-only index) uses the copy's keyword index."""
-        location = store.location if store.read_copy is None else dataclasses.replace(store.location,
-                                                                                        path=store.read_copy)
-        return cls(keyword_path(location, store.name), read_only)
+        return cls(keyword_path(store.files_location, store.name), read_only)
 
     def close(self) -> None:
         self._db.close()

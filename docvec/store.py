@@ -188,6 +188,11 @@ class Store:
         store.read_copy = copy
         return store
 
+    @property
+    def files_location(self) -> StoreLocation:
+        """Where this store's local files are: the index itself, or the copy it is read from."""
+        return self.location if self.read_copy is None else dataclasses.replace(self.location, path=self.read_copy)
+
     def physical_collections(self) -> list[PhysicalCollection]:
         """Every physical collection of this logical index: live, previous and other backups."""
         with _chroma("listing collections", self.location):

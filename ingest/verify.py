@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from docvec.chunker import ChunkParams, has_body
@@ -84,8 +84,7 @@ def verify(store: Store, fp: Fingerprint, scan_options: ScanOptions, guard: Sync
 
 def _keyword_problems(store: Store, ids: list[str]) -> list[str]:
     """Ids the keyword index lacks, has outdated or keeps extra; a missing keyword index lacks them all."""
-    location = store.location if store.read_copy is None else replace(store.location, path=store.read_copy)
-    if not keyword_path(location, store.name).is_file():
+    if not keyword_path(store.files_location, store.name).is_file():
         return sorted(ids)
     with KeywordIndex.of(store, read_only=True) as index:
         missing, extra = keyword_differences(store, index)

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from click.testing import CliRunner
 
 from docvec.cli import cli
 from docvec.system import available_cpus, cgroup_quota
-from tests.test_crash import _corpus
+from tests.test_crash import _corpus, signal_while_embedding
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -233,13 +232,7 @@ def test_sigterm_stops_between_writes_with_a_truthful_summary(tmp_path: Path) ->
     cfg = _cfg(tmp_path / "p", docs)
     proc = subprocess.Popen([sys.executable, "-m", "docvec.cli", "ingest", "--config", str(cfg)], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    seen = ""
-    while "embedding" not in seen and proc.poll() is None:
-        seen += proc.stderr.read(1)  # type: ignore[union-attr]
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    err = seen + err
+    err = signal_while_embedding(proc, signal.SIGTERM, 1.0)
     assert proc.returncode == 143, err
     assert "interrupted: what was stored is kept" in err and "Traceback" not in err
     held = int(err.split("index holds ")[1].split()[0])
