@@ -83,10 +83,11 @@ class QuerySettings:
     min_score: float = 0.0
     mode: str = "hybrid"
     fusion: str = "score"
-    vector_weight: float = 0.6
-    keyword_weight: float = 0.4
+    vector_weight: float = 0.7
+    keyword_weight: float = 0.3
     rrf_k: int = 60
     candidates: int = 0
+    per_file: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("query", "keyword_weight"): (0.0, 100.0),
     ("query", "rrf_k"): (1, 10_000),
     ("query", "candidates"): (0, 10_000),
+    ("query", "per_file"): (0, 1000),
 }
 # Chroma's own rule for collection names, checked here so the error names the setting.
 PATTERNS: dict[tuple[str, str], tuple[str, str]] = {

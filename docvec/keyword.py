@@ -106,14 +106,34 @@ class KeywordIndex:
             raise StoreError(f"cannot write the keyword index {self.path}: {exc}") from exc
 
     def search(self, question: str, k: int) -> list[KeywordHit]:
-        """The k best chunks for the question's words (stop words dropped, any word may match)."""
-        terms = [t for t in dict.fromkeys(w.lower() for w in _WORD.findall(question)) if t not in STOP_WORDS]
-        if not terms:
+        """The k best chunks for the question's words (stop words dropped, any word may match), best first."""
+        match = match_expression(question)
+        if not match:
             return []
-        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
         rows = self._db.execute(
-            "SELECT id, bm25(chunks) AS s FROM chunks WHERE chunks MATCH ? ORDER BY s LIMIT ?", (match, k))
+            "SELECT id, bm25(chunks) AS s FROM chunks WHERE chunks MATCH ? ORDER BY s, id LIMIT ?", (match, k))
         return [KeywordHit(rid, -float(score)) for rid, score in rows]  # FTS5's bm25 is negative: lower is better
+
+    def scores(self, question: str, ids: Sequence[str]) -> dict[str, float]:
+        """The bm25 score of each given chunk for the question; chunks without any of its words are left out."""
+        match = match_expression(question)
+        out: dict[str, float] = {}
+        if not match:
+            return out
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):  # SQLite's host-parameter limit
+            batch = unique[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT id, bm25(chunks) FROM chunks WHERE chunks MATCH ? AND id IN ({','.join('?' * len(batch))})",
+                (match, *batch))
+            out.update((rid, -float(score)) for rid, score in rows)
+        return out
+
+
+def match_expression(question: str) -> str:
+    """The FTS5 query for a question: its distinct words, stop words dropped, any of them matching ("" if none)."""
+    terms = [t for t in dict.fromkeys(w.lower() for w in _WORD.findall(question)) if t not in STOP_WORDS]
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
 def keyword_path(location: StoreLocation, collection: str) -> Path:

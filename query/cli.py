@@ -18,6 +18,7 @@ from docvec.embedders import Embedder, make_embedder
 from docvec.errors import DocvecError, IndexNotFound, ModelUnavailable
 from docvec.keyword import KeywordIndex, sync_keyword_index
 from query.search import MAX_QUERY_CHARS, MODES, Fusion, Hit, parse_where, search
+from query.spans import point
 
 if TYPE_CHECKING:
     from docvec.fingerprint import Fingerprint
@@ -28,16 +29,21 @@ if TYPE_CHECKING:
 @click.command(cls=DocvecCommand)
 @click.argument("question", nargs=-1, required=True)
 @config_options
-@click.option("-k", "--top-k", type=click.IntRange(1, 1000), help="Number of results (query.top_k).")
-@click.option("--min-score", type=FiniteFloat(-1.0, 1.0), help="Drop hits below this cosine similarity.")
+@click.option("-k", "--top-k", type=click.IntRange(1, 1000), help="Number of results (query.top_k, default 5).")
+@click.option("--min-score", type=FiniteFloat(-1.0, 1.0),
+              help="Drop hits whose score (the number shown, which orders the list) is below this.")
+@click.option("--per-file", type=click.IntRange(0, 1000), metavar="N",
+              help="At most N hits from one file; 0: no cap (query.per_file).")
 @click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
               help="Filter: source=FILE_OR_FOLDER/, tag=NAME, or a front-matter KEY=VALUE. Repeatable.")
-@click.option("--mode", type=click.Choice(MODES), help="Ranking: vector, keyword (bm25) or hybrid (query.mode).")
-@click.option("--explain", is_flag=True, help="Show each hit's vector rank, keyword rank and fused score.")
+@click.option("--mode", type=click.Choice(MODES),
+              help="Ranking: vector, keyword (bm25) or hybrid (query.mode, default hybrid).")
+@click.option("--explain", is_flag=True, help="Show each hit's similarity, bm25 score and their ranks.")
+@click.option("--no-spans", is_flag=True, help="Do not point each hit at its best-answering lines (a little faster).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit, one per line.")
 def query_command(question: tuple[str, ...], config_path: Path | None, index_path: Path | None,
-                  collection: str | None, top_k: int | None, min_score: float | None, where: tuple[str, ...],
-                  mode: str | None, explain: bool, as_json: bool) -> None:
+                  collection: str | None, top_k: int | None, min_score: float | None, per_file: int | None,
+                  where: tuple[str, ...], mode: str | None, explain: bool, no_spans: bool, as_json: bool) -> None:
     """Print the chunks that best answer QUESTION: score, label, source:line, text."""
     text = " ".join(question).strip()
     if not text:
@@ -45,7 +51,8 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
     if len(text) > MAX_QUERY_CHARS:
         raise click.UsageError(f"the question is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
     settings = load(config_path, {"store.path": index_path, "store.collection": collection,
-                                  "query.top_k": top_k, "query.min_score": min_score, "query.mode": mode})
+                                  "query.top_k": top_k, "query.min_score": min_score, "query.mode": mode,
+                                  "query.per_file": per_file})
     where_clause = parse_where(list(where))
     preload = _Preload(settings, text)  # model load and question embedding overlap opening the index
     from docvec.store import Store
@@ -59,7 +66,9 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
         embedder = _index_embedder(store, settings, optional=q.mode == "keyword")
     with open_keyword_index(store, q.mode) as keyword:
         hits = search(store, embedder, text, q.top_k, q.min_score, where_clause, q.mode, keyword,
-                      fusion(settings), vector)
+                      fusion(settings), vector, q.per_file)
+    if not no_spans:
+        hits = point(hits, text, embedder, vector)
     if as_json:
         for hit in hits:
             emit_json(hit.as_dict())
@@ -155,14 +164,32 @@ def _render(hits: list[Hit], explain: bool) -> None:
     width = max(40, min(shutil.get_terminal_size((100, 20)).columns, 120))
     for hit in hits:  # document text and names are neutralised: a document must not drive the terminal
         click.echo(f"{hit.rank}. {hit.score:.3f}  " + click.style(printable(hit.label), bold=True))
-        click.echo(f"   {printable(hit.source)}:{hit.start_line}")
+        first, last = hit.answer_lines or (hit.start_line, hit.end_line)
+        place = f"{first}" if first == last else f"{first}-{last}"
+        click.echo(f"   {printable(hit.source)}:{place}" + _also(hit))
         if explain:
-            fused = f"{hit.fused:.5f}" if hit.fused is not None else "-"
-            click.echo(f"   vector rank {hit.vector_rank or '-'} · keyword rank {hit.keyword_rank or '-'} · "
-                       f"fused {fused}")
-        for line in textwrap.wrap(printable(" ".join(hit.text.split())), width - 3, max_lines=3, placeholder=" …"):
-            click.echo("   " + line)
+            click.echo("   " + _explanation(hit))
+        start, end = hit.answer_span or (0, len(hit.text))
+        lines = textwrap.wrap(printable(" ".join(hit.text[start:end].split())), width - 3, max_lines=4,
+                              placeholder=" …")
+        for line in lines:
+            click.echo("   " + (click.style(line, bold=True) if hit.answer_span else line))
         click.echo()
+
+
+def _also(hit: Hit) -> str:
+    if not hit.also:
+        return ""
+    first = hit.also[0]
+    more = f" and {len(hit.also) - 1} more" if len(hit.also) > 1 else ""
+    return f"  (same text at {printable(first.source)}:{first.start_line}{more})"
+
+
+def _explanation(hit: Hit) -> str:
+    sim = "-" if hit.similarity is None else f"{hit.similarity:.3f}"
+    kw = "-" if hit.keyword_score is None else f"{hit.keyword_score:.2f}"
+    return (f"similarity {sim} (vector rank {hit.vector_rank or '-'}) · bm25 {kw} "
+            f"(keyword rank {hit.keyword_rank or '-'}) · chunk lines {hit.start_line}-{hit.end_line}")
 
 
 @click.command(cls=DocvecCommand)
@@ -172,11 +199,15 @@ def _render(hits: list[Hit], explain: bool) -> None:
               help="Ranking(s) to evaluate, one column each (default: query.mode). Repeatable.")
 @click.option("--against", "others", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Another config file (another index or model) to evaluate side by side. Repeatable.")
-@click.option("-k", "k", type=click.IntRange(1, 100), default=10, show_default=True, help="Cut-off for hit@k, recall@k.")
+@click.option("-k", "k", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Hits per question, as `docvec query -k K` returns them; cut-off for hit@k, recall@k.")
+@click.option("--deep", is_flag=True, help="Rank 100 documents per question instead (recall@100; published IR "
+                                           "figures are computed this way).")
 @click.option("--per-query", is_flag=True, help="Also list each query's rank of its first relevant document.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per evaluated column.")
 def eval_command(queries: Path, config_path: Path | None, index_path: Path | None, collection: str | None,
-                 modes: tuple[str, ...], others: tuple[Path, ...], k: int, per_query: bool, as_json: bool) -> None:
+                 modes: tuple[str, ...], others: tuple[Path, ...], k: int, deep: bool, per_query: bool,
+                 as_json: bool) -> None:
     """Score labelled QUERIES (JSONL, or YAML expectations) against the index; exit 1 if an expectation fails."""
     from docvec.store import Store
     from query.evaluate import DEPTH, EvalReport, evaluate, load_queries
@@ -192,9 +223,13 @@ def eval_command(queries: Path, config_path: Path | None, index_path: Path | Non
         for mode in modes or (settings.query.mode,):
             name = f"{mode}" + (f" ({cfg.name})" if others and cfg else "")
             with open_keyword_index(store, mode) as keyword:
-                def retrieve(question: str, mode: str = mode, kw: KeywordIndex | None = keyword) -> list[Hit]:
-                    return search(store, embedder, question, DEPTH * 3, -1.0, None, mode, kw, fusion(settings))
-                reports.append(evaluate(name, labelled, retrieve, k))
+                def retrieve(question: str, mode: str = mode, kw: KeywordIndex | None = keyword,
+                             q: Any = settings.query) -> list[Hit]:
+                    if deep:  # every chunk counts: documents are ranked by their best chunk, 100 deep
+                        return search(store, embedder, question, DEPTH * 3, -1.0, None, mode, kw, fusion(settings))
+                    return search(store, embedder, question, k, q.min_score, None, mode, kw, fusion(settings),
+                                  None, q.per_file)  # what `docvec query -k K` prints
+                reports.append(evaluate(name, labelled, retrieve, k, deep=deep))
     if as_json:
         for report in reports:
             emit_json(report.as_dict())

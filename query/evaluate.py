@@ -1,7 +1,8 @@
-"""Labelled queries -> retrieval metrics (hit@1, hit@k, recall@k, recall@100, MRR@10, nDCG@10).
+"""Labelled queries -> retrieval metrics (hit@1, hit@k, recall@k, MRR@10, nDCG@10; recall@100 when deep).
 
-Chunk hits are aggregated to documents (a document ranks where its best chunk ranks) because published IR figures,
-BEIR's among them, are document-level. A relevant item names a document by source path, or by file name with or
+By default the hits scored are exactly what `docvec query -k K` prints; `deep` ranks DEPTH documents instead (the
+figure published IR results, BEIR's among them, report). Chunk hits are aggregated to documents (a document ranks
+where its best chunk ranks). A relevant item names a document by source path, or by file name with or
 without `.md` (BEIR ids); it may also name a heading, and then only chunks under that heading count.
 """
 
@@ -18,7 +19,7 @@ import yaml
 from docvec.errors import ConfigError
 from query.search import Hit
 
-DEPTH = 100  # documents ranked per query: recall@100 needs them
+DEPTH = 100  # documents ranked per query when deep: recall@100 needs them
 
 
 @dataclass(frozen=True)
@@ -149,11 +150,11 @@ def _relevant(items: list[Any]) -> tuple[Relevant, ...]:
 
 
 def evaluate(name: str, queries: list[LabelledQuery], retrieve: Callable[[str], list[Hit]], k: int = 10,
-             on_progress: Callable[[int, int], None] | None = None) -> EvalReport:
-    """Score every query; `retrieve` returns chunk hits, best first, deep enough for DEPTH documents."""
+             on_progress: Callable[[int, int], None] | None = None, deep: bool = False) -> EvalReport:
+    """Score every query; `retrieve` returns chunk hits, best first (deep: enough for DEPTH documents)."""
     report = EvalReport(name, k)
     for n, q in enumerate(queries, 1):
-        report.queries.append(score_query(q, retrieve(q.query), k))
+        report.queries.append(score_query(q, retrieve(q.query), k, deep))
         if on_progress:
             on_progress(n, len(queries))
     keys = report.queries[0].metrics.keys() if report.queries else []
@@ -161,7 +162,7 @@ def evaluate(name: str, queries: list[LabelledQuery], retrieve: Callable[[str], 
     return report
 
 
-def score_query(q: LabelledQuery, hits: list[Hit], k: int) -> QueryScore:
+def score_query(q: LabelledQuery, hits: list[Hit], k: int, deep: bool = False) -> QueryScore:
     """Metrics of one query from its chunk hits."""
     docs: list[str] = []
     doc_rank: dict[str, int] = {}
@@ -176,9 +177,10 @@ def score_query(q: LabelledQuery, hits: list[Hit], k: int) -> QueryScore:
         "hit@1": float(bool(found) and found[0] == 1),
         f"hit@{k}": float(bool(found) and found[0] <= k),
         f"recall@{k}": sum(1 for r in found if r <= k) / len(ranks),
-        "recall@100": sum(1 for r in found if r <= 100) / len(ranks),
         "mrr@10": 1 / found[0] if found and found[0] <= 10 else 0.0,
         "ndcg@10": sum(1 / math.log2(r + 1) for r in found if r <= 10) / ideal,
     }
+    if deep:
+        metrics["recall@100"] = sum(1 for r in found if r <= 100) / len(ranks)
     passed = None if q.within is None else bool(found) and found[0] <= q.within
     return QueryScore(q.id, q.query, ranks, metrics, tuple(docs[:10]), passed)

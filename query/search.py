@@ -1,10 +1,19 @@
-"""Answer a question from the index: vector, keyword or hybrid (reciprocal-rank fusion) ranking."""
+"""Answer a question from the index: vector, keyword or hybrid ranking, in an order that depends on the question
+and the index only.
+
+Every mode orders chunks by one number, a fixed function of the chunk's cosine similarity and bm25 score (see
+`Fusion`), never of how many candidates were read: the rankings are read `candidates` deep, and deeper (×4 each
+time) until every hit returned provably beats every chunk not yet read (Fagin's threshold rule). So the top n of
+`-k n` is the first n of `-k m` for any m > n.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -16,30 +25,47 @@ from docvec.store import Metadata, Store
 MAX_QUERY_CHARS = 10_000
 MODES = ("vector", "keyword", "hybrid")
 FUSIONS = ("score", "rrf")
+_HEADING = re.compile(r"^ {0,3}#{1,6}(\s|$)")
+FIRST_DEPTH = 50  # candidates read from each ranking at first; most questions need no deeper read
 
 
 @dataclass(frozen=True)
 class Fusion:
-    """How hybrid mode fuses its two rankings.
+    """How hybrid mode combines the two sides into its score.
 
-    'score': a convex combination of the min-max normalised cosine similarity and bm25 score (a chunk absent from
-    the keyword list scores 0 there); 'rrf': reciprocal-rank fusion, sum of weight / (rrf_k + rank). Measured on
-    SciFact, score fusion wins (nDCG@10 0.739 vs 0.711 for RRF at its defaults): see bench/README.md.
+    'score' (default): (vector_weight · cosine similarity + keyword_weight · bm25 / best bm25) / (sum of weights),
+    where "best bm25" is the best any chunk of the index gets for this question: a similarity plus a bonus for the
+    question's words, at most 1. Chosen by measurement among pool-independent rules (bench/ranking_sweep.py,
+    bench/README.md). 'rrf': reciprocal-rank fusion, sum of weight / (rrf_k + rank) over each ranking's first
+    `candidates` (default 100) chunks; chunks deeper in both are not ranked.
     """
 
     method: str = "score"
-    vector_weight: float = 0.6
-    keyword_weight: float = 0.4
+    vector_weight: float = 0.7
+    keyword_weight: float = 0.3
     rrf_k: int = 60
-    candidates: int = 0  # per ranking; 0 = max(4 * top_k, 50)
+    candidates: int = 0  # first read depth per ranking (rrf: the fixed depth); 0 = 50 (rrf: 100)
+
+
+@dataclass(frozen=True)
+class Location:
+    """Another place holding the same text as a hit."""
+
+    source: str
+    start_line: int
+    end_line: int
+    label: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "line": self.start_line, "end_line": self.end_line, "label": self.label}
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked answer."""
+    """One ranked answer; `score` is the number the list is ordered by (see README: Scores)."""
 
     rank: int
-    score: float  # cosine similarity between question and chunk: 1 is identical, higher is better
+    score: float
     id: str
     label: str
     source: str
@@ -47,94 +73,146 @@ class Hit:
     end_line: int
     text: str
     metadata: Metadata
-    vector_rank: int | None = None
+    similarity: float | None = None  # cosine similarity of question and chunk (None without the model)
+    keyword_score: float | None = None  # bm25 (None when the keyword side was not asked; 0 when no word matches)
+    vector_rank: int | None = None  # rank in the vector ranking, when read that deep
     keyword_rank: int | None = None
-    fused: float | None = None
+    also: tuple[Location, ...] = ()  # other places with exactly this text
+    answer_lines: tuple[int, int] | None = None  # the lines of the chunk that best answer the question
+    answer_span: tuple[int, int] | None = None  # the same as [start, end) characters of `text`
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"rank": self.rank, "score": round(self.score, 6), "id": self.id, "label": self.label,
-               "source": self.source, "line": self.start_line, "end_line": self.end_line, "text": self.text,
-               "metadata": self.metadata}
-        if self.fused is not None or self.keyword_rank is not None:
-            out.update({"vector_rank": self.vector_rank, "keyword_rank": self.keyword_rank, "fused": self.fused})
+        out: dict[str, Any] = {
+            "rank": self.rank, "score": round(self.score, 6), "id": self.id, "label": self.label,
+            "source": self.source, "line": self.start_line, "end_line": self.end_line, "text": self.text,
+            "similarity": _rounded(self.similarity), "keyword_score": _rounded(self.keyword_score),
+            "vector_rank": self.vector_rank, "keyword_rank": self.keyword_rank,
+            "metadata": self.metadata}
+        if self.answer_lines is not None:
+            out["answer_lines"], out["answer_span"] = list(self.answer_lines), list(self.answer_span or ())
+        if self.also:
+            out["also"] = [loc.as_dict() for loc in self.also]
         return out
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 @dataclass
 class _Candidate:
+    similarity: float | None = None
+    keyword_score: float = 0.0
     vector_rank: int | None = None
     keyword_rank: int | None = None
-    keyword_score: float = 0.0
-    similarity: float | None = None
+    score: float = 0.0
     document: str | None = None
     metadata: Metadata = field(default_factory=dict)
 
 
+@dataclass
+class _Read:
+    """What has been read of both rankings so far."""
+
+    pool: dict[str, _Candidate]
+    vector_bound: float | None  # no unread chunk is more similar than this (None: nothing left unread)
+    keyword_bound: float | None  # no unread chunk has a higher bm25 than this (None: no unread chunk matches)
+    best_keyword: float  # the best bm25 of any chunk in the index for this question: the keyword side's scale
+    everything: bool = False  # the vector side returned every chunk (that passes the filter)
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to look for and how many; `per_file` caps hits per source file (0: no cap)."""
+
+    question: str
+    top_k: int
+    mode: str = "vector"
+    where: Mapping[str, Any] | None = None
+    min_score: float = -math.inf
+    per_file: int = 0
+    fusion: Fusion = Fusion()
+
+
 def search(store: Store, embedder: Embedder | None, question: str, top_k: int, min_score: float = -1.0,
            where: Mapping[str, Any] | None = None, mode: str = "vector", keyword: KeywordIndex | None = None,
-           fusion: Fusion = Fusion(), vector: Vectors | None = None) -> list[Hit]:
-    """The top_k chunks for the question, ranked by `mode`; hits below min_score (cosine) are dropped.
+           fusion: Fusion = Fusion(), vector: Vectors | None = None, per_file: int = 0) -> list[Hit]:
+    """The top_k chunks for the question, ranked by `mode`; hits scoring below min_score are dropped.
 
     `vector` is the question's embedding when the caller already has it (the CLI computes it while the index
-    opens). `embedder` may be None in keyword mode only (the model is unavailable): scores are then bm25's."""
-    question = _check_question(question)
+    opens). `embedder` may be None in keyword mode only (the model is unavailable): similarities are then None."""
+    q = Query(_check_question(question), top_k, mode, where, min_score, per_file, fusion)
     if mode not in MODES:
         raise ConfigError(f"query mode '{mode}' is unknown; expected one of {', '.join(MODES)}")
     if fusion.method not in FUSIONS:
         raise ConfigError(f"fusion '{fusion.method}' is unknown; expected one of {', '.join(FUSIONS)}")
     if mode != "vector" and keyword is None:
         raise ConfigError(f"query mode '{mode}' needs the keyword index")
-    if embedder is None and vector is None:
-        if mode != "keyword":
-            raise ConfigError(f"query mode '{mode}' needs the embedding model")
-        return _keyword_only(store, keyword, question, top_k, where)
-    if vector is None:
-        assert embedder is not None  # checked above
-        vector = embedder.embed_query(question)
-    vector = np.asarray(vector, dtype=np.float32)
-    n = fusion.candidates or max(4 * top_k, 50)
+    if embedder is None and vector is None and mode != "keyword":
+        raise ConfigError(f"query mode '{mode}' needs the embedding model")
+    if vector is None and embedder is not None:
+        vector = embedder.embed_query(q.question)
+    qvec = None if vector is None else np.asarray(vector, dtype=np.float32)
+    if mode == "hybrid" and fusion.method == "rrf":
+        return _rrf(store, keyword, qvec, q)
+    depth = max(fusion.candidates or FIRST_DEPTH, 1)
+    while True:
+        read = _read(store, keyword, qvec, q, depth)
+        score = _scorer(q, read)
+        for c in read.pool.values():
+            c.score = score(c.similarity, c.keyword_score)
+        complete = read.everything or (read.vector_bound is None and read.keyword_bound is None)
+        bound = -math.inf if complete else score(read.vector_bound, read.keyword_bound or 0.0)
+        if bound < q.min_score:
+            complete, bound = True, -math.inf  # nothing unread can pass min_score
+        hits = _select(store, read.pool, q, bound)
+        if len(hits) >= top_k or complete:
+            return hits[:top_k]
+        depth *= 4
+
+
+def _scorer(q: Query, read: _Read) -> Callable[[float | None, float], float]:
+    """The mode's score as a function of (similarity, bm25): monotone in both, so bounds carry over."""
+    best_kw = read.best_keyword
+    if q.mode == "vector":
+        return lambda sim, kw: -1.0 if sim is None else sim
+    if q.mode == "keyword":
+        return lambda sim, kw: kw / best_kw if best_kw > 0 else 0.0
+    wv, wk = q.fusion.vector_weight, q.fusion.keyword_weight
+    total = (wv + wk) or 1.0
+
+    def hybrid(sim: float | None, kw: float) -> float:
+        return (wv * (sim if sim is not None else -1.0) + wk * (kw / best_kw if best_kw > 0 else 0.0)) / total
+    return hybrid
+
+
+def _read(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
+          depth: int) -> _Read:
+    """Both rankings read `depth` deep, every candidate with both of its scores."""
     pool: dict[str, _Candidate] = {}
-    if mode in ("vector", "hybrid"):
-        # Hybrid ranks many candidates; only the winners' text and metadata are read (Chroma's cost is per record).
-        found = store.query(vector.tolist(), top_k if mode == "vector" else n, where, with_text=mode == "vector")
+    vector_bound = keyword_bound = None
+    best_kw = 0.0
+    everything = False
+    if q.mode != "keyword" and qvec is not None:
+        found = store.query(qvec.tolist(), depth, q.where, with_text=False)
         for rank, r in enumerate(found, 1):
-            pool[r.id] = _Candidate(rank, None, 0.0, r.similarity, r.document if mode == "vector" else None,
-                                    r.metadata)
-    if mode in ("keyword", "hybrid") and keyword is not None:
-        _add_keyword_candidates(store, keyword, question, n, where, pool)
-    _fill_similarities(store, vector, pool)
-    return _rank(store, pool, mode, top_k, min_score, fusion)
-
-
-def _keyword_only(store: Store, keyword: KeywordIndex | None, question: str, top_k: int,
-                  where: Mapping[str, Any] | None) -> list[Hit]:
-    """Keyword ranking without the model: the score shown is bm25's."""
-    pool: dict[str, _Candidate] = {}
-    if keyword is not None:
-        _add_keyword_candidates(store, keyword, question, top_k, where, pool)
-    for c in pool.values():
-        c.similarity = c.keyword_score
-    return _rank(store, pool, "keyword", top_k, -math.inf, Fusion())
-
-
-def _check_question(question: str) -> str:
-    question = question.strip()
-    if not question:
-        raise ConfigError("the query is empty: pass a question, e.g. docvec query \"how do I rotate a token?\"")
-    if len(question) > MAX_QUERY_CHARS:
-        raise ConfigError(f"the query is {len(question)} characters; the limit is {MAX_QUERY_CHARS}")
-    return question
-
-
-def _add_keyword_candidates(store: Store, keyword: KeywordIndex, question: str, n: int,
-                            where: Mapping[str, Any] | None, pool: dict[str, _Candidate]) -> None:
-    hits = keyword.search(question, n if not where else n * 4)
-    if where and hits:
-        allowed = store.filter_ids([h.id for h in hits], where)
-        hits = [h for h in hits if h.id in allowed]
-    for rank, h in enumerate(hits[:n], 1):
-        candidate = pool.setdefault(h.id, _Candidate())
-        candidate.keyword_rank, candidate.keyword_score = rank, h.score
+            pool[r.id] = _Candidate(r.similarity, 0.0, rank)
+        vector_bound = found[-1].similarity if len(found) == depth else None
+        everything = vector_bound is None
+    if q.mode != "vector" and keyword is not None:
+        raw = keyword.search(q.question, depth)
+        keyword_bound = raw[-1].score if len(raw) == depth else None
+        best_kw = raw[0].score if raw else 0.0
+        allowed = store.filter_ids([h.id for h in raw], q.where) if q.where and raw else None
+        for rank, h in enumerate((h for h in raw if allowed is None or h.id in allowed), 1):
+            c = pool.setdefault(h.id, _Candidate())
+            c.keyword_rank, c.keyword_score = rank, h.score
+        if q.mode == "hybrid":  # exact bm25 for chunks only the vector side read (0: none of the words)
+            for rid, kw in keyword.scores(q.question, [i for i, c in pool.items() if c.keyword_rank is None]).items():
+                pool[rid].keyword_score = kw
+    if qvec is not None:
+        _fill_similarities(store, qvec, pool)
+    return _Read(pool, vector_bound, keyword_bound, best_kw, everything)
 
 
 def _fill_similarities(store: Store, vector: np.ndarray[Any, Any], pool: dict[str, _Candidate]) -> None:
@@ -150,26 +228,51 @@ def _fill_similarities(store: Store, vector: np.ndarray[Any, Any], pool: dict[st
         pool[rid].similarity = float(np.dot(vector, np.asarray(vectors[rid], dtype=np.float32)))
 
 
-def _rank(store: Store, pool: dict[str, _Candidate], mode: str, top_k: int, min_score: float,
-          fusion: Fusion) -> list[Hit]:
-    fused = _fused_scores(pool, fusion) if mode == "hybrid" else {}
-    if mode == "vector":
-        order = sorted(pool.items(), key=lambda kv: kv[1].vector_rank or 0)
-    elif mode == "keyword":
-        order = sorted(((k, c) for k, c in pool.items() if c.keyword_rank), key=lambda kv: kv[1].keyword_rank or 0)
-    else:
-        order = sorted(pool.items(), key=lambda kv: (-fused[kv[0]], kv[0]))
-    chosen = [(rid, c) for rid, c in order if (c.similarity or 0.0) >= min_score][:top_k]
-    _fill_documents(store, chosen)
-    hits: list[Hit] = []
-    for rid, c in chosen:
-        if c.document is None:  # deleted by a concurrent ingest since it was ranked
-            continue
-        m = c.metadata
-        hits.append(Hit(len(hits) + 1, c.similarity or 0.0, rid, str(m.get("label", "")), str(m.get("source", "")),
-                        int(m.get("start_line", 0)), int(m.get("end_line", 0)), c.document, m,
-                        c.vector_rank, c.keyword_rank, round(fused[rid], 6) if rid in fused else None))
-    return hits
+def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float) -> list[Hit]:
+    """Walk the candidates that beat `bound` best first, folding duplicates and capping hits per file."""
+    order = sorted((kv for kv in pool.items() if kv[1].score > bound and kv[1].score >= q.min_score
+                    and (q.mode != "keyword" or kv[1].keyword_rank)), key=lambda kv: (-kv[1].score, kv[0]))
+    kept: list[tuple[str, _Candidate]] = []
+    also: dict[str, list[Location]] = {}
+    by_text: dict[str, str] = {}
+    per_source: dict[str, int] = {}
+    step = q.top_k + 10
+    for start in range(0, len(order), step):  # text is read only as far as the walk goes
+        batch = order[start:start + step]
+        _fill_documents(store, batch)
+        for rid, c in batch:
+            if c.document is None:  # deleted by a concurrent ingest since it was ranked
+                continue
+            source, text_key = str(c.metadata.get("source", "")), _text_key(c.document)
+            if text_key in by_text:
+                also[by_text[text_key]].append(_location(c.metadata))
+                continue
+            if q.per_file and per_source.get(source, 0) >= q.per_file:
+                continue
+            by_text[text_key], also[rid] = rid, []
+            per_source[source] = per_source.get(source, 0) + 1
+            kept.append((rid, c))
+        if len(kept) >= q.top_k:
+            break
+    return [_hit(n, rid, c, q, tuple(also[rid])) for n, (rid, c) in enumerate(kept[:q.top_k], 1)]
+
+
+def _text_key(text: str) -> str:
+    """Identical passages share a key: whitespace and the chunk's own heading lines aside."""
+    body = [line for line in text.splitlines() if not _HEADING.match(line)]
+    return hashlib.sha1(" ".join(" ".join(body).split()).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _location(m: Metadata) -> Location:
+    return Location(str(m.get("source", "")), int(m.get("start_line", 0)), int(m.get("end_line", 0)),
+                    str(m.get("label", "")))
+
+
+def _hit(rank: int, rid: str, c: _Candidate, q: Query, also: tuple[Location, ...]) -> Hit:
+    m = c.metadata
+    return Hit(rank, c.score, rid, str(m.get("label", "")), str(m.get("source", "")), int(m.get("start_line", 0)),
+               int(m.get("end_line", 0)), c.document or "", m, c.similarity,
+               None if q.mode == "vector" else c.keyword_score, c.vector_rank, c.keyword_rank, also)
 
 
 def _fill_documents(store: Store, chosen: list[tuple[str, _Candidate]]) -> None:
@@ -181,23 +284,23 @@ def _fill_documents(store: Store, chosen: list[tuple[str, _Candidate]]) -> None:
             c.document, c.metadata = docs[rid]
 
 
-def _fused_scores(pool: dict[str, _Candidate], fusion: Fusion) -> dict[str, float]:
-    if fusion.method == "rrf":
-        return {rid: sum(w / (fusion.rrf_k + r) for w, r in ((fusion.vector_weight, c.vector_rank),
-                                                             (fusion.keyword_weight, c.keyword_rank)) if r)
-                for rid, c in pool.items()}
-    cosine = _min_max({rid: c.similarity or 0.0 for rid, c in pool.items()})
-    bm25 = _min_max({rid: c.keyword_score for rid, c in pool.items() if c.keyword_rank})
-    total = (fusion.vector_weight + fusion.keyword_weight) or 1.0
-    return {rid: (fusion.vector_weight * cosine[rid] + fusion.keyword_weight * bm25.get(rid, 0.0)) / total
-            for rid in pool}
+def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query) -> list[Hit]:
+    """Reciprocal-rank fusion over a fixed depth of both rankings (so the order never depends on -k)."""
+    f = q.fusion
+    read = _read(store, keyword, qvec, q, f.candidates or 100)
+    for c in read.pool.values():
+        c.score = sum(w / (f.rrf_k + r) for w, r in ((f.vector_weight, c.vector_rank),
+                                                    (f.keyword_weight, c.keyword_rank)) if r)
+    return _select(store, read.pool, q, -math.inf)
 
 
-def _min_max(scores: dict[str, float]) -> dict[str, float]:
-    if not scores:
-        return {}
-    low, high = min(scores.values()), max(scores.values())
-    return {k: (v - low) / ((high - low) or 1.0) for k, v in scores.items()}
+def _check_question(question: str) -> str:
+    question = question.strip()
+    if not question:
+        raise ConfigError("the query is empty: pass a question, e.g. docvec query \"how do I rotate a token?\"")
+    if len(question) > MAX_QUERY_CHARS:
+        raise ConfigError(f"the query is {len(question)} characters; the limit is {MAX_QUERY_CHARS}")
+    return question
 
 
 def parse_where(filters: list[str]) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from docvec.cli import cli
 from docvec.errors import ConfigError
 from query.evaluate import LabelledQuery, Relevant, load_queries, score_query
 from query.search import Hit
+from tests.conftest import REPO
 
 
 def _hit(source: str, trail: str = "") -> Hit:
@@ -82,3 +83,27 @@ def test_eval_compares_two_configurations_side_by_side(project: Path) -> None:
     assert result.exit_code == 0, result.output
     names = [json.loads(line)["name"] for line in result.stdout.splitlines()]
     assert names == ["hybrid (config.yaml)", "keyword (other.yaml)"]
+
+
+def test_the_sample_eval_file_passes_on_a_fresh_index(project: Path) -> None:
+    """README calls data/eval.yaml a CI gate: it must pass with the defaults, every time."""
+    cfg = ["--config", str(project / "config.yaml")]
+    assert CliRunner().invoke(cli, ["ingest", "-q", *cfg]).exit_code == 0
+    result = CliRunner().invoke(cli, ["eval", str(REPO / "data" / "eval.yaml"), *cfg, "--per-query"])
+    assert result.exit_code == 0, result.output
+    assert "FAIL" not in result.output
+
+
+def test_eval_scores_what_query_prints_unless_deep(project: Path) -> None:
+    cfg = ["--config", str(project / "config.yaml")]
+    assert CliRunner().invoke(cli, ["ingest", "-q", *cfg]).exit_code == 0
+    question = "How do I page through a long list of results?"
+    labelled = project / "q.jsonl"
+    labelled.write_text(json.dumps({"id": "p", "query": question, "relevant": ["reference/pagination.md"]}) + "\n")
+    printed = CliRunner().invoke(cli, ["query", question, "-k", "2", "--json", *cfg])
+    docs = list(dict.fromkeys(json.loads(line)["source"] for line in printed.stdout.splitlines()))
+    report = json.loads(CliRunner().invoke(cli, ["eval", str(labelled), "-k", "2", "--json", *cfg]).stdout)
+    assert report["per_query"][0]["top"] == docs  # the same hits as `docvec query -k 2`
+    assert "recall@100" not in report["means"]
+    deep = json.loads(CliRunner().invoke(cli, ["eval", str(labelled), "-k", "2", "--deep", "--json", *cfg]).stdout)
+    assert "recall@100" in deep["means"] and len(deep["per_query"][0]["top"]) > len(docs)

@@ -58,7 +58,8 @@ def test_keyword_mode_ranks_exact_terms_and_respects_filters(tmp_path: Path, doc
     index = KeywordIndex(keyword_path(store.location, store.name))
     hits = search(store, recorder, "Idempotency-Key header", 3, mode="keyword", keyword=index)
     assert hits[0].source == "reference/idempotency.md" and hits[0].keyword_rank == 1
-    assert hits[0].vector_rank is None and -1 <= hits[0].score <= 1  # cosine filled in for keyword-only hits
+    assert hits[0].score == 1.0  # bm25 relative to the best keyword match
+    assert hits[0].vector_rank is None and hits[0].similarity is not None  # cosine filled in for keyword-only hits
     filtered = search(store, recorder, "Idempotency-Key header", 5, where={"dirs": {"$contains": "guides"}},
                       mode="keyword", keyword=index)
     assert filtered and all(h.source.startswith("guides/") for h in filtered)
@@ -71,11 +72,11 @@ def test_hybrid_rrf_fuses_ranks(tmp_path: Path, docs: Path, recorder: RecordingE
     index = KeywordIndex(keyword_path(store.location, store.name))
     rrf = Fusion(method="rrf", vector_weight=1.0, keyword_weight=1.0)
     hits = search(store, recorder, "rotate API keys revoke", 10, mode="hybrid", keyword=index, fusion=rrf)
-    fused = [h.fused for h in hits]
-    assert fused == sorted(fused, reverse=True)  # type: ignore[type-var]
+    fused = [h.score for h in hits]
+    assert fused == sorted(fused, reverse=True)
     for h in hits:
         expected = sum(1 / (60 + r) for r in (h.vector_rank, h.keyword_rank) if r is not None)
-        assert h.fused == pytest.approx(expected, abs=1e-6)
+        assert h.score == pytest.approx(expected, abs=1e-6)
     index.close()
 
 
@@ -95,13 +96,19 @@ def test_a_zero_weight_leaves_the_other_ranking(tmp_path: Path, docs: Path, reco
     index.close()
 
 
-def test_score_fusion_is_a_convex_mix_of_normalised_scores(tmp_path: Path, docs: Path,
-                                                           recorder: RecordingEmbedder) -> None:
+def test_score_fusion_adds_a_keyword_bonus_relative_to_the_best_match(tmp_path: Path, docs: Path,
+                                                                      recorder: RecordingEmbedder) -> None:
     store = _ingest(tmp_path / "idx", docs, recorder)
     index = KeywordIndex(keyword_path(store.location, store.name))
-    hits = search(store, recorder, "webhook signature secret", 50, mode="hybrid", keyword=index,
-                  fusion=Fusion(method="score", vector_weight=0.6, keyword_weight=0.4, candidates=50))
-    assert all(0.0 <= (h.fused or 0.0) <= 1.0 for h in hits)
-    assert [h.fused for h in hits] == sorted((h.fused for h in hits), reverse=True)  # type: ignore[type-var]
+    question = "webhook signature secret"
+    hits = search(store, recorder, question, 50, mode="hybrid", keyword=index,
+                  fusion=Fusion(method="score", vector_weight=0.6, keyword_weight=0.4, candidates=2))
+    best_kw = index.search(question, 1)[0].score
+    for h in hits:
+        assert h.similarity is not None and h.keyword_score is not None
+        expected = 0.6 * h.similarity + 0.4 * h.keyword_score / best_kw
+        assert h.score == pytest.approx(expected, abs=1e-6) and -0.6 <= h.score <= 1.0
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert hits[0].source == "guides/webhooks.md"
+    assert len(hits) == store.count()  # a first read of 2 candidates was deepened until the order was certain
     index.close()

@@ -1,0 +1,102 @@
+"""Point each hit at the part of its chunk that answers the question: a window of sentences scored by the model
+and by the question's words.
+
+Retrieval keeps whole chunks (they give the context and find the right place); the pointed span is what a reader
+or an agent should look at first. Measured on bench/spans (bench/span_eval.py): see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from docvec.embedders import Embedder, Vectors
+from docvec.keyword import STOP_WORDS
+from query.search import Hit
+
+MAX_SPAN_CHARS = 400  # a span grows past its best sentence only while it stays this short
+GROW_SHARE = 0.75  # a neighbour joins when it scores at least this share of the best sentence
+VECTOR_WEIGHT = 0.7  # the rest is the share of the question's words a sentence contains
+
+_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+(?=[\"'`*_(\[]?[A-Z0-9])")
+_WORD = re.compile(r"\w+", re.UNICODE)
+_NOT_PROSE = re.compile(r"^\s*(#{1,6}\s|```|~~~|\|?\s*:?-{3,}|<!--)")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A sentence or a line of a chunk: [start, end) characters of its text."""
+
+    start: int
+    end: int
+
+
+def units(text: str) -> list[Unit]:
+    """The sentences of prose lines and the other non-blank lines, headings and fence markers left out."""
+    out: list[Unit] = []
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        if body.strip() and not _NOT_PROSE.match(body):
+            start = offset + len(body) - len(body.lstrip())
+            for piece in _SENTENCE_END.split(body.strip()):
+                at = text.index(piece, start)
+                out.append(Unit(at, at + len(piece)))
+                start = at + len(piece)
+        offset += len(line)
+    return out
+
+
+def grow(scores: Sequence[float], spans: Sequence[Unit]) -> tuple[int, int]:
+    """The best unit, widened to neighbours that score nearly as well while the span stays short: (first, last)."""
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    first = last = best
+    floor = scores[best] * GROW_SHARE if scores[best] > 0 else scores[best]
+    while True:
+        options = [i for i in (first - 1, last + 1) if 0 <= i < len(scores) and scores[i] >= floor]
+        options = [i for i in options if max(spans[last].end, spans[i].end) - min(spans[first].start, spans[i].start)
+                   <= MAX_SPAN_CHARS]
+        if not options:
+            return first, last
+        pick = max(options, key=lambda i: scores[i])
+        first, last = min(first, pick), max(last, pick)
+
+
+def line_of(hit: Hit, position: int) -> int:
+    """The source line of a character of the hit's text (a split block's repeated fence or header counted out)."""
+    extra = max(0, hit.text.count("\n") + 1 - (hit.end_line - hit.start_line + 1))
+    return min(hit.end_line, max(hit.start_line, hit.start_line + hit.text.count("\n", 0, position) - extra))
+
+
+def word_overlap(question: str, text: str) -> float:
+    """The share of the question's content words that occur in the text."""
+    wanted = {w.lower() for w in _WORD.findall(question)} - STOP_WORDS
+    if not wanted:
+        return 0.0
+    have = {w.lower() for w in _WORD.findall(text)}
+    return len(wanted & have) / len(wanted)
+
+
+def point(hits: list[Hit], question: str, embedder: Embedder | None, vector: Vectors | None = None) -> list[Hit]:
+    """The hits with `answer_lines` / `answer_span` set (by words alone when there is no model)."""
+    pieces = [(h, units(h.text)) for h in hits]
+    texts = [h.text[u.start:u.end] for h, us in pieces for u in us]
+    sims: Any = np.zeros(len(texts), dtype=np.float32)
+    if embedder is not None and texts:
+        qvec = np.asarray(vector if vector is not None else embedder.embed_query(question), dtype=np.float32)
+        sims = np.asarray(embedder.embed_documents(texts), dtype=np.float32) @ qvec
+    out, at = [], 0
+    for hit, us in pieces:
+        if not us:
+            out.append(hit)
+            continue
+        scores = [VECTOR_WEIGHT * max(float(sims[at + i]), 0.0) * (embedder is not None)
+                  + (1 - VECTOR_WEIGHT) * word_overlap(question, hit.text[u.start:u.end]) for i, u in enumerate(us)]
+        at += len(us)
+        first, last = grow(scores, us)
+        start, end = us[first].start, us[last].end
+        out.append(replace(hit, answer_span=(start, end), answer_lines=(line_of(hit, start), line_of(hit, end - 1))))
+    return out

@@ -1,0 +1,141 @@
+"""Ranking people can trust: an order independent of -k, one score, duplicates folded, per-file caps, pointed spans."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from docvec.chunker import ChunkParams
+from docvec.cli import cli
+from docvec.fingerprint import Fingerprint
+from docvec.keyword import KeywordIndex
+from docvec.store import Store, StoreLocation
+from ingest.pipeline import ingest, open_for_writing
+from ingest.scan import ScanOptions
+from query.search import Fusion, Hit, search
+from query.spans import grow, line_of, units
+from tests.conftest import SAMPLE_DOCS, RecordingEmbedder
+
+PARAMS = ChunkParams(max_tokens=64, min_tokens=8, overlap_tokens=0)  # small chunks: many candidates, many ties
+WORDS = sorted({w.lower() for p in SAMPLE_DOCS.rglob("*.md") for w in re.findall(r"[A-Za-z]{3,}", p.read_text())})
+
+
+def _index(root: Path, docs: Path, embedder: RecordingEmbedder) -> Store:
+    store = open_for_writing(StoreLocation(root, "rank"), Fingerprint.build(embedder.info, PARAMS))
+    ingest(store, embedder, ScanOptions(docs), PARAMS)
+    return store
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=6), n=st.integers(1, 8),
+       extra=st.integers(1, 60), mode=st.sampled_from(["vector", "keyword", "hybrid", "rrf"]),
+       first_depth=st.sampled_from([0, 1, 3]), per_file=st.sampled_from([0, 1, 2]))
+def test_top_n_is_the_first_n_of_any_longer_list(tmp_path_factory: object, words: list[str], n: int, extra: int,
+                                                  mode: str, first_depth: int, per_file: int) -> None:
+    store, index, embedder = _shared_index(tmp_path_factory)
+    fusion = Fusion(method="rrf" if mode == "rrf" else "score", candidates=first_depth)
+    mode = "hybrid" if mode == "rrf" else mode
+    question = " ".join(words)
+
+    def ids(k: int) -> list[str]:
+        return [h.id for h in search(store, embedder, question, k, -1.0, None, mode, index, fusion, None, per_file)]
+    assert ids(n) == ids(n + extra)[:n]
+
+
+_SHARED: dict[str, object] = {}
+
+
+def _shared_index(factory: object) -> tuple[Store, KeywordIndex, RecordingEmbedder]:
+    """One real index for all examples (built once: an index per example would take minutes)."""
+    if not _SHARED:
+        root = factory.mktemp("ranked")  # type: ignore[attr-defined]
+        embedder = RecordingEmbedder()
+        store = _index(root / "idx", SAMPLE_DOCS, embedder)
+        _SHARED.update(store=store, embedder=embedder, index=KeywordIndex.of(store))
+    return _SHARED["store"], _SHARED["index"], _SHARED["embedder"]  # type: ignore[return-value]
+
+
+def test_identical_passages_are_one_hit_listing_the_other_places(tmp_path: Path, recorder: RecordingEmbedder) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    note = "Restart the sync daemon after changing the replication factor, then wait for the green light."
+    (docs / "a.md").write_text(f"# Ops\n\n## First\n\n{note}\n\n## Second\n\n{note}\n")
+    (docs / "b.md").write_text(f"# Other\n\n{note}\n\n## Unrelated\n\nBilling runs monthly on the first day.\n")
+    store = _index(tmp_path / "idx", docs, recorder)
+    with KeywordIndex.of(store) as index:
+        hits = search(store, recorder, "restart sync daemon replication", 5, mode="hybrid", keyword=index)
+    same = [h for h in hits if note in h.text]
+    assert len(same) == 1 and len(same[0].also) == 2
+    places = {(same[0].source, same[0].start_line)} | {(a.source, a.start_line) for a in same[0].also}
+    assert places == {("a.md", 1), ("a.md", 7), ("b.md", 1)}  # where each chunk starts
+
+
+def test_per_file_caps_hits_from_one_file(tmp_path: Path, recorder: RecordingEmbedder) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "long.md").write_text("# Cache\n\n" + "\n\n".join(
+        f"## Part {i}\n\nThe cache eviction policy part {i} keeps hot keys in memory." for i in range(8)))
+    (docs / "short.md").write_text("# Memory\n\nThe cache eviction policy drops cold keys first.\n")
+    store = _index(tmp_path / "idx", docs, recorder)
+    with KeywordIndex.of(store) as index:
+        capped = search(store, recorder, "cache eviction policy", 4, mode="hybrid", keyword=index, per_file=2)
+        free = search(store, recorder, "cache eviction policy", 4, mode="hybrid", keyword=index)
+    assert [h.source for h in capped].count("long.md") == 2 and "short.md" in {h.source for h in capped}
+    assert [h.source for h in free].count("long.md") >= 3
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab .!?\n#`-|:Z1")), max_size=300))
+def test_units_are_disjoint_ordered_non_blank_slices(text: str) -> None:
+    spans = units(text)
+    assert all(0 <= u.start < u.end <= len(text) and text[u.start:u.end].strip() for u in spans)
+    assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))
+
+
+@given(st.lists(st.floats(-1, 1), min_size=1, max_size=30), st.data())
+def test_grown_span_holds_the_best_unit_and_stays_short_unless_one_unit_is_long(scores: list[float],
+                                                                                data: st.DataObject) -> None:
+    lengths = data.draw(st.lists(st.integers(1, 500), min_size=len(scores), max_size=len(scores)))
+    spans, at = [], 0
+    from query.spans import MAX_SPAN_CHARS, Unit
+    for size in lengths:
+        spans.append(Unit(at, at + size))
+        at += size + 1
+    first, last = grow(scores, spans)
+    assert first <= scores.index(max(scores)) <= last
+    assert first == last or spans[last].end - spans[first].start <= MAX_SPAN_CHARS
+
+
+def test_line_of_counts_a_repeated_fence_line_out() -> None:
+    text = "```python\nb = 2\nc = 3\n```"  # a split code block's second piece: its fence line is repeated
+    hit = Hit(1, 1.0, "x", "", "f.md", 10, 12, text, {})
+    assert line_of(hit, text.index("b = 2")) == 10 and line_of(hit, text.index("c = 3")) == 11
+
+
+def test_query_json_has_one_score_and_points_at_the_answer(project: Path) -> None:
+    runner = CliRunner()
+    config = str(project / "config.yaml")
+    assert runner.invoke(cli, ["ingest", "--config", config, "-q"]).exit_code == 0
+    result = runner.invoke(cli, ["query", "--config", config, "--json", "-k", "3",
+                                 "How long do you keep retrying a webhook delivery that fails?"])
+    assert result.exit_code == 0, result.output
+    hits = [json.loads(line) for line in result.output.splitlines()]
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert all(0 <= h["score"] <= 1 and -1 <= h["similarity"] <= 1 and h["keyword_score"] >= 0 for h in hits)
+    top = hits[0]
+    assert top["source"] == "guides/webhooks.md"
+    first, last = top["answer_lines"]
+    assert top["line"] <= first <= last <= top["end_line"]
+    start, end = top["answer_span"]
+    assert "three days" in top["text"][start:end]  # the sentence that answers, not the whole section
+    assert end - start < len(top["text"])
+    lines = (SAMPLE_DOCS / "guides" / "webhooks.md").read_text().splitlines()[first - 1:last]
+    assert "three days" in "\n".join(lines)
+    shown = runner.invoke(cli, ["query", "--config", config, "-k", "1", "--explain",
+                                "How long do you keep retrying a webhook delivery that fails?"])
+    assert f"guides/webhooks.md:{first}" in shown.output and "similarity" in shown.output
+    assert f"{top['score']:.3f}" in shown.output  # the printed number is the one that orders the list
