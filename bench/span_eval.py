@@ -30,6 +30,7 @@ from query.search import Fusion, Hit, search  # noqa: E402
 from query.spans import point  # noqa: E402
 
 Ranges = list[tuple[int, int]]
+SPANS = "words"
 
 
 def line_starts(path: Path) -> list[int]:
@@ -82,7 +83,7 @@ def evaluate(store: Store, keyword: KeywordIndex, embedder: object, corpora: Pat
         first, last = q["answer_lines"]  # type: ignore[misc]
         hits = search(store, embedder, question, 5, -1.0, None, mode, keyword, Fusion(), None,  # type: ignore[arg-type]
                       per_file)
-        pointed = point(hits, question, embedder)  # type: ignore[arg-type]
+        pointed = point(hits, question, embedder if SPANS == "model" else None)  # type: ignore[arg-type]
         for k in (10, 20, 100):
             deeper = search(store, embedder, question, k, -1.0, None, mode, keyword, Fusion(), None,  # type: ignore[arg-type]
                             per_file)
@@ -108,7 +109,10 @@ def main() -> None:
     parser.add_argument("--corpora", type=Path, default=HERE.parent.parent / "shared" / "corpora")
     parser.add_argument("--mode", default="hybrid")
     parser.add_argument("--per-file", type=int, nargs="*", default=[0, 1, 2, 3])
+    parser.add_argument("--spans", choices=["words", "model"], default="words")
     ns = parser.parse_args()
+    global SPANS
+    SPANS = ns.spans
     config = HERE / "results" / "corpora.yaml"
     config.parent.mkdir(exist_ok=True)
     config.write_text(f"docs:\n  path: {ns.corpora.resolve()}\nstore:\n  path: {HERE / 'results' / 'corpora-index'}\n"
@@ -122,11 +126,11 @@ def main() -> None:
     with KeywordIndex.of(store, read_only=True) as keyword:
         for per_file in ns.per_file:
             t0 = time.perf_counter()
-            results[f"{ns.mode} per_file={per_file}"] = evaluate(store, keyword, embedder, ns.corpora, questions,
+            results[f"{ns.mode} per_file={per_file} spans={ns.spans}"] = evaluate(store, keyword, embedder, ns.corpora, questions,
                                                                  ns.mode, per_file)
-            print(f"{ns.mode} per_file={per_file} ({time.perf_counter() - t0:.0f} s):",
-                  json.dumps(results[f"{ns.mode} per_file={per_file}"]))
-    out = HERE / "results" / f"span-eval-{ns.mode}.json"
+            name = f"{ns.mode} per_file={per_file} spans={ns.spans}"
+            print(f"{name} ({time.perf_counter() - t0:.0f} s):", json.dumps(results[name]))
+    out = HERE / "results" / f"span-eval-{ns.mode}-{ns.spans}.json"
     out.write_text(json.dumps(results, indent=1))
 
 

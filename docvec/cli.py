@@ -24,6 +24,7 @@ from docvec import __version__
 from docvec.chunker import ChunkParams
 from docvec.config import Settings, check_headers, load_settings
 from docvec.errors import ConfigError, DocvecError
+from docvec.status import mask_userinfo, status_data
 from docvec.store import Hnsw, StoreLocation
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,6 +38,7 @@ SUBCOMMANDS = {
     "rollback": ("ingest.cli", "rollback_command"),
     "prune": ("ingest.cli", "prune_command"),
     "status": ("docvec.cli", "status_command"),
+    "serve": ("serve.cli", "serve_command"),
 }
 
 
@@ -59,6 +61,9 @@ class DocvecCommand(click.Command):
             raise ConfigProblem(redact(str(exc), ctx)) from exc
         except DocvecError as exc:
             raise click.ClickException(redact(str(exc), ctx)) from exc
+        except BrokenPipeError:  # `docvec query ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            sys.exit(0)
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(redact(f"{where}{exc.strerror or exc} — nothing indexed was lost", ctx)) \
@@ -70,15 +75,12 @@ class DocvecCommand(click.Command):
             raise
 
 
-_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
-
-
 def redact(message: str, ctx: click.Context | None = None) -> str:
     """The message with known secrets (header values) and URL user-info replaced by ***."""
     for secret in (ctx.meta.get("docvec.secrets", ()) if ctx is not None else ()):
         if len(secret) >= 4:
             message = message.replace(secret, "***")
-    return _USERINFO.sub(r"\1***@", message)
+    return mask_userinfo(message)
 
 
 # C0/C1 controls (ESC starts every terminal escape sequence) and the bidi overrides that reorder what is shown.
@@ -229,50 +231,11 @@ def status_command(config_path: Path | None, index_path: Path | None, collection
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
     store = Store.open_for_reading(store_location(settings))
     data = status_data(store, settings)
+    data["runs_on"] = redact(data["runs_on"])
     if as_json:
         emit_json(data)
     else:
         _render_status(data)
-
-
-def status_data(store: Any, settings: Settings) -> dict[str, Any]:
-    """Everything `status` shows, from the collection's metadata (no pass over the records)."""
-    from docvec.system import available_cpus
-
-    fp = store.fingerprint()
-    stats = store.stats()
-    chunks = store.count()
-    return {"index": store.location.describe(), "docs_root": store.docs_root(), "model": fp.model,
-            "provider": fp.provider, "runs_on": _runs_on(settings, fp.provider), "cpus": available_cpus(),
-            "dimension": fp.dimension, "files": stats.get("files"), "chunks": chunks,
-            "skipped": stats.get("skipped", {}), "last_sync": stats.get("synced_at"),
-            "last_sync_seconds": stats.get("seconds"), "interrupted_run": store.writing(),
-            "writer": _writer(store), "size_bytes": store.size_on_disk(),
-            "built_by": store.collection_metadata().get("docvec:version"),
-            "fingerprint": json.loads(fp.to_json()), "live": store.name,
-            "hnsw": {k: v for k, v in store.hnsw_settings().items()
-                     if k in ("space", "ef_search", "ef_construction", "max_neighbors")},
-            "collections": [{"name": c.name, "live": c.live, "previous": c.previous, "chunks": c.count,
-                             "model": c.fingerprint.model if c.fingerprint else None}
-                            for c in store.physical_collections()]}
-
-
-def _runs_on(settings: Settings, provider: str) -> str:
-    if provider == "ollama":
-        return redact(f"Ollama at {settings.embedding.host}")
-    return "this machine's CPU (onnxruntime)"
-
-
-def _writer(store: Any) -> str | None:
-    """Who holds the writer lock now (None when nobody does)."""
-    from docvec.lock import current_holder, lock_path_for
-    from docvec.store import LeaseBoard
-
-    if store.location.host:
-        from docvec.lock import describe_lease
-
-        return describe_lease(LeaseBoard(store.location).read())
-    return current_holder(lock_path_for(store.location.path, store.location.collection))
 
 
 def _render_status(data: dict[str, Any]) -> None:

@@ -88,6 +88,14 @@ class QuerySettings:
     rrf_k: int = 60
     candidates: int = 0
     per_file: int = 0
+    spans: str = "words"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    listen: str = "127.0.0.1:8765"
+    token: Union[str, None] = None  # required to bind anything but a loopback address; never printed or logged
+    debounce_ms: int = 500  # watch mode: quiet time after the last change before one sync runs
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,7 @@ class Settings:
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     #: folder that relative paths in the settings are resolved against (the config file's folder)
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -112,6 +121,8 @@ class Settings:
 SECTIONS: dict[str, type] = {
     f.name: typing.get_type_hints(Settings)[f.name] for f in dataclasses.fields(Settings) if f.name != "base_dir"
 }
+
+SECRET_SUFFIXES = ("token", "headers")  # settings whose values no message may show
 
 # Ranges a value must lie in, checked after types: (section, key) -> (min, max), None meaning unbounded.
 RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
@@ -136,6 +147,7 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("query", "rrf_k"): (1, 10_000),
     ("query", "candidates"): (0, 10_000),
     ("query", "per_file"): (0, 1000),
+    ("serve", "debounce_ms"): (0, 600_000),
 }
 # Chroma's own rule for collection names, checked here so the error names the setting.
 PATTERNS: dict[tuple[str, str], tuple[str, str]] = {
@@ -146,6 +158,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("embedding", "provider"): ("builtin", "ollama"),
     ("query", "mode"): ("vector", "keyword", "hybrid"),
     ("query", "fusion"): ("score", "rrf"),
+    ("query", "spans"): ("words", "model", "off"),
 }
 
 
@@ -212,12 +225,23 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
         if section is None:
             raise ConfigError(f"environment variable {name}: unknown setting — expected DOCVEC_<SECTION>_<KEY> "
                               f"with SECTION one of {', '.join(SECTIONS)}")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else value
-        except yaml.YAMLError:
-            parsed = value
-        out.setdefault(section, {})[rest[len(section) + 1:]] = parsed
+        key = rest[len(section) + 1:]
+        if _is_text(section, key):  # a token or path is taken as written ("0123" is not the number 123)
+            parsed: Any = value
+        else:
+            try:
+                parsed = yaml.safe_load(value) if value.strip() else value
+            except yaml.YAMLError:
+                parsed = value
+        out.setdefault(section, {})[key] = parsed
     return out
+
+
+def _is_text(section: str, key: str) -> bool:
+    """Whether a setting holds text (str or None), so that an environment value must not be parsed as YAML."""
+    expected = typing.get_type_hints(SECTIONS[section]).get(key)
+    return expected is str or (typing.get_origin(expected) in (Union, types.UnionType)
+                               and set(typing.get_args(expected)) == {str, type(None)})
 
 
 def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -282,7 +306,8 @@ def _check_value(key: str, value: Any, expected: Any, origin: str) -> Any:
     if expected is float and isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{origin}: '{key}' must be a finite number, got {value!r}")
     if expected is not bool and isinstance(value, bool) or not isinstance(value, expected):
-        raise ConfigError(f"{origin}: '{key}' must be {_type_name(expected)}, got {_kind(value)} {value!r}")
+        shown = "" if key.endswith(SECRET_SUFFIXES) else f" {value!r}"  # a secret is never echoed
+        raise ConfigError(f"{origin}: '{key}' must be {_type_name(expected)}, got {_kind(value)}{shown}")
     return value
 
 

@@ -42,14 +42,16 @@ class KeywordHit:
 class KeywordIndex:
     """An FTS5 table of chunk id -> label and text, porter-stemmed."""
 
-    def __init__(self, path: Path, read_only: bool = False) -> None:
+    def __init__(self, path: Path, read_only: bool = False, check_same_thread: bool = True) -> None:
+        """`check_same_thread=False` lets a server's worker threads share it (its caller serialises calls)."""
         self.path = path
         try:
             if read_only:  # never creates or changes the file (verify, and readers of a read-only index)
-                self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
+                                           check_same_thread=check_same_thread)
                 return
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), timeout=30)
+            self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=check_same_thread)
             self._db.executescript(
                 "CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(id UNINDEXED, label UNINDEXED, body, "
                 "tokenize='porter unicode61 remove_diacritics 2');"

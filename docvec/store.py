@@ -188,6 +188,12 @@ class Store:
         store.read_copy = copy
         return store
 
+    def live_name(self) -> str | None:
+        """The physical collection the pointer names now (another process's reindex or rollback moves it)."""
+        with _chroma("reading the index pointer", self.location):
+            pointer = _get_collection(self._client, self.location.collection)
+        return str((pointer.metadata or {}).get(ALIAS_KEY)) if pointer is not None else None
+
     @property
     def files_location(self) -> StoreLocation:
         """Where this store's local files are: the index itself, or the copy it is read from."""
@@ -291,6 +297,12 @@ class Store:
             for rid, meta in zip(page["ids"], page["metadatas"] or []):
                 out[rid] = dict(meta or {})
         return out
+
+    def has_source(self, source: str) -> bool:
+        """Whether the index holds chunks of this file (relative path as stored)."""
+        with _chroma("reading metadata", self.location):
+            page = self._collection.get(where={"source": source}, limit=1, include=[])
+        return bool(page["ids"])
 
     def filter_ids(self, ids: Sequence[str], where: Mapping[str, Any]) -> set[str]:
         """The subset of ids whose metadata matches a where clause."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,11 +15,11 @@ from docvec.cli import (DocvecCommand, chunk_params, config_options, emit_json, 
 from docvec.config import Settings
 from docvec.errors import Interrupted, SourceError
 from docvec.fingerprint import Fingerprint
-from docvec.lock import lock_path_for, server_writer_lock, writer_lock
-from docvec.store import CHROMA_FILE, LeaseBoard, Store, StoreLocation
+from docvec.store import Store
 from ingest.pipeline import (IngestReport, Progress, SyncGuard, check_fingerprint, index_exists, ingest,
                              open_for_writing, reason_kind)
-from ingest.scan import ScanOptions, Skipped
+from ingest.scan import Skipped
+from ingest.sync import first_build, index_before, scan_options, writer_lock_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,8 +63,8 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
             report = ingest(store, embedder, scan_options(settings), chunk_params(settings), True, on_progress,
                             guard)
         else:
-            before = _index_before(location)
-            with _writer_lock(location, wait), _first_build(location, before):
+            before = index_before(location)
+            with writer_lock_of(location, wait), first_build(location, before):
                 store = open_for_writing(location, fingerprint)
                 _apply_hnsw(store)
                 try:
@@ -90,52 +89,6 @@ def _check_some_indexed(report: IngestReport, settings: Settings, render: Callab
                           f"could be indexed (see the reasons above)")
 
 
-def _index_before(location: StoreLocation) -> str:
-    """'index', 'folder' (a folder without an index) or 'none': what was there before this run."""
-    if location.host or (location.path / CHROMA_FILE).exists():
-        return "index"
-    return "folder" if location.path.exists() else "none"
-
-
-@contextlib.contextmanager
-def _first_build(location: StoreLocation, before: str) -> Iterator[None]:
-    """A first ingest that fails before storing anything leaves no empty index behind (status would call it
-    an index of 0 files)."""
-    try:
-        yield
-    except BaseException as exc:
-        if before != "index" and not isinstance(exc, SystemExit) and _empty(location):
-            if before == "none":
-                shutil.rmtree(location.path, ignore_errors=True)
-            else:
-                _remove_index_files(location.path)
-        raise
-
-
-def _empty(location: StoreLocation) -> bool:
-    try:
-        return Store.open(location).count() == 0
-    except Exception:  # noqa: BLE001 - an index that cannot even be opened holds nothing worth keeping
-        return True
-
-
-def _remove_index_files(folder: Path) -> None:
-    """Chroma's files in a folder that existed before (it may hold other things: leave those)."""
-    for p in folder.iterdir():
-        if p.is_dir() and len(p.name) == 36 and p.name.count("-") == 4:  # a Chroma segment folder (a uuid)
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.name.startswith(("keyword-", CHROMA_FILE)):
-            p.unlink(missing_ok=True)
-
-
-def _writer_lock(location: StoreLocation, wait: bool) -> contextlib.AbstractContextManager[object]:
-    """The one-writer lock of the configured index: a file lock beside a local index, a lease kept in the
-    Chroma server for a server-mode index (so writers on different machines exclude each other)."""
-    if location.host:
-        return server_writer_lock(LeaseBoard(location), wait=wait)
-    return writer_lock(lock_path_for(location.path, location.collection), wait=wait)
-
-
 def _apply_hnsw(store: Store) -> None:
     """ef_search can change in place; ef_construction / max_neighbors need a rebuild, which reindex does."""
     old = store.apply_ef_search()
@@ -146,13 +99,6 @@ def _apply_hnsw(store: Store) -> None:
         click.echo(f"note: the live collection was built with other HNSW settings ({rebuild}); "
                    f"run `docvec reindex` to rebuild it with them (vectors are copied, nothing is re-embedded)",
                    err=True)
-
-
-def scan_options(settings: Settings) -> ScanOptions:
-    """Which files of the configured docs folder are indexed."""
-    d = settings.docs
-    return ScanOptions(settings.resolve(d.path), tuple(d.include), tuple(d.exclude), d.skip_hidden,
-                       d.follow_symlinks, int(d.max_file_mb * 2**20), (settings.resolve(settings.store.path),))
 
 
 @contextlib.contextmanager
@@ -229,7 +175,7 @@ def verify_command(docs_dir: Path | None, config_path: Path | None, index_path: 
     if repair and report.problems:
         embedder = make_configured_embedder(settings)
         params = chunk_params(settings)
-        with _writer_lock(location, wait), _progress_bar(as_json) as bar:
+        with writer_lock_of(location, wait), _progress_bar(as_json) as bar:
             store = open_for_writing(location, Fingerprint.build(embedder.info, params))
             report = repair_index(store, embedder, scan_options(settings), params, report, bar, guard)
         click.echo("after repair:", err=True)
@@ -282,7 +228,7 @@ def reindex_command(config_path: Path | None, index_path: Path | None, collectio
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
     embedder = make_configured_embedder(settings)
     location = store_location(settings)
-    with _writer_lock(location, wait), \
+    with writer_lock_of(location, wait), \
             _progress_bar(quiet or as_json) as on_progress:
         try:
             report = reindex(location, embedder, scan_options(settings), chunk_params(settings), on_progress,
@@ -310,7 +256,7 @@ def rollback_command(config_path: Path | None, index_path: Path | None, collecti
 
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
     location = store_location(settings)
-    with _writer_lock(location, wait):
+    with writer_lock_of(location, wait):
         old, new = rollback(location)
     click.echo(f"live index is now '{new}' (was '{old}', kept as previous)", err=True)
 
@@ -327,7 +273,7 @@ def prune_command(config_path: Path | None, index_path: Path | None, collection:
 
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
     location = store_location(settings)
-    with _writer_lock(location, wait):
+    with writer_lock_of(location, wait):
         doomed = prune(location, keep_previous=not everything, dry_run=dry_run)
     for name in doomed:
         click.echo(f"{'would delete' if dry_run else 'deleted'} {name}", err=True)

@@ -6,7 +6,6 @@ import contextlib
 import shutil
 import threading
 import textwrap
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -15,10 +14,11 @@ import click
 from docvec.cli import DocvecCommand, FiniteFloat, config_options, emit_json, load, printable, store_location
 from docvec.config import Settings
 from docvec.embedders import Embedder, make_embedder
-from docvec.errors import DocvecError, IndexNotFound, ModelUnavailable
+from docvec.errors import IndexNotFound
 from docvec.keyword import KeywordIndex, sync_keyword_index
-from query.search import MAX_QUERY_CHARS, MODES, Fusion, Hit, parse_where, search
-from query.spans import point
+from query.model import index_embedder
+from query.search import MAX_QUERY_CHARS, MODES, Fusion, Hit, hit_from_dict, parse_where, search
+from query.spans import SPAN_MODES, point
 
 if TYPE_CHECKING:
     from docvec.fingerprint import Fingerprint
@@ -39,11 +39,15 @@ if TYPE_CHECKING:
 @click.option("--mode", type=click.Choice(MODES),
               help="Ranking: vector, keyword (bm25) or hybrid (query.mode, default hybrid).")
 @click.option("--explain", is_flag=True, help="Show each hit's similarity, bm25 score and their ranks.")
-@click.option("--no-spans", is_flag=True, help="Do not point each hit at its best-answering lines (a little faster).")
+@click.option("--spans", type=click.Choice(SPAN_MODES),
+              help="Point each hit at its answering lines by the question's words (fast), the model as well "
+                   "(more precise, ~0.3 s), or not at all (query.spans, default words).")
+@click.option("--no-server", is_flag=True, help="Answer in this process even when `docvec serve` runs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit, one per line.")
 def query_command(question: tuple[str, ...], config_path: Path | None, index_path: Path | None,
                   collection: str | None, top_k: int | None, min_score: float | None, per_file: int | None,
-                  where: tuple[str, ...], mode: str | None, explain: bool, no_spans: bool, as_json: bool) -> None:
+                  where: tuple[str, ...], mode: str | None, explain: bool, spans: str | None, no_server: bool,
+                  as_json: bool) -> None:
     """Print the chunks that best answer QUESTION: score, label, source:line, text."""
     text = " ".join(question).strip()
     if not text:
@@ -52,8 +56,12 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
         raise click.UsageError(f"the question is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
     settings = load(config_path, {"store.path": index_path, "store.collection": collection,
                                   "query.top_k": top_k, "query.min_score": min_score, "query.mode": mode,
-                                  "query.per_file": per_file})
+                                  "query.per_file": per_file, "query.spans": spans})
     where_clause = parse_where(list(where))
+    served = None if no_server else from_server(settings, text, list(where))
+    if served is not None:  # a warm `docvec serve` of this index answered: no Chroma, no model here
+        _output(served, explain, as_json)
+        return
     preload = _Preload(settings, text)  # model load and question embedding overlap opening the index
     from docvec.store import Store
 
@@ -67,13 +75,34 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
     with open_keyword_index(store, q.mode) as keyword:
         hits = search(store, embedder, text, q.top_k, q.min_score, where_clause, q.mode, keyword,
                       fusion(settings), vector, q.per_file)
-    if not no_spans:
-        hits = point(hits, text, embedder, vector)
+    if q.spans != "off":
+        hits = point(hits, text, embedder if q.spans == "model" else None, vector)
+    _output(hits, explain, as_json)
+
+
+def _output(hits: list[Hit], explain: bool, as_json: bool) -> None:
     if as_json:
         for hit in hits:
             emit_json(hit.as_dict())
     else:
         _render(hits, explain)
+
+
+def from_server(settings: Settings, question: str, where: list[str], k: int | None = None) -> list[Hit] | None:
+    """The hits a running `docvec serve` of this index gives for the query settings, or None (no such server)."""
+    from docvec.remote import advert_path, ask_server
+
+    location = store_location(settings)
+    q = settings.query
+    body = {"question": question, "k": k or q.top_k, "mode": q.mode, "where": where, "min_score": q.min_score,
+            "per_file": q.per_file, "spans": q.spans, "fusion": {
+                "method": q.fusion, "vector_weight": q.vector_weight, "keyword_weight": q.keyword_weight,
+                "rrf_k": q.rrf_k, "candidates": q.candidates}}
+    answer = ask_server(advert_path(location.path, location.collection, location.host), str(location.path),
+                        "/search", body, settings.serve.token)
+    if not isinstance(answer, dict) or not isinstance(answer.get("hits"), list):
+        return None
+    return [hit_from_dict(h) for h in answer["hits"]]
 
 
 def fusion(settings: Settings) -> Fusion:
@@ -126,35 +155,13 @@ class _Preload:
 
 
 def _index_embedder(store: "Store", settings: Settings, optional: bool = False) -> Embedder | None:
-    """The model that built the index embeds the question; a different configured model is only reported.
-
-    With `optional` (keyword mode: the model only adds similarities) an unavailable model gives None and a note."""
-    built = store.fingerprint()
-    e = settings.embedding
-    if (built.provider, _untagged(built.model)) != (e.provider, _untagged(e.model)):
-        click.echo(f"note: the index was built with {built.provider}:{built.model}, the configuration says "
-                   f"{e.provider}:{e.model}; answering with the index's model", err=True)
-    # The question must be embedded exactly as the index's documents were: same model, same prefixes.
-    same = replace(e, provider=built.provider, model=built.model, query_prefix=built.query_prefix,
-                   document_prefix=built.document_prefix)
+    """The index's own model; its notes (another model configured, a changed digest) go to stderr."""
+    notes: list[str] = []
     try:
-        embedder = make_embedder(same)
-    except DocvecError as exc:
-        if optional:
-            click.echo(f"note: {exc} — showing keyword scores only", err=True)
-            return None
-        if isinstance(exc, ModelUnavailable):
-            raise  # its message already names the model and the fix
-        raise ModelUnavailable(f"the index was built with {built.provider}:{built.model}, which cannot be loaded "
-                               f"here ({exc}); install it, or run `docvec reindex` with an available model") from exc
-    if embedder.info.digest != built.digest:
-        click.echo(f"warning: {built.model} has changed since the index was built (digest {built.digest[:12]} → "
-                   f"{embedder.info.digest[:12]}): scores may be off until `docvec reindex`", err=True)
-    return embedder
-
-
-def _untagged(model: str) -> str:
-    return model[: -len(":latest")] if model.endswith(":latest") else model
+        return index_embedder(store, settings.embedding, optional, notes)
+    finally:
+        for note in notes:
+            click.echo(note if note.startswith("warning:") else f"note: {note}", err=True)
 
 
 def _render(hits: list[Hit], explain: bool) -> None:
@@ -210,7 +217,7 @@ def eval_command(queries: Path, config_path: Path | None, index_path: Path | Non
                  as_json: bool) -> None:
     """Score labelled QUERIES (JSONL, or YAML expectations) against the index; exit 1 if an expectation fails."""
     from docvec.store import Store
-    from query.evaluate import DEPTH, EvalReport, evaluate, load_queries
+    from query.evaluate import DEPTH, evaluate, load_queries
 
     labelled = load_queries(queries)
     overrides = {"store.path": index_path, "store.collection": collection}

@@ -87,12 +87,24 @@ class Hit:
             "source": self.source, "line": self.start_line, "end_line": self.end_line, "text": self.text,
             "similarity": _rounded(self.similarity), "keyword_score": _rounded(self.keyword_score),
             "vector_rank": self.vector_rank, "keyword_rank": self.keyword_rank,
-            "metadata": self.metadata}
+            "metadata": dict(sorted(self.metadata.items()))}  # Chroma's key order varies between reads
         if self.answer_lines is not None:
             out["answer_lines"], out["answer_span"] = list(self.answer_lines), list(self.answer_span or ())
         if self.also:
             out["also"] = [loc.as_dict() for loc in self.also]
         return out
+
+
+def hit_from_dict(d: Mapping[str, Any]) -> Hit:
+    """A Hit back from its `as_dict` form (what `docvec serve` sends)."""
+    answer = d.get("answer_lines")
+    span = d.get("answer_span")
+    return Hit(int(d["rank"]), float(d["score"]), str(d["id"]), str(d["label"]), str(d["source"]), int(d["line"]),
+               int(d["end_line"]), str(d["text"]), dict(d.get("metadata") or {}), d.get("similarity"),
+               d.get("keyword_score"), d.get("vector_rank"), d.get("keyword_rank"),
+               tuple(Location(str(a["source"]), int(a["line"]), int(a["end_line"]), str(a["label"]))
+                     for a in d.get("also") or ()),
+               (int(answer[0]), int(answer[1])) if answer else None, (int(span[0]), int(span[1])) if span else None)
 
 
 def _rounded(value: float | None) -> float | None:

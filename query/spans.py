@@ -17,46 +17,58 @@ from docvec.embedders import Embedder, Vectors
 from docvec.keyword import STOP_WORDS
 from query.search import Hit
 
-MAX_SPAN_CHARS = 400  # a span grows past its best sentence only while it stays this short
-GROW_SHARE = 0.75  # a neighbour joins when it scores at least this share of the best sentence
-VECTOR_WEIGHT = 0.7  # the rest is the share of the question's words a sentence contains
+MAX_PARAGRAPH_CHARS = 800  # the best sentence's whole paragraph is the span when it is no longer than this
+MAX_SPAN_CHARS = 600  # else the span grows past its best sentence, within its paragraph, while this short
+GROW_SHARE = 0.5  # a neighbour joins when it scores at least this share of the best sentence
+VECTOR_WEIGHT = 0.5  # the rest is the share of the question's words a sentence contains
 
 _SENTENCE_END = re.compile(r"(?<=[.!?:])\s+(?=[\"'`*_(\[]?[A-Z0-9])")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _NOT_PROSE = re.compile(r"^\s*(#{1,6}\s|```|~~~|\|?\s*:?-{3,}|<!--)")
+_ITEM = re.compile(r"^\s*([-*+]|\d+[.)])\s")
 
 
 @dataclass(frozen=True)
 class Unit:
-    """A sentence or a line of a chunk: [start, end) characters of its text."""
+    """A sentence or a line of a chunk: [start, end) characters of its text, and which paragraph holds it."""
 
     start: int
     end: int
+    paragraph: int = 0
 
 
 def units(text: str) -> list[Unit]:
-    """The sentences of prose lines and the other non-blank lines, headings and fence markers left out."""
+    """The sentences of prose lines and the other non-blank lines, headings and fence markers left out.
+
+    A paragraph ends at a blank line, a heading or fence line, and before a list item."""
     out: list[Unit] = []
-    offset = 0
+    offset = paragraph = 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
+        if not body.strip() or _NOT_PROSE.match(body) or _ITEM.match(body):
+            paragraph += 1
         if body.strip() and not _NOT_PROSE.match(body):
             start = offset + len(body) - len(body.lstrip())
             for piece in _SENTENCE_END.split(body.strip()):
                 at = text.index(piece, start)
-                out.append(Unit(at, at + len(piece)))
+                out.append(Unit(at, at + len(piece), paragraph))
                 start = at + len(piece)
         offset += len(line)
     return out
 
 
 def grow(scores: Sequence[float], spans: Sequence[Unit]) -> tuple[int, int]:
-    """The best unit, widened to neighbours that score nearly as well while the span stays short: (first, last)."""
+    """The best unit's paragraph when short enough; else the best unit widened, within its paragraph, to
+    neighbours that score nearly as well while the span stays short: (first, last)."""
     best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    same = [i for i, u in enumerate(spans) if u.paragraph == spans[best].paragraph]
+    if spans[same[-1]].end - spans[same[0]].start <= MAX_PARAGRAPH_CHARS:
+        return same[0], same[-1]
     first = last = best
     floor = scores[best] * GROW_SHARE if scores[best] > 0 else scores[best]
     while True:
-        options = [i for i in (first - 1, last + 1) if 0 <= i < len(scores) and scores[i] >= floor]
+        options = [i for i in (first - 1, last + 1) if 0 <= i < len(scores) and scores[i] >= floor
+                   and spans[i].paragraph == spans[best].paragraph]
         options = [i for i in options if max(spans[last].end, spans[i].end) - min(spans[first].start, spans[i].start)
                    <= MAX_SPAN_CHARS]
         if not options:
@@ -72,16 +84,28 @@ def line_of(hit: Hit, position: int) -> int:
 
 
 def word_overlap(question: str, text: str) -> float:
-    """The share of the question's content words that occur in the text."""
-    wanted = {w.lower() for w in _WORD.findall(question)} - STOP_WORDS
+    """The share of the question's content words that occur in the text (inflections aside)."""
+    wanted = {_stem(w) for w in _WORD.findall(question.lower()) if w not in STOP_WORDS}
     if not wanted:
         return 0.0
-    have = {w.lower() for w in _WORD.findall(text)}
+    have = {_stem(w) for w in _WORD.findall(text.lower())}
     return len(wanted & have) / len(wanted)
 
 
+def _stem(word: str) -> str:
+    """A crude English stem, enough to match retried/retrying/retry and deliveries/delivery."""
+    for suffix, repl in (("ies", "y"), ("ied", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)] + repl
+    return word
+
+
+SPAN_MODES = ("words", "model", "off")
+
+
 def point(hits: list[Hit], question: str, embedder: Embedder | None, vector: Vectors | None = None) -> list[Hit]:
-    """The hits with `answer_lines` / `answer_span` set (by words alone when there is no model)."""
+    """The hits with `answer_lines` / `answer_span` set: sentences scored by the model and the question's words
+    (by words alone when `embedder` is None: free, where the model costs about one embedding of each hit)."""
     pieces = [(h, units(h.text)) for h in hits]
     texts = [h.text[u.start:u.end] for h, us in pieces for u in us]
     sims: Any = np.zeros(len(texts), dtype=np.float32)

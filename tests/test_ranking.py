@@ -97,17 +97,20 @@ def test_units_are_disjoint_ordered_non_blank_slices(text: str) -> None:
 
 
 @given(st.lists(st.floats(-1, 1), min_size=1, max_size=30), st.data())
-def test_grown_span_holds_the_best_unit_and_stays_short_unless_one_unit_is_long(scores: list[float],
-                                                                                data: st.DataObject) -> None:
+def test_span_holds_the_best_unit_stays_in_its_paragraph_and_is_short(scores: list[float],
+                                                                     data: st.DataObject) -> None:
+    from query.spans import MAX_PARAGRAPH_CHARS, MAX_SPAN_CHARS, Unit
     lengths = data.draw(st.lists(st.integers(1, 500), min_size=len(scores), max_size=len(scores)))
-    spans, at = [], 0
-    from query.spans import MAX_SPAN_CHARS, Unit
-    for size in lengths:
-        spans.append(Unit(at, at + size))
+    breaks = data.draw(st.lists(st.booleans(), min_size=len(scores), max_size=len(scores)))
+    spans, at, paragraph = [], 0, 0
+    for size, new in zip(lengths, breaks):
+        paragraph += new
+        spans.append(Unit(at, at + size, paragraph))
         at += size + 1
     first, last = grow(scores, spans)
     assert first <= scores.index(max(scores)) <= last
-    assert first == last or spans[last].end - spans[first].start <= MAX_SPAN_CHARS
+    assert spans[first].paragraph == spans[last].paragraph
+    assert first == last or spans[last].end - spans[first].start <= max(MAX_PARAGRAPH_CHARS, MAX_SPAN_CHARS)
 
 
 def test_line_of_counts_a_repeated_fence_line_out() -> None:

@@ -7,7 +7,6 @@ Texts are sorted by length before batching so that padding wastes little; onnxru
 from __future__ import annotations
 
 import hashlib
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator, Sequence

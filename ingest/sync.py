@@ -1,0 +1,89 @@
+"""A whole sync as the CLI, the API and watch mode run it: writer lock, first-build cleanup, the pipeline."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from typing import Callable, Iterator
+
+from docvec.chunker import ChunkParams
+from docvec.config import Settings
+from docvec.embedders import Embedder
+from docvec.errors import SourceError
+from docvec.fingerprint import Fingerprint
+from docvec.lock import lock_path_for, server_writer_lock, writer_lock
+from docvec.store import CHROMA_FILE, LeaseBoard, Store, StoreLocation
+from ingest.pipeline import IngestReport, Progress, SyncGuard, ingest, open_for_writing
+from ingest.scan import ScanOptions
+
+
+def sync_index(location: StoreLocation, embedder: Embedder, scan: ScanOptions, params: ChunkParams,
+               guard: SyncGuard = SyncGuard(), wait: bool = False,
+               on_progress: Callable[[Progress], None] | None = None) -> IngestReport:
+    """Sync the docs folder into the index under the writer lock; a failed first build leaves no index.
+
+    Raises SourceError (with nothing changed on a first build) when files were found but none could be indexed."""
+    fingerprint = Fingerprint.build(embedder.info, params)
+    before = index_before(location)
+    with writer_lock_of(location, wait), first_build(location, before):
+        store = open_for_writing(location, fingerprint)
+        store.apply_ef_search()
+        report = ingest(store, embedder, scan, params, False, on_progress, guard)
+        if report.files_seen and not (report.files_added or report.files_changed or report.files_unchanged):
+            raise SourceError(f"none of the {report.files_seen} files in {scan.root} could be indexed")
+    return report
+
+
+def scan_options(settings: Settings) -> ScanOptions:
+    """Which files of the configured docs folder are indexed."""
+    d = settings.docs
+    return ScanOptions(settings.resolve(d.path), tuple(d.include), tuple(d.exclude), d.skip_hidden,
+                       d.follow_symlinks, int(d.max_file_mb * 2**20), (settings.resolve(settings.store.path),))
+
+
+
+def index_before(location: StoreLocation) -> str:
+    """'index', 'folder' (a folder without an index) or 'none': what was there before this run."""
+    if location.host or (location.path / CHROMA_FILE).exists():
+        return "index"
+    return "folder" if location.path.exists() else "none"
+
+
+@contextlib.contextmanager
+def first_build(location: StoreLocation, before: str) -> Iterator[None]:
+    """A first ingest that fails before storing anything leaves no empty index behind (status would call it
+    an index of 0 files)."""
+    try:
+        yield
+    except BaseException as exc:
+        if before != "index" and not isinstance(exc, SystemExit) and _empty(location):
+            if before == "none":
+                shutil.rmtree(location.path, ignore_errors=True)
+            else:
+                _remove_index_files(location.path)
+        raise
+
+
+def _empty(location: StoreLocation) -> bool:
+    try:
+        return Store.open(location).count() == 0
+    except Exception:  # noqa: BLE001 - an index that cannot even be opened holds nothing worth keeping
+        return True
+
+
+def _remove_index_files(folder: Path) -> None:
+    """Chroma's files in a folder that existed before (it may hold other things: leave those)."""
+    for p in folder.iterdir():
+        if p.is_dir() and len(p.name) == 36 and p.name.count("-") == 4:  # a Chroma segment folder (a uuid)
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(("keyword-", CHROMA_FILE)):
+            p.unlink(missing_ok=True)
+
+
+def writer_lock_of(location: StoreLocation, wait: bool) -> contextlib.AbstractContextManager[object]:
+    """The one-writer lock of the configured index: a file lock beside a local index, a lease kept in the
+    Chroma server for a server-mode index (so writers on different machines exclude each other)."""
+    if location.host:
+        return server_writer_lock(LeaseBoard(location), wait=wait)
+    return writer_lock(lock_path_for(location.path, location.collection), wait=wait)

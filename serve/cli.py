@@ -1,0 +1,169 @@
+"""`docvec serve`: keep the model, the collection and the keyword index warm; answer over HTTP and MCP."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from docvec.cli import DocvecCommand, config_options, load
+from docvec.config import Settings
+from docvec.errors import ConfigError, LockHeld
+from ingest.watch import WatchEvent
+from docvec.remote import advert_path, lock_path, read_advert, remove_advert, write_advert
+from serve.index import Index
+
+
+@click.command(cls=DocvecCommand)
+@config_options
+@click.option("--listen", metavar="HOST:PORT", help="HTTP address (serve.listen, default 127.0.0.1:8765).")
+@click.option("--mcp", "stdio_mcp", is_flag=True,
+              help="Speak MCP on stdin/stdout instead of HTTP (how editors and agents launch a server).")
+@click.option("--watch", is_flag=True, help="Re-sync the index whenever the docs folder changes.")
+def serve_command(config_path: Path | None, index_path: Path | None, collection: str | None, listen: str | None,
+                  stdio_mcp: bool, watch: bool) -> None:
+    """Answer searches from a warm process: HTTP JSON API + MCP at /mcp, or MCP over stdio with --mcp."""
+    settings = load(config_path, {"store.path": index_path, "store.collection": collection,
+                                  "serve.listen": listen})
+    host, port = parse_listen(settings.serve.listen)
+    if not stdio_mcp:
+        check_bind(host, settings.serve.token)
+    index = Index(settings)
+    for note in index.notes:
+        log(f"note: {note}")
+    with _watching(index, settings, watch):
+        if stdio_mcp:
+            from serve.tools import build_mcp
+
+            try:
+                build_mcp(index).run("stdio")  # returns when the client closes stdin
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM (docvec's handler turns it into KeyboardInterrupt)
+                log("stopped")
+            return
+        with _advertised(index, settings, host, port):
+            _serve_http(index, host, port, settings.serve.token)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'127.0.0.1:8765', '[::1]:8765', 'localhost:0' -> (host, port); ConfigError naming the value otherwise."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"serve.listen '{value}': expected HOST:PORT, e.g. 127.0.0.1:8765")
+    return host, int(port)
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Anything but a loopback address is reachable from elsewhere: it needs a token."""
+    if token:
+        return
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"serving on {host} makes the index reachable from other machines: set a token "
+                          f"(DOCVEC_SERVE_TOKEN or serve.token), or listen on 127.0.0.1")
+
+
+def log(message: str) -> None:
+    """Server messages go to stderr (stdout may be the MCP channel), with the time."""
+    click.echo(f"{time.strftime('%H:%M:%S')} docvec serve: {message}", err=True)
+
+
+@contextlib.contextmanager
+def _advertised(index: Index, settings: Settings, host: str, port: int) -> Iterator[None]:
+    """Hold the index's serve lock and advertise the URL beside the index (a read-only index: neither)."""
+    from filelock import FileLock, Timeout
+
+    location = index.location
+    advert = advert_path(location.path, location.collection, location.host)
+    lock = FileLock(str(lock_path(advert)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        running = read_advert(advert) or {}
+        raise LockHeld(f"docvec serve is already running for {location.describe()} (pid {running.get('pid', '?')}"
+                       f" at {running.get('url', '?')}): query it, or stop it first") from None
+    except OSError as exc:
+        log(f"note: cannot advertise beside a read-only index ({exc.strerror}): `docvec query` will not find "
+            f"this server by itself")
+        yield
+        return
+    try:
+        shown = f"[{host}]" if ":" in host else host
+        write_advert(advert, f"http://{shown}:{port}", bool(settings.serve.token), str(location.path))
+        yield
+    finally:
+        remove_advert(advert)
+        lock.release()
+
+
+def _serve_http(index: Index, host: str, port: int, token: str | None) -> None:
+    import uvicorn
+
+    from serve.http import create_app
+
+    app = create_app(index, host, port, token)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    # uvicorn handles SIGINT/SIGTERM itself (finish open requests, stop) and then re-raises the signal into the
+    # handlers it found: make those no-ops, so that the cleanup below runs and the exit is a clean 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
+    log(f"http://{host}:{port} — POST /search, POST /get, GET /status, GET /healthz, MCP at /mcp "
+        f"({index.location.describe()}{', token required' if token else ''})")
+    server.run()  # SIGINT / SIGTERM: finish open requests, then return
+    log("stopped")
+
+
+@contextlib.contextmanager
+def _watching(index: Index, settings: Settings, enabled: bool) -> Iterator[None]:
+    """With --watch, a thread that syncs once, then after every burst of changes; stopped cleanly on exit."""
+    if not enabled:
+        yield
+        return
+    from ingest.watch import follow, watch
+
+    stop = threading.Event()
+    root = settings.resolve(settings.docs.path)
+
+    def run() -> None:
+        if follow(index.sync, stop, report_event).kind != "stopped":
+            watch(root, index.sync, stop, report_event, settings.serve.debounce_ms,
+                  ignore=(settings.resolve(settings.store.path),))
+
+    thread = threading.Thread(target=run, name="docvec-watch", daemon=True)
+    thread.start()
+    log(f"watching {root}")
+    try:
+        yield
+    finally:
+        stop.set()  # a sync in progress stops between two writes, like Ctrl-C
+        thread.join(timeout=120)
+
+
+def report_event(event: WatchEvent) -> None:
+    """One log line per watch event."""
+    if event.kind == "synced" and event.report is not None:
+        r = event.report
+        log(f"synced: {len(r.files_added)} added, {len(r.files_changed)} changed, {len(r.files_removed)} removed; "
+            f"{r.chunks_embedded} chunks embedded in {r.seconds:.1f} s")
+    elif event.kind == "failed":
+        log(f"sync failed, will retry: {event.error}")
+    elif event.kind == "stopped":
+        log("watch stopped")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """`python -m serve`."""
+    return serve_command.main(argv if argv is not None else sys.argv[1:], prog_name="python -m serve")

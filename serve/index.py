@@ -1,0 +1,219 @@
+"""docvec's Python API: an open index that searches, reads indexed files, reports its status and syncs.
+
+    import docvec
+    idx = docvec.open(config="config.yaml")
+    for hit in idx.search("How do I rotate an API key?", k=3):
+        print(f"{hit.score:.3f} {hit.source}:{hit.start_line} {hit.label}")
+    idx.sync()  # re-index what changed in the docs folder
+
+The CLI's `query`, `docvec serve` (HTTP and MCP) and Python users share this one code path. An Index is
+thread-safe (calls are serialised) and follows the index: a reindex or rollback by another process is picked up
+at the next call, a sync by another process at the next search.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Mapping, Sequence
+
+from docvec.config import Settings, load_settings
+from docvec.embedders import Embedder
+from docvec.errors import ConfigError, IndexNotFound
+from docvec.keyword import KeywordIndex, sync_keyword_index
+from docvec.status import status_data
+from docvec.store import Store, StoreLocation
+from ingest.pipeline import IngestReport, Progress, SyncGuard
+from ingest.sync import scan_options, sync_index
+from query.model import index_embedder
+from query.search import MODES, Fusion, Hit, parse_where, search
+from query.spans import SPAN_MODES, point
+
+MAX_GET_LINES = 5000  # `get` returns at most this many lines at once
+MAX_GET_BYTES = 4 * 2**20  # and never reads a file larger than this
+
+
+@dataclass(frozen=True)
+class Passage:
+    """Lines of an indexed file, as `get` returns them."""
+
+    source: str
+    start_line: int
+    end_line: int
+    total_lines: int
+    text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "start_line": self.start_line, "end_line": self.end_line,
+                "total_lines": self.total_lines, "text": self.text}
+
+
+def open_index(config: str | Path | None = None, index: str | Path | None = None, collection: str | None = None,
+               environ: Mapping[str, str] | None = None) -> "Index":
+    """Open the index a config file names (default: $DOCVEC_CONFIG, else ./config.yaml), `index`/`collection`
+    overriding store.path / store.collection."""
+    overrides = {"store.path": str(index) if index is not None else None, "store.collection": collection}
+    settings = load_settings(Path(config) if config is not None else None,
+                             os.environ if environ is None else environ, overrides)
+    return Index(settings)
+
+
+class Index:
+    """An open docvec index (see the module docstring)."""
+
+    def __init__(self, settings: Settings, notes: list[str] | None = None) -> None:
+        from docvec.cli import store_location  # the settings → location mapping, shared with the CLI
+
+        self.settings = settings
+        self.location: StoreLocation = store_location(settings)
+        self.notes = notes if notes is not None else []  # model notes (another model configured, ...)
+        self._lock = threading.RLock()
+        self._store: Store | None = None
+        self._keyword: KeywordIndex | None = None
+        self._embedder: Embedder | None = None
+        self._live: str | None = None
+        self._open()
+
+    def _open(self) -> None:
+        """(Re)open the live collection, its keyword index and its model."""
+        self._close_keyword()
+        store = Store.open_for_reading(self.location)
+        if self._embedder is None or self._store is None or store.fingerprint() != self._store.fingerprint():
+            self._embedder = index_embedder(store, self.settings.embedding,
+                                            optional=self.settings.query.mode == "keyword", notes=self.notes)
+        self._store, self._live = store, store.name
+        self._keyword = KeywordIndex(_keyword_file(store), read_only=False, check_same_thread=False)
+
+    @property
+    def live(self) -> str | None:
+        """The physical collection being answered from."""
+        return self._live
+
+    def _current(self) -> Store:
+        """The live store, reopened when another process moved the pointer (reindex, rollback)."""
+        assert self._store is not None
+        if self._store.read_copy is None and self._store.live_name() != self._live:
+            self._open()
+        assert self._store is not None
+        return self._store
+
+    def search(self, question: str, k: int | None = None, mode: str | None = None,
+               where: Mapping[str, Any] | Sequence[str] | None = None, min_score: float | None = None,
+               per_file: int | None = None, spans: str | None = None, fusion: Fusion | None = None) -> list[Hit]:
+        """The best chunks for the question (defaults from the settings' query section), pointed at their
+        answer lines by `spans`: "words", "model" or "off"."""
+        q = self.settings.query
+        mode, spans = mode or q.mode, spans or q.spans
+        if mode not in MODES:
+            raise ConfigError(f"mode '{mode}' is unknown; expected one of {', '.join(MODES)}")
+        if spans not in SPAN_MODES:
+            raise ConfigError(f"spans '{spans}' is unknown; expected one of {', '.join(SPAN_MODES)}")
+        clause = parse_where(_where_items(where))
+        with self._lock:
+            store = self._current()
+            if self._store is not None and self._store.count() == 0:
+                raise IndexNotFound(f"{store.location.describe()} is empty: run `docvec ingest` first")
+            keyword = None
+            if mode != "vector":
+                keyword = self._keyword
+                assert keyword is not None
+                sync_keyword_index(store, keyword, reader=True)
+            hits = search(store, self._embedder, question, k or q.top_k,
+                          q.min_score if min_score is None else min_score, clause, mode, keyword,
+                          fusion or Fusion(q.fusion, q.vector_weight, q.keyword_weight, q.rrf_k, q.candidates),
+                          None, q.per_file if per_file is None else per_file)
+            if spans == "off":
+                return hits
+            return point(hits, question, self._embedder if spans == "model" else None)
+
+    def get(self, source: str, start_line: int | None = None, end_line: int | None = None) -> Passage:
+        """Lines of a file that this index holds (relative path as `search` shows it), read from the docs folder.
+
+        Anything else is refused: absolute paths, `..`, files the index does not hold, and paths that leave the
+        docs folder through a symlink."""
+        rel = _relative_source(source)
+        with self._lock:
+            store = self._current()
+            if not store.has_source(rel):
+                raise IndexNotFound(f"'{source}' is not a file of this index: use a source path that search shows")
+            root = store.docs_root()
+        if root is None:
+            raise IndexNotFound("this index does not record its docs folder yet: run `docvec ingest` once")
+        return _read_lines(Path(root), rel, start_line, end_line)
+
+    def status(self) -> dict[str, Any]:
+        """What `docvec status --json` shows: docs folder, last sync, files, chunks, model, writer, ..."""
+        with self._lock:
+            return status_data(self._current(), self.settings)
+
+    def sync(self, on_progress: Callable[[Progress], None] | None = None, guard: SyncGuard = SyncGuard(),
+             wait: bool = False) -> IngestReport:
+        """Sync the configured docs folder into the index (the writer lock is taken; `wait` waits for it)."""
+        from docvec.cli import chunk_params, make_configured_embedder
+
+        embedder = make_configured_embedder(self.settings)
+        report = sync_index(self.location, embedder, scan_options(self.settings), chunk_params(self.settings),
+                            guard, wait, on_progress)
+        with self._lock:
+            self._open()  # a first build, or a sync of a store read from a copy, needs a fresh look
+        return report
+
+    def close(self) -> None:
+        """Release the keyword index's file."""
+        with self._lock:
+            self._close_keyword()
+
+    def _close_keyword(self) -> None:
+        if self._keyword is not None:
+            self._keyword.close()
+            self._keyword = None
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _keyword_file(store: Store) -> Path:
+    from docvec.keyword import keyword_path
+
+    return keyword_path(store.files_location, store.name)
+
+
+def _where_items(where: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
+    """{"tag": "auth"} or ["tag=auth"] -> ["tag=auth"]."""
+    if where is None:
+        return []
+    if isinstance(where, Mapping):
+        return [f"{k}={v}" for k, v in where.items()]
+    if isinstance(where, str):
+        return [where]
+    return [str(item) for item in where]
+
+
+def _relative_source(source: str) -> str:
+    """A source path as the index stores it, or ConfigError for anything that could point elsewhere."""
+    if not source or "\x00" in source or "\\" in source:
+        raise ConfigError(f"source '{source}' is not a relative path of the docs folder")
+    path = PurePosixPath(source)
+    if path.is_absolute() or ".." in path.parts or source.startswith("~"):
+        raise ConfigError(f"source '{source}' must be a path relative to the docs folder, without '..'")
+    return str(path)
+
+
+def _read_lines(root: Path, rel: str, start_line: int | None, end_line: int | None) -> Passage:
+    real_root = root.resolve()
+    target = (root / rel).resolve()
+    if not target.is_relative_to(real_root) or not target.is_file():
+        raise IndexNotFound(f"'{rel}' is not a file inside the docs folder {root}")
+    if target.stat().st_size > MAX_GET_BYTES:
+        raise ConfigError(f"'{rel}' is larger than {MAX_GET_BYTES // 2**20} MiB: ask for lines of it via search hits")
+    lines = target.read_text(encoding="utf-8", errors="replace").splitlines()
+    first = max(1, start_line or 1)
+    last = min(len(lines), end_line or len(lines), first + MAX_GET_LINES - 1)
+    if first > max(len(lines), 1) or (end_line is not None and end_line < first):
+        raise ConfigError(f"lines {first}-{end_line or len(lines)} are outside '{rel}' ({len(lines)} lines)")
+    return Passage(rel, first, last, len(lines), "\n".join(lines[first - 1:last]))

@@ -1,0 +1,80 @@
+"""docvec's MCP server: the `search`, `get` and `status` tools over an open Index (official `mcp` SDK).
+
+The same server speaks stdio (`docvec serve --mcp`, how editors and agents launch it) and streamable HTTP (mounted
+at /mcp by `docvec serve`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import anyio.to_thread
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from docvec import __version__
+from docvec.errors import DocvecError
+from serve.index import Index
+
+INSTRUCTIONS = """docvec searches this project's markdown documentation (a vector + keyword index).
+Use `search` first with a natural-language question; read more of a hit's file with `get` (source and lines from a
+hit). `status` says what the index holds and when it was last synced."""
+
+SEARCH_HELP = """Search the documentation; returns the best chunks, best first, each with its source file, the
+chunk's line range, the lines that best answer the question (answer_lines), a label (heading trail), a score and
+the text.
+mode: "hybrid" (default: meaning + exact words; use it for most questions), "vector" (meaning only: paraphrased or
+conceptual questions), "keyword" (exact terms: error codes, identifiers, config keys, CLI flags).
+where: filters as {"KEY": "VALUE"}: {"source": "guides/"} (a folder, trailing slash) or {"source": "guides/x.md"}
+(a file), {"tag": "auth"}, or any front-matter key, e.g. {"status": "stable"}.
+min_score: drop hits scoring below this (hybrid scores are about 0..1; 0.3 keeps only fair matches).
+k: number of hits, 1..50 (default 5)."""
+
+GET_HELP = """Read lines of a file that this index holds (a `source` path exactly as `search` returns it),
+e.g. to see more context around a hit. start_line/end_line are 1-based and inclusive; omit them for the whole
+file (at most 5000 lines)."""
+
+STATUS_HELP = """What the index holds: docs folder, files, chunks, when it was last synced, the embedding model and
+its fingerprint."""
+
+MAX_K = 50
+
+
+def build_mcp(index: Index) -> MCPServer:
+    """An MCP server whose tools answer from `index` (calls run in worker threads: the event loop stays free)."""
+    mcp: MCPServer = MCPServer(name="docvec", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING")
+
+    @mcp.tool(description=SEARCH_HELP)
+    async def search(question: str, k: int = 5, mode: Literal["hybrid", "vector", "keyword"] = "hybrid",
+                     where: dict[str, str] | None = None, min_score: float | None = None) -> list[dict[str, Any]]:
+        if not 1 <= k <= MAX_K:
+            raise ToolError(f"k must be 1..{MAX_K}, got {k}")
+        hits = await _run(lambda: index.search(question, k=k, mode=mode, where=where, min_score=min_score))
+        return [_hit(h.as_dict()) for h in hits]
+
+    @mcp.tool(description=GET_HELP)
+    async def get(source: str, start_line: int | None = None, end_line: int | None = None) -> dict[str, Any]:
+        passage = await _run(lambda: index.get(source, start_line, end_line))
+        return passage.as_dict()  # type: ignore[no-any-return]
+
+    @mcp.tool(description=STATUS_HELP)
+    async def status() -> dict[str, Any]:
+        data = await _run(index.status)
+        return {k: data[k] for k in ("docs_root", "model", "provider", "files", "chunks", "last_sync",
+                                     "last_sync_seconds", "fingerprint", "live")}
+
+    return mcp
+
+
+async def _run(fn: Any) -> Any:
+    """Run an Index call in a worker thread; docvec's one-line errors become the tool's error text."""
+    try:
+        return await anyio.to_thread.run_sync(fn)
+    except DocvecError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def _hit(d: dict[str, Any]) -> dict[str, Any]:
+    """A hit as a model wants it: no internal ids or bookkeeping metadata."""
+    keep = ("rank", "score", "source", "line", "end_line", "answer_lines", "label", "text", "also")
+    return {k: d[k] for k in keep if k in d}
