@@ -188,6 +188,12 @@ class Store:
         store.read_copy = copy
         return store
 
+    def stored_generation(self) -> object:
+        """The collection's sync counter as stored now (a Collection object keeps the metadata it was read with)."""
+        with _chroma("reading the index metadata", self.location):
+            collection = _get_collection(self._client, self.name)
+        return (collection.metadata or {}).get(GENERATION_KEY) if collection is not None else None
+
     def live_name(self) -> str | None:
         """The physical collection the pointer names now (another process's reindex or rollback moves it)."""
         with _chroma("reading the index pointer", self.location):
@@ -515,6 +521,22 @@ def _client(location: StoreLocation) -> Any:
     location.path.mkdir(parents=True, exist_ok=True)  # readers checked that the index exists before coming here
     return chromadb.PersistentClient(path=str(location.path), settings=settings, tenant=location.tenant,
                                      database=location.database)
+
+
+def forget_cached_client(location: StoreLocation) -> None:
+    """Drop Chroma's per-process cache of a local index, so that the next Store opened on it reads what other
+    processes wrote since (a long-lived reader otherwise keeps a stale vector index: "Error finding id").
+
+    Only safe while nothing in this process uses a Store of that index (the caller serialises)."""
+    if location.host:
+        return  # a server's client asks the server every time
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    system = SharedSystemClient._identifier_to_system.pop(str(location.path), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(location.path), None)
+    if system is not None:
+        with contextlib.suppress(Exception):  # it is being thrown away: a failure to stop changes nothing
+            system.stop()
 
 
 def _snapshot(path: Path) -> Path:

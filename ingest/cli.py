@@ -19,7 +19,7 @@ from docvec.store import Store
 from ingest.pipeline import (IngestReport, Progress, SyncGuard, check_fingerprint, index_exists, ingest,
                              open_for_writing, reason_kind)
 from ingest.scan import Skipped
-from ingest.sync import first_build, index_before, scan_options, writer_lock_of
+from ingest.sync import first_build, index_before, scan_options, sync_index, writer_lock_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,9 +45,11 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--verbose", "-v", is_flag=True, help="List every skipped file with its reason (default: a summary).")
+@click.option("--watch", is_flag=True, help="After syncing, keep watching DOCS_DIR and sync after every burst of "
+                                            "changes (Ctrl-C stops).")
 def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: Path | None,
                    collection: str | None, dry_run: bool, wait: bool, docs_moved: bool, yes: bool, as_json: bool,
-                   quiet: bool, verbose: bool) -> None:
+                   quiet: bool, verbose: bool, watch: bool) -> None:
     """Sync DOCS_DIR (default: docs.path) into the index: embed what changed, delete what is gone."""
     settings = load(config_path, {"docs.path": str(docs_dir) if docs_dir else None, "store.path": index_path,
                                   "store.collection": collection})
@@ -78,6 +80,32 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
                 _check_some_indexed(report, settings, lambda: _render(report, settings, as_json, verbose))
     _render(report, settings, as_json, verbose)
     _check_some_indexed(report, settings, lambda: None)
+    if watch and not dry_run:
+        _watch(settings, embedder, SyncGuard(docs_moved=False, allow_mass_delete=yes))
+
+
+def _watch(settings: Settings, embedder: Any, guard: SyncGuard) -> None:
+    """Sync after every settled burst of changes until Ctrl-C / SIGTERM (a sync then stops between writes)."""
+    import threading
+    import time
+
+    from ingest.watch import describe, watch
+
+    root = settings.resolve(settings.docs.path)
+    click.echo(f"watching {root} (Ctrl-C stops)", err=True)
+
+    def sync(on_progress: Callable[[Progress], None]) -> IngestReport:
+        return sync_index(store_location(settings), embedder, scan_options(settings), chunk_params(settings), guard,
+                          False, on_progress)
+
+    def log(event: Any) -> None:
+        click.echo(f"{time.strftime('%H:%M:%S')} {describe(event)}", err=True)
+
+    try:
+        watch(root, sync, threading.Event(), log, settings.serve.debounce_ms,
+              ignore=(settings.resolve(settings.store.path),))
+    except KeyboardInterrupt:
+        click.echo("watch stopped", err=True)
 
 
 def _check_some_indexed(report: IngestReport, settings: Settings, render: Callable[[], None]) -> None:

@@ -98,3 +98,14 @@ def follow(sync: Callable[[Callable[[Progress], None]], IngestReport], stop: thr
     event = _sync_once(sync, stop, 0)
     on_event(event)
     return event
+
+
+def describe(event: WatchEvent) -> str:
+    """One log line for a watch event."""
+    if event.kind == "synced" and event.report is not None:
+        r = event.report
+        return (f"synced: {len(r.files_added)} added, {len(r.files_changed)} changed, {len(r.files_removed)} "
+                f"removed; {r.chunks_embedded} chunks embedded in {r.seconds:.1f} s")
+    if event.kind == "failed":
+        return f"sync failed, will retry: {event.error}"
+    return "watch stopped"

@@ -154,14 +154,9 @@ def _watching(index: Index, settings: Settings, enabled: bool) -> Iterator[None]
 
 def report_event(event: WatchEvent) -> None:
     """One log line per watch event."""
-    if event.kind == "synced" and event.report is not None:
-        r = event.report
-        log(f"synced: {len(r.files_added)} added, {len(r.files_changed)} changed, {len(r.files_removed)} removed; "
-            f"{r.chunks_embedded} chunks embedded in {r.seconds:.1f} s")
-    elif event.kind == "failed":
-        log(f"sync failed, will retry: {event.error}")
-    elif event.kind == "stopped":
-        log("watch stopped")
+    from ingest.watch import describe
+
+    log(describe(event))
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -24,7 +24,7 @@ from docvec.embedders import Embedder
 from docvec.errors import ConfigError, IndexNotFound
 from docvec.keyword import KeywordIndex, sync_keyword_index
 from docvec.status import status_data
-from docvec.store import Store, StoreLocation
+from docvec.store import GENERATION_KEY, Store, StoreLocation, forget_cached_client
 from ingest.pipeline import IngestReport, Progress, SyncGuard
 from ingest.sync import scan_options, sync_index
 from query.model import index_embedder
@@ -74,16 +74,22 @@ class Index:
         self._keyword: KeywordIndex | None = None
         self._embedder: Embedder | None = None
         self._live: str | None = None
+        self._generation: object = None  # the live collection's sync counter when last looked at
+        self._syncing = False  # a sync of this process is writing (its writes need no reopen to be seen)
         self._open()
 
-    def _open(self) -> None:
-        """(Re)open the live collection, its keyword index and its model."""
+    def _open(self, fresh: bool = False) -> None:
+        """(Re)open the live collection, its keyword index and its model; `fresh` drops Chroma's cached state."""
         self._close_keyword()
+        if fresh:
+            self._store = None
+            forget_cached_client(self.location)
         store = Store.open_for_reading(self.location)
         if self._embedder is None or self._store is None or store.fingerprint() != self._store.fingerprint():
             self._embedder = index_embedder(store, self.settings.embedding,
                                             optional=self.settings.query.mode == "keyword", notes=self.notes)
         self._store, self._live = store, store.name
+        self._generation = store.collection_metadata().get(GENERATION_KEY)
         self._keyword = KeywordIndex(_keyword_file(store), read_only=False, check_same_thread=False)
 
     @property
@@ -92,10 +98,14 @@ class Index:
         return self._live
 
     def _current(self) -> Store:
-        """The live store, reopened when another process moved the pointer (reindex, rollback)."""
+        """The live store, reopened when another process moved the pointer (reindex, rollback) or synced (the
+        writer lock means no sync of this process ran meanwhile)."""
         assert self._store is not None
-        if self._store.read_copy is None and self._store.live_name() != self._live:
-            self._open()
+        if self._store.read_copy is None and not self._syncing:
+            if self._store.live_name() != self._live:
+                self._open(fresh=True)
+            elif self._store.stored_generation() != self._generation:
+                self._open(fresh=True)
         assert self._store is not None
         return self._store
 
@@ -154,10 +164,16 @@ class Index:
         from docvec.cli import chunk_params, make_configured_embedder
 
         embedder = make_configured_embedder(self.settings)
-        report = sync_index(self.location, embedder, scan_options(self.settings), chunk_params(self.settings),
-                            guard, wait, on_progress)
         with self._lock:
-            self._open()  # a first build, or a sync of a store read from a copy, needs a fresh look
+            self._current()  # take in what another process wrote before writing on top of it
+            self._syncing = True
+        try:
+            report = sync_index(self.location, embedder, scan_options(self.settings), chunk_params(self.settings),
+                                guard, wait, on_progress)
+        finally:
+            with self._lock:
+                self._syncing = False
+                self._open()  # this process's writes are in its cache: no fresh client needed
         return report
 
     def close(self) -> None:

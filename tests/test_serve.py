@@ -1,0 +1,332 @@
+"""`docvec serve` as a real subprocess: the HTTP API through httpx, MCP through the official client over stdio,
+`docvec query` through the server, the security gate, the life cycle, and watch mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import anyio
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from docvec.cli import cli
+from tests.conftest import REPO
+
+QUESTION = "How long are failed webhook deliveries retried?"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "docvec.cli", *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("serve did not come up")
+
+
+def _docvec(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A docvec command in its own process: this one's Chroma cache predates what the server wrote."""
+    return subprocess.run([sys.executable, "-m", "docvec.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return err
+
+
+@pytest.fixture
+def served(project: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
+    """The sample docs indexed, and `docvec serve` running on them."""
+    assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(project / "config.yaml")]).exit_code == 0
+    port = _free_port()
+    proc = _start(["serve", "--config", str(project / "config.yaml"), "--listen", f"127.0.0.1:{port}"], project)
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(url, proc)
+    yield url, project, proc
+    if proc.poll() is None:
+        _stop(proc)
+
+
+def test_http_search_status_and_get(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    url, project, _ = served
+    found = httpx.post(f"{url}/search", json={"question": QUESTION, "k": 3, "where": {"source": "guides/"}})
+    assert found.status_code == 200, found.text
+    hits = found.json()["hits"]
+    assert hits[0]["source"] == "guides/webhooks.md" and len(hits) == 3
+    assert all(h["source"].startswith("guides/") for h in hits)
+    first, last = hits[0]["answer_lines"]
+    passage = httpx.post(f"{url}/get", json={"source": "guides/webhooks.md", "start_line": first,
+                                              "end_line": last}).json()
+    assert "three days" in passage["text"] and passage["start_line"] == first
+    status = httpx.get(f"{url}/status").json()
+    assert status["chunks"] > 0 and status["docs_root"] == str(project / "docs")
+
+
+def test_http_errors_are_one_line_json_with_fitting_codes(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    url, _, _ = served
+    cases: list[tuple[Any, int, str]] = [
+        ({"question": ""}, 400, "question"),
+        ({"question": "x", "k": 0}, 400, "'k'"),
+        ({"question": "x", "colour": 1}, 400, "unknown field 'colour'"),
+        ({"question": "x", "mode": "fuzzy"}, 400, "mode 'fuzzy' is unknown"),
+        ({"question": "x", "where": ["oops"]}, 400, "KEY=VALUE"),
+        ({"question": "x", "min_score": 7}, 400, "min_score"),
+        ({"question": "x" * 10_001}, 413, ""),
+    ]
+    for body, code, words in cases:
+        r = httpx.post(f"{url}/search", json=body)
+        assert r.status_code == code and words in r.json()["error"] and "\n" not in r.json()["error"], (body, r.text)
+    bad = httpx.post(f"{url}/search", content=b"{not json", headers={"content-type": "application/json"})
+    assert bad.status_code == 400
+    huge = httpx.post(f"{url}/search", content=b"x" * 70_000)
+    assert huge.status_code == 413
+
+
+def test_get_reads_only_indexed_files_inside_the_docs_folder(served: tuple[str, Path, subprocess.Popen[str]],
+                                                             tmp_path: Path) -> None:
+    url, project, _ = served
+    secret = tmp_path / "secret.md"
+    secret.write_text("# Secret\n\npassword=hunter2\n")
+    for source in ("../config.yaml", "/etc/passwd", str(secret), "guides/../../config.yaml", "nope.md",
+                   "guides\\webhooks.md", "~/.ssh/id_rsa"):
+        r = httpx.post(f"{url}/get", json={"source": source})
+        assert r.status_code in (400, 404) and "hunter2" not in r.text, (source, r.text)
+    # an indexed file later replaced by a symlink that leads out of the docs folder
+    indexed = project / "docs" / "guides" / "sdks.md"
+    indexed.unlink()
+    indexed.symlink_to(secret)
+    r = httpx.post(f"{url}/get", json={"source": "guides/sdks.md"})
+    assert r.status_code == 404 and "hunter2" not in r.text
+
+
+def test_gate_refuses_foreign_host_and_origin(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    url, _, _ = served
+    assert httpx.get(f"{url}/status", headers={"Host": "attacker.example"}).status_code == 421
+    assert httpx.get(f"{url}/status", headers={"Origin": "http://attacker.example"}).status_code == 403
+    port = url.rsplit(":", 1)[1]
+    assert httpx.get(f"{url}/status", headers={"Origin": f"http://localhost:{port}"}).status_code == 200
+    mcp = httpx.post(f"{url}/mcp", headers={"Host": "attacker.example", "Accept": "application/json"},
+                     json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}})
+    assert mcp.status_code == 421  # the MCP endpoint sits behind the same gate
+
+
+def test_query_through_the_server_equals_in_process_and_loads_no_chroma(
+        served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    _, project, _ = served
+    cfg = str(project / "config.yaml")
+    block = ("import sys; sys.modules['chromadb'] = None; sys.modules['onnxruntime'] = None; "
+             "from docvec.cli import main; sys.argv = ['docvec'] + sys.argv[1:]; main()")
+    for extra in ([], ["--mode", "keyword"], ["--where", "tag=auth", "-k", "2"], ["--spans", "off"]):
+        args = ["query", QUESTION, "--config", cfg, "--json", *extra]
+        via = subprocess.run([sys.executable, "-c", block, *args], cwd=project, capture_output=True, text=True)
+        assert via.returncode == 0, via.stderr  # answered without importing Chroma or onnxruntime
+        local = subprocess.run([sys.executable, "-m", "docvec.cli", *args, "--no-server"], cwd=project,
+                               capture_output=True, text=True)
+        assert local.returncode == 0 and via.stdout == local.stdout and via.stdout
+
+
+def test_second_serve_is_refused_naming_the_first(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    url, project, first = served
+    second = _start(["serve", "--config", str(project / "config.yaml"), "--listen", f"127.0.0.1:{_free_port()}"],
+                    project)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 1 and "already running" in err and str(first.pid) in err and url in err
+
+
+def test_sigterm_stops_cleanly_and_removes_the_advert(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    _, project, proc = served
+    adverts = list((project / "index").glob("docvec-serve-*.json"))
+    assert len(adverts) == 1 and json.loads(adverts[0].read_text())["pid"] == proc.pid
+    _stop(proc)
+    assert not adverts[0].exists()
+    run = _docvec(["query", QUESTION, "--config", str(project / "config.yaml"), "-k", "1"], project)
+    assert run.returncode == 0 and "webhooks.md" in run.stdout  # no server: answered in-process
+
+
+def test_a_reindex_by_another_process_is_picked_up(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    url, project, _ = served
+    before = httpx.post(f"{url}/search", json={"question": QUESTION, "k": 1}).json()["live"]
+    cfg = project / "config.yaml"
+    cfg.write_text(cfg.read_text() + "chunking:\n  max_tokens: 128\n")
+    assert _docvec(["reindex", "--config", str(cfg), "-q"], project).returncode == 0
+    after = httpx.post(f"{url}/search", json={"question": QUESTION, "k": 1}).json()
+    assert after["live"] != before and after["hits"][0]["source"] == "guides/webhooks.md"
+
+
+def test_non_loopback_bind_needs_a_token_and_checks_it(project: Path) -> None:
+    assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(project / "config.yaml")]).exit_code == 0
+    port = _free_port()
+    refused = _start(["serve", "--config", str(project / "config.yaml"), "--listen", f"0.0.0.0:{port}"], project)
+    _, err = refused.communicate(timeout=60)
+    assert refused.returncode == 2 and "token" in err
+    token = "s3cret-token-value"
+    proc = _start(["serve", "--config", str(project / "config.yaml"), "--listen", f"0.0.0.0:{port}"], project,
+                  {"DOCVEC_SERVE_TOKEN": token})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        assert httpx.get(f"{url}/status").status_code == 401
+        assert httpx.get(f"{url}/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = httpx.get(f"{url}/status", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200 and token not in ok.text
+        via = CliRunner().invoke(cli, ["query", QUESTION, "--config", str(project / "config.yaml"), "-k", "1"],
+                                 env={"DOCVEC_SERVE_TOKEN": token})
+        assert via.exit_code == 0 and "webhooks.md" in via.output
+    finally:
+        err = _stop(proc)
+    assert token not in err
+
+
+def test_mcp_over_stdio_with_the_official_client(project: Path) -> None:
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(project / "config.yaml")]).exit_code == 0
+    params = StdioServerParameters(command=sys.executable, cwd=str(project), args=[
+        "-m", "docvec.cli", "serve", "--mcp", "--config", str(project / "config.yaml")])
+
+    async def session() -> tuple[set[str], Any, Any, Any]:
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+            await s.initialize()
+            tools = {t.name for t in (await s.list_tools()).tools}
+            found = await s.call_tool("search", {"question": QUESTION, "k": 2})
+            got = await s.call_tool("get", {"source": "guides/webhooks.md", "start_line": 1, "end_line": 3})
+            bad = await s.call_tool("get", {"source": "../config.yaml"})
+            return tools, found, got, bad
+
+    tools, found, got, bad = anyio.run(session)
+    assert tools == {"search", "get", "status"}
+    hits = found.structured_content["result"]
+    assert hits[0]["source"] == "guides/webhooks.md" and "answer_lines" in hits[0] and "score" in hits[0]
+    assert got.structured_content["text"].startswith("---") and not got.is_error
+    assert bad.is_error and "relative to the docs folder" in bad.content[0].text
+
+
+def _search_sources(url: str, question: str) -> list[str]:
+    r = httpx.post(f"{url}/search", json={"question": question, "k": 3, "mode": "keyword"})
+    return [h["source"] for h in r.json()["hits"]] if r.status_code == 200 else []
+
+
+def _until(check: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError("the index did not follow the folder in time")
+
+
+def test_watch_follows_edits_renames_deletes_and_temp_files(project: Path) -> None:
+    cfg = project / "config.yaml"
+    cfg.write_text(cfg.read_text() + "serve:\n  debounce_ms: 200\n")
+    assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(cfg)]).exit_code == 0
+    port = _free_port()
+    proc = _start(["serve", "--watch", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"], project)
+    url = f"http://127.0.0.1:{port}"
+    docs = project / "docs"
+    try:
+        _wait_healthy(url, proc)
+        (docs / "zebra.md").write_text("# Zebra care\n\nFeed the zebra quinoa twice a day.\n")
+        (docs / ".zebra.md.swp").write_text("editor swap file")
+        _until(lambda: _search_sources(url, "zebra quinoa") == ["zebra.md"])
+        tmp = docs / "guides" / ".zebra2.md.tmp"  # an editor's atomic save: write a temp file, rename over
+        tmp.write_text("# Zebra care\n\nFeed the zebra oats instead.\n")
+        os.replace(tmp, docs / "guides" / "zebra2.md")
+        (docs / "zebra.md").unlink()
+        _until(lambda: _search_sources(url, "zebra oats") == ["guides/zebra2.md"]
+               and "zebra.md" not in _search_sources(url, "zebra quinoa"))
+    finally:
+        err = _stop(proc)
+    assert "sync failed" not in err
+    verify = _docvec(["verify", "--config", str(cfg), "--json"], project)
+    assert verify.returncode == 0 and json.loads(verify.stdout)["ok"], verify.stderr + err
+
+
+def test_a_burst_of_a_thousand_files_is_one_sync(project: Path) -> None:
+    cfg = project / "config.yaml"
+    cfg.write_text(cfg.read_text() + "serve:\n  debounce_ms: 1000\n")
+    assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(cfg)]).exit_code == 0
+    port = _free_port()
+    proc = _start(["serve", "--watch", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"], project)
+    url = f"http://127.0.0.1:{port}"
+    burst = project / "docs" / "burst"
+    try:
+        _wait_healthy(url, proc)
+        burst.mkdir()
+        for i in range(1000):  # like a git checkout: many files at once (same text: embedded once, reused)
+            (burst / f"page-{i:04d}.md").write_text("# Burst page\n\nThe aardvark ledger reconciles nightly.\n")
+        _until(lambda: httpx.get(f"{url}/status").json()["files"] == 1000 + 12, timeout=180)
+        time.sleep(1.5)  # a second sync would start within one quiet period
+    finally:
+        err = _stop(proc)
+    syncs = [line for line in err.splitlines() if "synced:" in line]
+    assert len(syncs) == 2 and "1000 added" in syncs[1], err  # the startup sync, then exactly one for the burst
+
+
+def test_sigterm_during_a_watch_sync_leaves_a_consistent_index(project: Path) -> None:
+    cfg = project / "config.yaml"
+    cfg.write_text(cfg.read_text() + "serve:\n  debounce_ms: 100\n")
+    assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(cfg)]).exit_code == 0
+    port = _free_port()
+    proc = _start(["serve", "--watch", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"], project)
+    more = project / "docs" / "more"
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+        more.mkdir()
+        for i in range(150):  # distinct texts: several seconds of embedding
+            (more / f"note-{i}.md").write_text(f"# Note {i}\n\n" + f"Item {i} covers topic {i * 7919 % 1009}. " * 30)
+        time.sleep(2.5)
+    finally:
+        _stop(proc)
+    report = json.loads(_docvec(["verify", "--config", str(cfg), "--json"], project).stdout)
+    damage = {k: v for k, v in report.items() if isinstance(v, list) and v and k != "missing"}
+    assert damage == {}, damage  # only not-yet-indexed files; nothing half-written or out of sync
+    assert report["missing"], "the sync was meant to be stopped part-way"
+    assert _docvec(["ingest", "-q", "--config", str(cfg)], project).returncode == 0
+    assert json.loads(_docvec(["verify", "--config", str(cfg), "--json"], project).stdout)["ok"]
+
+
+def test_every_command_has_help_including_serve() -> None:
+    result = CliRunner().invoke(cli, ["serve", "--help"])
+    assert result.exit_code == 0 and "--mcp" in result.output and "--watch" in result.output
+    assert (REPO / "serve" / "cli.py").exists()
+
+
+def test_a_sync_by_another_process_is_seen_by_the_running_server(
+        served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    url, project, _ = served
+    (project / "docs" / "okapi.md").write_text("# Okapi\n\nThe okapi eats the leaves of tall trees.\n")
+    assert _docvec(["ingest", "-q", "--config", str(project / "config.yaml")], project).returncode == 0
+    for mode in ("hybrid", "vector", "keyword"):
+        r = httpx.post(f"{url}/search", json={"question": "okapi leaves tall trees", "k": 1, "mode": mode})
+        assert r.status_code == 200 and r.json()["hits"][0]["source"] == "okapi.md", (mode, r.text)
+    (project / "docs" / "okapi.md").unlink()
+    assert _docvec(["ingest", "-q", "--config", str(project / "config.yaml")], project).returncode == 0
+    r = httpx.post(f"{url}/search", json={"question": "okapi leaves tall trees", "k": 3, "mode": "vector"})
+    assert "okapi.md" not in [h["source"] for h in r.json()["hits"]]
