@@ -34,7 +34,14 @@ STATS_KEY = "docvec:stats"  # JSON: files, chunks, skipped by reason, last sync 
 CHROMA_FILE = "chroma.sqlite3"
 # Chroma writes while it opens an index (its catalog); on a read-only or full disk that fails with these.
 _UNWRITABLE = ("readonly database", "read-only file system", "disk is full", "no space left", "disk i/o error",
-               "backfill request to compactor")  # the last: Chroma cannot apply its log (no room to write)
+               "input/output error", "backfill request to compactor", "permission denied")  # compactor: no room for its log
+
+
+def is_unwritable(exc: BaseException) -> bool:
+    """Whether an error says the index's disk cannot be written (read-only, full, failing, not permitted): the
+    one test shared by readers (who then read a copy) and writers (who then stop instead of retrying)."""
+    text = str(exc).lower()
+    return any(m in text for m in _UNWRITABLE)
 
 Metadata = dict[str, Any]
 DEFAULT_EF_CONSTRUCTION = 100  # Chroma's HNSW defaults
@@ -180,7 +187,7 @@ class Store:
             store.count()  # Chroma applies its pending log on the first read: that needs to write too
             return store
         except StoreError as exc:
-            if location.host or not any(m in str(exc).lower() for m in _UNWRITABLE):
+            if location.host or not is_unwritable(exc):
                 raise
             copy = _snapshot(location.path)
         store = cls.open(dataclasses.replace(location, path=copy))

@@ -21,7 +21,7 @@ from docvec.embedders import Embedder
 from docvec.errors import IndexMismatch, IndexNotFound, InputRejected, Interrupted, Refused, StoreError
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordIndex, sync_keyword_index
-from docvec.store import DOCS_ROOT_KEY, STATS_KEY, Metadata, Store, StoreLocation, dumps_metadata
+from docvec.store import DOCS_ROOT_KEY, STATS_KEY, Metadata, Store, StoreLocation, dumps_metadata, is_unwritable
 from ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, content_file_hash, read_markdown, scan
 
 # Chunks written per window. A window is embedded, then written with one Chroma call of each kind (Chroma's cost
@@ -458,7 +458,7 @@ def _write_window(store: Store, window: list[FileWork], plan: EmbeddingPlan, vec
         _write_files(store, window, plan, vectors, report)
         return
     except StoreError as exc:
-        if len(window) == 1 or _disk_trouble(exc):
+        if len(window) == 1 or is_unwritable(exc):
             raise
         first = exc
     written = 0
@@ -467,18 +467,13 @@ def _write_window(store: Store, window: list[FileWork], plan: EmbeddingPlan, vec
             _write_files(store, [fw], plan, vectors, report)
             written += 1
         except StoreError as exc:
-            if _disk_trouble(exc):
+            if is_unwritable(exc):
                 raise
             window.remove(fw)
             _unlist(fw.rel, report)
             report.skipped.append(Skipped(fw.rel, f"the index refused its chunks: {_after_colon(str(exc))}"))
     if not written:
         raise first
-
-
-def _disk_trouble(exc: StoreError) -> bool:
-    text = str(exc).lower()
-    return any(m in text for m in ("disk", "space", "readonly", "read-only", "permission", "i/o"))
 
 
 def _after_colon(message: str) -> str:

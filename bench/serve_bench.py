@@ -1,0 +1,227 @@
+"""A warm docvec: `docvec query` with and without a running server, warm HTTP latency, concurrency, idle RSS, watch.
+
+    python bench/serve_bench.py [--sizes 10000,100000] [--watch-corpus ../shared/corpora/fastapi-docs-en]
+
+- 10k chunks: the real SciFact index of bench/scifact_eval.py (9,977 chunks, built-in model).
+- 100k chunks: SciFact copies with perturbed real vectors, built once like bench/scale_bench.py (no embedding).
+For each size a real `docvec serve` runs; measured side by side in one run: `docvec query` through it vs
+`--no-server` (median wall of 9 alternating runs each), warm POST /search p50/p95 (vector, hybrid; 100 questions
+each, answer pointing by words as by default), 20 concurrent clients x 50 questions (errors, p50/p95), idle RSS.
+Watch: `docvec serve --watch` on a copy of a real docs folder: median seconds from saving an edit to the edited
+text being searchable, and how many syncs a 1,000-file burst causes. Writes bench/results/serve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+RESULTS = REPO / "bench" / "results"
+SCIFACT = REPO.parent / "shared" / "eval" / "scifact"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--watch-corpus", type=Path, default=REPO.parent / "shared" / "corpora" / "fastapi-docs-en")
+    ns = parser.parse_args()
+    questions = [json.loads(line)["query"] for line in (SCIFACT / "queries.jsonl").read_text().splitlines()]
+    out: dict[str, Any] = {}
+    for size in (int(s) for s in ns.sizes.split(",")):
+        cfg = RESULTS / "scifact.yaml" if size <= 10_000 else _big_index(size)
+        out[f"{size}"] = _one_size(cfg, questions)
+        print(size, json.dumps(out[f"{size}"]), flush=True)
+    out["watch"] = _watch(ns.watch_corpus)
+    print("watch", json.dumps(out["watch"]), flush=True)
+    (RESULTS / "serve.json").write_text(json.dumps(out, indent=1))
+
+
+def _big_index(size: int) -> Path:
+    """A ~size-chunk index of SciFact copies with perturbed real vectors (built once, then reused)."""
+    import numpy as np
+
+    from docvec.chunker import ChunkParams
+    from docvec.fingerprint import Fingerprint
+    from docvec.store import StoreLocation
+    from ingest.pipeline import ingest, open_for_writing
+    from ingest.scan import ScanOptions
+    from scale_bench import LookupEmbedder, _corpus, _scifact_vectors
+
+    work = RESULTS / f"serve-{size}"
+    cfg = work / "config.yaml"
+    if cfg.exists():
+        return cfg
+    shutil.rmtree(work, ignore_errors=True)
+    _corpus(size, SCIFACT / "docs", work / "docs")
+    _, vectors, _ = _scifact_vectors()
+    rng = np.random.default_rng(size)
+    pool = vectors + rng.normal(0, 0.01, vectors.shape).astype(np.float32)
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    embedder = LookupEmbedder(pool)
+    store = open_for_writing(StoreLocation(work / "index", "docvec"), Fingerprint.build(embedder.info, ChunkParams()))
+    ingest(store, embedder, ScanOptions(work / "docs"), ChunkParams())
+    cfg.write_text(f"docs:\n  path: {work / 'docs'}\nstore:\n  path: {work / 'index'}\n")
+    return cfg
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(cfg: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    port = _port()
+    proc = subprocess.Popen([sys.executable, "-m", "docvec.cli", "serve", "--config", str(cfg), "--listen",
+                             f"127.0.0.1:{port}", *extra], stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise SystemExit("docvec serve did not start")
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=120)[1]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _one_size(cfg: Path, questions: list[str]) -> dict[str, Any]:
+    proc, url = _serve(cfg)
+    try:
+        for q in questions[:5]:  # warm-up: first searches load the HNSW index and the keyword segments
+            httpx.post(f"{url}/search", json={"question": q, "k": 5}, timeout=60)
+        out: dict[str, Any] = {"idle_rss_mb": _rss_mb(proc.pid)}
+        for mode in ("vector", "hybrid"):
+            out[f"http_{mode}"] = _latencies(url, questions[5:105], mode)
+        out["concurrent_20x50_hybrid"] = _concurrent(url, questions, 20, 50)
+        out["cli"] = _cli(cfg, questions[200:209])
+        out["rss_after_mb"] = _rss_mb(proc.pid)
+    finally:
+        _stop(proc)
+    return out
+
+
+def _latencies(url: str, questions: list[str], mode: str) -> dict[str, float]:
+    times = []
+    with httpx.Client(timeout=60) as client:
+        for q in questions:
+            t0 = time.perf_counter()
+            r = client.post(f"{url}/search", json={"question": q, "k": 10, "mode": mode})
+            times.append(time.perf_counter() - t0)
+            r.raise_for_status()
+    return _pct(times)
+
+
+def _concurrent(url: str, questions: list[str], clients: int, each: int) -> dict[str, Any]:
+    def run(c: int) -> tuple[list[float], int]:
+        times, errors = [], 0
+        with httpx.Client(timeout=120) as client:
+            for i in range(each):
+                q = questions[(c * each + i) % len(questions)]
+                t0 = time.perf_counter()
+                try:
+                    ok = client.post(f"{url}/search", json={"question": q, "k": 10}).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                times.append(time.perf_counter() - t0)
+                errors += not ok
+        return times, errors
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(run, range(clients)))
+    times = [t for ts, _ in results for t in ts]
+    return {"requests": len(times), "errors": sum(e for _, e in results), **_pct(times)}
+
+
+def _cli(cfg: Path, questions: list[str]) -> dict[str, float]:
+    """Median wall of `docvec query` through the server and in-process, alternating."""
+    via: list[float] = []
+    local: list[float] = []
+    for q in questions:
+        for flag, sink in (([], via), (["--no-server"], local)):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "docvec.cli", "query", q, "--config", str(cfg), *flag],
+                           capture_output=True, check=True)
+            sink.append(time.perf_counter() - t0)
+    return {"via_server_median_s": round(statistics.median(via), 3),
+            "no_server_median_s": round(statistics.median(local), 3)}
+
+
+def _pct(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    return {"p50_ms": round(1000 * statistics.median(ordered), 1),
+            "p95_ms": round(1000 * ordered[int(0.95 * (len(ordered) - 1))], 1)}
+
+
+def _watch(corpus: Path) -> dict[str, Any]:
+    work = RESULTS / "serve-watch"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(corpus, work / "docs")
+    cfg = work / "config.yaml"
+    cfg.write_text(f"docs:\n  path: {work / 'docs'}\nstore:\n  path: {work / 'index'}\nserve:\n  debounce_ms: 300\n")
+    subprocess.run([sys.executable, "-m", "docvec.cli", "ingest", "-q", "--config", str(cfg)], check=True)
+    proc, url = _serve(cfg, "--watch")
+    files = sorted((work / "docs").rglob("*.md"))
+    delays = []
+    try:
+        time.sleep(3)
+        for n, path in enumerate(files[:15]):
+            word = f"zqx{n}marker"
+            with path.open("a", encoding="utf-8") as f:
+                f.write(f"\n\nThe {word} paragraph was just added.\n")
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 120:
+                r = httpx.post(f"{url}/search", json={"question": word, "k": 1, "mode": "keyword"}).json()
+                if r.get("hits") and word in r["hits"][0]["text"]:
+                    break
+                time.sleep(0.02)
+            delays.append(time.perf_counter() - t0)
+        burst = work / "docs" / "burst"
+        burst.mkdir()
+        for i in range(1000):
+            (burst / f"p{i:04d}.md").write_text(f"# Page {i}\n\nBurst page {i} of a checkout.\n")
+        t0 = time.perf_counter()
+        while httpx.get(f"{url}/status").json()["files"] < len(files) + 1000 and time.perf_counter() - t0 < 600:
+            time.sleep(0.5)
+        burst_s = time.perf_counter() - t0
+        time.sleep(2)
+    finally:
+        err = _stop(proc)
+    adding = [m for m in re.findall(r"synced: (\d+) added", err) if int(m) > 0]  # edits change, the burst adds
+    return {"corpus": corpus.name, "files": len(files),
+            "edit_to_searchable_median_s": round(statistics.median(delays), 2),
+            "edit_to_searchable_max_s": round(max(delays), 2), "burst_files": 1000,
+            "syncs_for_burst": len(adding), "burst_added_per_sync": [int(m) for m in adding],
+            "burst_indexed_s": round(burst_s, 1)}
+
+
+if __name__ == "__main__":
+    main()
