@@ -13,18 +13,28 @@ import bisect
 import datetime
 import hashlib
 import math
+import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import yaml
 
-CHUNKER_VERSION = "2"  # 2: long headings capped in context, split code blocks packed
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+CHUNKER_VERSION = "3"  # 2: long headings capped in context, split code blocks packed; 3: TOML/JSON front
+# matter, description-only pages, MDX
 #: Counts model tokens (special tokens included) of each text in a batch.
 TokenCounter = Callable[[Sequence[str]], list[int]]
 Scalar = str | int | float | bool
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
+_TOML_FRONT_MATTER = re.compile(r"\A\+\+\+[ \t]*\r?\n(.*?)(?:\r?\n)?^\+\+\+[ \t]*(?:\r?\n|\Z)", re.S | re.M)
+_SUMMARY_KEYS = ("description", "summary", "excerpt")  # front-matter prose that can stand in for an empty body
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 # Finer and finer places to cut a block that is too big on its own.
 _SPLITTERS = (re.compile(r"\n[ \t]*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?;:])\s+"), re.compile(r"\s+"))
@@ -95,6 +105,8 @@ def chunk_markdown(text: str, count_tokens: TokenCounter, params: ChunkParams) -
     title_value = front.get("title")
     sections = _sections(text, body_start)
     title = str(title_value) if title_value else _first_h1(sections)
+    if not text[body_start:].strip() and _summary(front):  # a section page: its description is its text
+        return ParsedDocument(front, title, [_summary_chunk(text, front, title, body_start, count_tokens)], warnings)
     packer = _Packer(text, count_tokens, params)
     packer.prefetch(sections)
     chunks = [c for s in sections for c in packer.pack_section(s)]
@@ -102,9 +114,23 @@ def chunk_markdown(text: str, count_tokens: TokenCounter, params: ChunkParams) -
 
 
 def has_body(text: str) -> bool:
-    """Whether the document has text besides its front matter (a file without any gives no chunks)."""
-    _, body_start, _ = _front_matter(text)
-    return bool(text[body_start:].strip())
+    """Whether the document has text to index: a body, or a front-matter description standing in for one."""
+    front, body_start, _ = _front_matter(text)
+    return bool(text[body_start:].strip()) or bool(_summary(front))
+
+
+def _summary(front: dict[str, Scalar | list[str]]) -> str:
+    return " ".join(str(front[k]).strip() for k in _SUMMARY_KEYS if isinstance(front.get(k), str) and
+                    str(front[k]).strip())
+
+
+def _summary_chunk(text: str, front: dict[str, Scalar | list[str]], title: str | None, end: int,
+                   count_tokens: TokenCounter) -> Chunk:
+    """One chunk of title + description for a page whose body is empty (its front matter's lines)."""
+    shown = f"{title}\n\n{_summary(front)}" if title else _summary(front)
+    lines = text.count("\n", 0, max(end - 1, 0)) + 1
+    trail = (title,) if title else ()
+    return Chunk(shown, shown, trail, (), 0, end, 1, lines, count_tokens([shown])[0])
 
 
 def chunk_id(source: str, chunk: Chunk, occurrence: int) -> str:
@@ -129,25 +155,88 @@ def content_hash(embed_text: str) -> str:
     return hashlib.sha256(embed_text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+# --- MDX -----------------------------------------------------------------------------------------------------
+
+_FENCE_LINE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_ESM_LINE = re.compile(r"^(import|export)\s")
+_JSX_TAG = re.compile(r"</?[A-Z][\w.]*(?:\s+(?:[^<>\"'{}]|\"[^\"]*\"|'[^']*'|\{[^{}]*\})*)?/?>|\{/\*.*?\*/\}")
+
+
+def mdx_to_markdown(text: str) -> str:
+    """MDX as markdown: import/export lines and JSX component tags (capitalised: <Tabs>, <Card title="x" />)
+    and {/* comments */} are blanked, their text children kept; fenced code untouched. Every removed character
+    becomes a space, so lines and offsets stay those of the file."""
+    out: list[str] = []
+    fence: str | None = None
+    in_esm = False
+    for line in text.splitlines(keepends=True):
+        opener = _FENCE_LINE.match(line)
+        if fence is not None:
+            if opener and opener.group(1)[0] == fence[0] and len(opener.group(1)) >= len(fence):
+                fence = None
+            out.append(line)
+            continue
+        if opener:
+            fence = opener.group(1)
+            out.append(line)
+            continue
+        body = line.rstrip("\r\n")
+        if _ESM_LINE.match(body) or (in_esm and body.strip()):  # an ESM block runs to the next blank line (MDX)
+            in_esm = True
+            out.append(_blank(body) + line[len(body):])
+            continue
+        in_esm = False
+        out.append(_JSX_TAG.sub(lambda m: _blank(m.group()), body) + line[len(body):])
+    return "".join(out)
+
+
+def _blank(text: str) -> str:
+    return re.sub(r"[^\n]", " ", text)
+
+
 # --- front matter -------------------------------------------------------------------------------------------
 
 
 def _front_matter(text: str) -> tuple[dict[str, Scalar | list[str]], int, list[str]]:
-    match = _FRONT_MATTER.match(text)
-    if not match:
-        return {}, 0, []
+    """(fields, where the body starts, warnings) for YAML (---), TOML (+++) or JSON ({...}) front matter."""
+    yaml_match, toml_match = _FRONT_MATTER.match(text), _TOML_FRONT_MATTER.match(text)
+    match = yaml_match or toml_match
+    if match is None:
+        return _json_front_matter(text)
     if len(match.group(1)) > _MAX_FRONT_MATTER:
         return {}, match.end(), [f"front matter over {_MAX_FRONT_MATTER // 1024} KiB ignored"]
     try:
-        data = yaml.safe_load(match.group(1))
+        data = yaml.safe_load(match.group(1)) if yaml_match else tomllib.loads(match.group(1))
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "malformed YAML"
         return {}, match.end(), [f"front matter ignored: {problem}"]
+    except tomllib.TOMLDecodeError as exc:
+        return {}, match.end(), [f"front matter ignored: malformed TOML ({exc})"]
+    return _fields(data, match.end())
+
+
+def _json_front_matter(text: str) -> tuple[dict[str, Scalar | list[str]], int, list[str]]:
+    """Hugo's JSON front matter: an object opening the file, closed by a `}` that ends its line."""
+    if not text.startswith("{"):
+        return {}, 0, []
+    try:
+        data, end = json.JSONDecoder().raw_decode(text[:_MAX_FRONT_MATTER])
+    except ValueError:
+        return {}, 0, []  # a file that merely starts with "{" is text
+    newline = text.find("\n", end)
+    line_end = len(text) if newline < 0 else newline
+    if not isinstance(data, dict) or text[end:line_end].strip():  # the closing brace must end its line
+        return {}, 0, []
+    return _fields(data, line_end + 1 if newline >= 0 else len(text))
+
+
+def _fields(data: Any, body_start: int) -> tuple[dict[str, Scalar | list[str]], int, list[str]]:
     if data is None:
-        return {}, match.end(), []
+        return {}, body_start, []
+    match_end = body_start
     if not isinstance(data, dict):
-        return {}, match.end(), ["front matter ignored: not a mapping of keys"]
-    return _scalar_fields(data), match.end(), []
+        return {}, match_end, ["front matter ignored: not a mapping of keys"]
+    return _scalar_fields(data), match_end, []
 
 
 def _scalar_fields(data: dict[Any, Any]) -> dict[str, Scalar | list[str]]:

@@ -39,6 +39,7 @@ SUBCOMMANDS = {
     "prune": ("ingest.cli", "prune_command"),
     "status": ("docvec.cli", "status_command"),
     "serve": ("serve.cli", "serve_command"),
+    "completion": ("docvec.cli", "completion_command"),
 }
 
 
@@ -128,8 +129,16 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="docvec")
-def cli() -> None:
-    """Index a folder of markdown docs into Chroma and query it from the shell."""
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="Config file for every command (also accepted after the command).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """Index a folder of markdown docs into Chroma and query it from the shell.
+
+    Config: --config, else $DOCVEC_CONFIG, else config.yaml in this folder or the nearest parent that has a
+    docvec one, else ~/.config/docvec/config.yaml. Shell completion: docvec completion bash|zsh|fish."""
+    if config_path is not None:
+        ctx.meta["docvec.config"] = config_path
 
 
 def _stash(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -179,6 +188,8 @@ def config_options(func: F) -> F:
 def load(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
     """Settings from the config file and environment, with command-line overrides on top."""
     ctx = click.get_current_context(silent=True)
+    if config_path is None and ctx is not None:
+        config_path = ctx.meta.get("docvec.config")  # `docvec --config X query ...`
     stashed = dict(ctx.meta.get("docvec.flags", {})) if ctx is not None else {}
     flags = {k: str(v) if isinstance(v, Path) else v for k, v in {**stashed, **overrides}.items()}
     if ctx is not None:  # values that messages must never show, even when the settings are refused
@@ -244,12 +255,20 @@ def _render_status(data: dict[str, Any]) -> None:
     when = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data["last_sync"])) + f" ({data['last_sync_seconds']:.1f} s)"
             if data["last_sync"] else "unknown (built before docvec recorded it)")
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(data["skipped"].items())) or "none"
+    click.echo(f"config     {data.get('config') or 'none (defaults and environment)'}")
     click.echo(f"index      {data['index']}")
     click.echo(f"docs       {data['docs_root'] or 'unknown (recorded at the next ingest)'}")
     click.echo(f"last sync  {when}" + ("; a later run was interrupted: run `docvec ingest` to finish it"
                                           if data["interrupted_run"] else ""))
     files = data["files"] if data["files"] is not None else "?"
     click.echo(f"contents   {files} files, {data['chunks']} chunks; skipped: {skipped}")
+    since = data.get("folder_since_sync")
+    if since is not None:
+        known = (data["files"] or 0) + sum(data["skipped"].values())
+        moved = since["modified_after_sync"] or since["files"] != known
+        click.echo("folder     " + (f"changed since the last sync ({since['modified_after_sync']} files modified, "
+                                    f"{since['files']} files now): run `docvec ingest`" if moved else
+                                    "unchanged since the last sync (sizes and times)"))
     click.echo(f"writer     {data['writer'] or 'none'}")
     click.echo(f"model      {data['provider']}:{data['model']} ({data['dimension']} dimensions, digest "
                f"{fp['digest'][:12] or '-'}) on {data['runs_on']}, {data['cpus']} CPUs available")
@@ -272,6 +291,17 @@ def _human(n: int) -> str:
             return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
         size /= 1024
     return f"{size:.1f} GiB"
+
+
+@click.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion_command(shell: str) -> None:
+    """Print the shell completion script: eval "$(docvec completion bash)" in ~/.bashrc (zsh, fish alike)."""
+    from click.shell_completion import get_completion_class
+
+    completion = get_completion_class(shell)
+    assert completion is not None
+    click.echo(completion(cli, {}, "docvec", "_DOCVEC_COMPLETE").source())
 
 
 READ_ONLY = {"query", "status", "eval"}  # commands that write nothing, so may skip interpreter teardown

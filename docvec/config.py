@@ -29,7 +29,7 @@ DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 @dataclass(frozen=True)
 class DocsSettings:
     path: str = "data/docs"
-    include: list[str] = field(default_factory=lambda: ["**/*.md", "**/*.markdown"])
+    include: list[str] = field(default_factory=lambda: ["**/*.md", "**/*.markdown", "**/*.mdx"])
     exclude: list[str] = field(default_factory=list)
     skip_hidden: bool = True
     follow_symlinks: bool = False
@@ -108,6 +108,8 @@ class Settings:
     serve: ServeSettings = field(default_factory=ServeSettings)
     #: folder that relative paths in the settings are resolved against (the config file's folder)
     base_dir: Path = field(default_factory=Path.cwd)
+    #: the config file these settings were read from (None: defaults and environment only)
+    config_file: Union[Path, None] = None
 
     def resolve(self, relative: str) -> Path:
         """Resolve a path from the settings against the config file's folder."""
@@ -119,7 +121,8 @@ class Settings:
 
 
 SECTIONS: dict[str, type] = {
-    f.name: typing.get_type_hints(Settings)[f.name] for f in dataclasses.fields(Settings) if f.name != "base_dir"
+    f.name: typing.get_type_hints(Settings)[f.name] for f in dataclasses.fields(Settings)
+    if f.name not in ("base_dir", "config_file")
 }
 
 SECRET_SUFFIXES = ("token", "headers")  # settings whose values no message may show
@@ -181,7 +184,7 @@ def load_settings(
         raw["embedding"]["host"] = environ.get(OLLAMA_HOST_ENV) or DEFAULT_OLLAMA_HOST
         origins[("embedding", "host")] = f"environment variable {OLLAMA_HOST_ENV}"
     sections = {name: _build_section(name, cls, raw[name], origins) for name, cls in SECTIONS.items()}
-    settings = Settings(**sections, base_dir=path.parent if path else cwd)
+    settings = Settings(**sections, base_dir=path.parent if path else cwd, config_file=path)
     _check_relations(settings, str(path) if path else "settings")
     return settings
 
@@ -194,7 +197,24 @@ def _pick_config_file(config_path: Path | None, environ: Mapping[str, str], cwd:
             raise ConfigError(f"config file {config_path} does not exist: fix the path or unset {CONFIG_ENV}")
         return config_path.resolve()
     default = cwd / "config.yaml"
-    return default.resolve() if default.is_file() else None
+    if default.is_file():
+        return default.resolve()
+    for folder in cwd.resolve().parents:  # like git and ruff: the project's config from any subfolder
+        candidate = folder / "config.yaml"
+        if candidate.is_file() and _looks_like_ours(candidate):
+            return candidate
+    home = environ.get("XDG_CONFIG_HOME") or (str(Path(environ["HOME"]) / ".config") if environ.get("HOME") else None)
+    user = Path(home) / "docvec" / "config.yaml" if home else None
+    return user.resolve() if user is not None and user.is_file() else None
+
+
+def _looks_like_ours(path: Path) -> bool:
+    """A parent folder's config.yaml counts only if it is docvec's (another tool's config.yaml is not)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and bool(data) and set(data) <= set(SECTIONS)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -31,6 +31,8 @@ def status_data(store: Any, settings: Settings) -> dict[str, Any]:
             "writer": _writer(store), "size_bytes": store.size_on_disk(),
             "built_by": store.collection_metadata().get("docvec:version"),
             "fingerprint": json.loads(fp.to_json()), "live": store.name,
+            "config": str(settings.config_file) if settings.config_file else None,
+            "folder_since_sync": folder_since(store.docs_root(), stats.get("synced_at"), settings.docs.include),
             "hnsw": {k: v for k, v in store.hnsw_settings().items()
                      if k in ("space", "ef_search", "ef_construction", "max_neighbors")},
             "collections": [{"name": c.name, "live": c.live, "previous": c.previous, "chunks": c.count,
@@ -54,3 +56,26 @@ def _writer(store: Any) -> str | None:
 
         return describe_lease(LeaseBoard(store.location).read())
     return current_holder(lock_path_for(store.location.path, store.location.collection))
+
+
+def folder_since(root: str | None, synced_at: float | None, include: list[str]) -> dict[str, Any] | None:
+    """A cheap look at the docs folder (names, sizes and times only, no hashes): how many indexable files it
+    holds now, and how many were modified after the last sync (None when unknown)."""
+    import fnmatch
+    import os
+
+    if root is None or synced_at is None or not os.path.isdir(root):
+        return None
+    suffixes = tuple({os.path.splitext(p)[1] for p in include if os.path.splitext(p)[1]})
+    files = newer = 0
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "node_modules"]
+        for name in names:
+            if name.startswith(".") or not (name.endswith(suffixes) or any(fnmatch.fnmatch(name, p) for p in include)):
+                continue
+            files += 1
+            try:
+                newer += os.stat(os.path.join(folder, name)).st_mtime > synced_at
+            except OSError:
+                newer += 1  # vanished or unreadable since: a change all the same
+    return {"files": files, "modified_after_sync": newer}

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from docvec.chunker import mdx_to_markdown
 from docvec.errors import SourceError
 
 ALWAYS_SKIPPED_DIRS = {".git", "node_modules", "__pycache__", ".venv"}
@@ -180,12 +181,15 @@ def _walk_error(root: Path, error: OSError) -> Skipped:
 
 
 def read_markdown(path: Path) -> tuple[str, bytes]:
-    """The file's text and raw bytes; raises Unreadable with the reason a file cannot be indexed."""
+    """The file's text (MDX read as markdown) and raw bytes; raises Unreadable with the reason a file cannot be
+    indexed."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise Unreadable(f"unreadable: {exc.strerror or exc}", transient=True) from exc
     text = _decode(data)
+    if path.suffix.lower() == ".mdx":
+        text = mdx_to_markdown(text)
     if not text.strip():
         raise Unreadable("empty")
     return text, data

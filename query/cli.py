@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import shutil
 import threading
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -42,25 +45,27 @@ if TYPE_CHECKING:
 @click.option("--spans", type=click.Choice(SPAN_MODES),
               help="Point each hit at its answering lines by the question's words (fast), the model as well "
                    "(more precise, ~0.3 s), or not at all (query.spans, default words).")
+@click.option("--files", "files_only", is_flag=True, help="List matching files once each (best chunk per file).")
 @click.option("--no-server", is_flag=True, help="Answer in this process even when `docvec serve` runs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit, one per line.")
 def query_command(question: tuple[str, ...], config_path: Path | None, index_path: Path | None,
                   collection: str | None, top_k: int | None, min_score: float | None, per_file: int | None,
-                  where: tuple[str, ...], mode: str | None, explain: bool, spans: str | None, no_server: bool,
-                  as_json: bool) -> None:
-    """Print the chunks that best answer QUESTION: score, label, source:line, text."""
-    text = " ".join(question).strip()
+                  where: tuple[str, ...], mode: str | None, explain: bool, spans: str | None, files_only: bool,
+                  no_server: bool, as_json: bool) -> None:
+    """Print the chunks that best answer QUESTION (- reads it from stdin): score, label, source:lines, text."""
+    text = sys.stdin.read().strip() if question == ("-",) else " ".join(question).strip()
     if not text:
         raise click.UsageError("the question is empty")
     if len(text) > MAX_QUERY_CHARS:
         raise click.UsageError(f"the question is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
     settings = load(config_path, {"store.path": index_path, "store.collection": collection,
                                   "query.top_k": top_k, "query.min_score": min_score, "query.mode": mode,
-                                  "query.per_file": per_file, "query.spans": spans})
+                                  "query.per_file": 1 if files_only else per_file, "query.spans": spans})
+    view = _View(explain, as_json, files_only, settings.resolve(settings.docs.path))
     where_clause = parse_where(list(where))
     served = None if no_server else from_server(settings, text, list(where))
     if served is not None:  # a warm `docvec serve` of this index answered: no Chroma, no model here
-        _output(served, explain, as_json)
+        view.show(served)
         return
     preload = _Preload(settings, text)  # model load and question embedding overlap opening the index
     from docvec.store import Store
@@ -77,24 +82,46 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
                       fusion(settings), vector, q.per_file)
     if q.spans != "off":
         hits = point(hits, text, embedder if q.spans == "model" else None, vector)
-    _output(hits, explain, as_json)
+    view.show(hits)
 
 
-def _output(hits: list[Hit], explain: bool, as_json: bool) -> None:
-    if as_json:
-        for hit in hits:
-            emit_json(hit.as_dict())
-    else:
-        _render(hits, explain)
+@dataclass(frozen=True)
+class _View:
+    """How hits are printed: JSON lines, one line per file, or the full text view."""
+
+    explain: bool
+    as_json: bool
+    files_only: bool
+    docs_root: Path
+
+    def show(self, hits: list[Hit]) -> None:
+        if self.as_json:
+            for hit in hits:
+                emit_json(hit.as_dict())
+        elif self.files_only:
+            for hit in hits:
+                click.echo(f"{hit.score:.3f}  {printable(self.path(hit))}:{hit.start_line}  {printable(hit.label)}")
+        else:
+            _render(hits, self)
+
+    def path(self, hit: Hit) -> str:
+        """The hit's file as a path from the current folder (clickable in terminals and editors)."""
+        full = self.docs_root / hit.source
+        try:
+            shown = os.path.relpath(full)
+        except ValueError:  # another drive (Windows)
+            return str(full)
+        return shown if len(shown) <= len(str(full)) else str(full)
 
 
-def from_server(settings: Settings, question: str, where: list[str], k: int | None = None) -> list[Hit] | None:
+def from_server(settings: Settings, question: str, where: list[str], k: int | None = None,
+                mode: str | None = None) -> list[Hit] | None:
     """The hits a running `docvec serve` of this index gives for the query settings, or None (no such server)."""
     from docvec.remote import advert_path, ask_server
 
     location = store_location(settings)
     q = settings.query
-    body = {"question": question, "k": k or q.top_k, "mode": q.mode, "where": where, "min_score": q.min_score,
+    body = {"question": question, "k": k or q.top_k, "mode": mode or q.mode, "where": where, "min_score": q.min_score,
             "per_file": q.per_file, "spans": q.spans, "fusion": {
                 "method": q.fusion, "vector_weight": q.vector_weight, "keyword_weight": q.keyword_weight,
                 "rrf_k": q.rrf_k, "candidates": q.candidates}}
@@ -164,7 +191,7 @@ def _index_embedder(store: "Store", settings: Settings, optional: bool = False) 
             click.echo(note if note.startswith("warning:") else f"note: {note}", err=True)
 
 
-def _render(hits: list[Hit], explain: bool) -> None:
+def _render(hits: list[Hit], view: _View) -> None:
     if not hits:
         click.echo("no results (try a lower --min-score or fewer --where filters)", err=True)
         return
@@ -173,15 +200,42 @@ def _render(hits: list[Hit], explain: bool) -> None:
         click.echo(f"{hit.rank}. {hit.score:.3f}  " + click.style(printable(hit.label), bold=True))
         first, last = hit.answer_lines or (hit.start_line, hit.end_line)
         place = f"{first}" if first == last else f"{first}-{last}"
-        click.echo(f"   {printable(hit.source)}:{place}" + _also(hit))
-        if explain:
+        click.echo(f"   {printable(view.path(hit))}:{place}" + _also(hit))
+        if view.explain:
             click.echo("   " + _explanation(hit))
-        start, end = hit.answer_span or (0, len(hit.text))
-        lines = textwrap.wrap(printable(" ".join(hit.text[start:end].split())), width - 3, max_lines=4,
-                              placeholder=" …")
-        for line in lines:
+        for line in _excerpt(hit, width - 3):
             click.echo("   " + (click.style(line, bold=True) if hit.answer_span else line))
         click.echo()
+
+
+def _excerpt(hit: Hit, width: int, max_lines: int = 6) -> list[str]:
+    """The pointed lines (else the chunk's first ones): code and table lines kept as lines (cut at the width),
+    prose reflowed into paragraphs."""
+    start, end = hit.answer_span or (0, len(hit.text))
+    out: list[str] = []
+    paragraph: list[str] = []
+    fence = False
+
+    def flush() -> None:
+        if paragraph:
+            out.extend(textwrap.wrap(" ".join(paragraph), width))
+            paragraph.clear()
+    for raw in hit.text[start:end].splitlines():
+        line = printable(raw.rstrip())
+        literal = fence or line.lstrip().startswith(("```", "~~~", "|")) or line.startswith(("    ", "\t"))
+        if line.lstrip().startswith(("```", "~~~")):
+            fence = not fence
+        if literal or not line.strip() or line.lstrip().startswith(("- ", "* ", "#")) or line[:3].rstrip(".").isdigit():
+            flush()
+            if line.strip():
+                out.append(line if len(line) <= width else line[:width - 1] + "…")
+            if not literal and line.strip() and not line.lstrip().startswith("#"):
+                out.pop()
+                paragraph.append(line.strip())  # a list item starts its own paragraph
+        else:
+            paragraph.append(line.strip())
+    flush()
+    return out if len(out) <= max_lines else out[:max_lines - 1] + [out[max_lines - 1] + " …"]
 
 
 def _also(hit: Hit) -> str:
@@ -211,10 +265,11 @@ def _explanation(hit: Hit) -> str:
 @click.option("--deep", is_flag=True, help="Rank 100 documents per question instead (recall@100; published IR "
                                            "figures are computed this way).")
 @click.option("--per-query", is_flag=True, help="Also list each query's rank of its first relevant document.")
+@click.option("--no-server", is_flag=True, help="Answer in this process even when `docvec serve` runs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per evaluated column.")
 def eval_command(queries: Path, config_path: Path | None, index_path: Path | None, collection: str | None,
                  modes: tuple[str, ...], others: tuple[Path, ...], k: int, deep: bool, per_query: bool,
-                 as_json: bool) -> None:
+                 no_server: bool, as_json: bool) -> None:
     """Score labelled QUERIES (JSONL, or YAML expectations) against the index; exit 1 if an expectation fails."""
     from docvec.store import Store
     from query.evaluate import DEPTH, evaluate, load_queries
@@ -224,6 +279,10 @@ def eval_command(queries: Path, config_path: Path | None, index_path: Path | Non
     reports: list[EvalReport] = []
     for cfg in (config_path, *others):
         settings = load(cfg, overrides if cfg == config_path else {})
+        served = None if no_server or deep else _eval_via_server(settings, labelled, modes, k, cfg if others else None)
+        if served is not None:  # a running `docvec serve` of this index answered every question
+            reports.extend(served)
+            continue
         store = Store.open_for_reading(store_location(settings))
         embedder = _index_embedder(store, settings, optional=all(m == "keyword" for m in modes or
                                                                   (settings.query.mode,)))
@@ -245,6 +304,28 @@ def eval_command(queries: Path, config_path: Path | None, index_path: Path | Non
     failed = sum(len(r.failures) for r in reports)
     if failed:
         raise click.ClickException(f"{failed} expectation(s) failed")
+
+
+class _ServerGone(Exception):
+    """The server stopped answering part-way: the evaluation is redone in-process."""
+
+
+def _eval_via_server(settings: Settings, labelled: list[Any], modes: tuple[str, ...], k: int,
+                     cfg: Path | None) -> list["EvalReport"] | None:
+    """Every mode's report computed from a running server's answers, or None when there is none."""
+    from query.evaluate import evaluate
+
+    def retrieve(question: str, mode: str) -> list[Hit]:
+        hits = from_server(settings, question, [], k, mode)
+        if hits is None:
+            raise _ServerGone
+        return hits
+    try:
+        return [evaluate(f"{mode}" + (f" ({cfg.name})" if cfg else ""), labelled,
+                         lambda question, mode=mode: retrieve(question, mode), k)  # type: ignore[misc]
+                for mode in modes or (settings.query.mode,)]
+    except _ServerGone:
+        return None
 
 
 def _render_eval(reports: list["EvalReport"], per_query: bool) -> None:

@@ -171,14 +171,18 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
     while True:
         read = _read(store, keyword, qvec, q, depth)
         score = _scorer(q, read)
-        for c in read.pool.values():
-            c.score = score(c.similarity, c.keyword_score)
         complete = read.everything or (read.vector_bound is None and read.keyword_bound is None)
         bound = -math.inf if complete else score(read.vector_bound, read.keyword_bound or 0.0)
         if bound < q.min_score:
             complete, bound = True, -math.inf  # nothing unread can pass min_score
+        if qvec is not None:
+            _fill_similarities(store, qvec, read, score, bound)
+        for c in read.pool.values():
+            c.score = score(c.similarity, c.keyword_score)
         hits = _select(store, read.pool, q, bound)
         if len(hits) >= top_k or complete:
+            if not hits and where:
+                check_where_keys(store, where)  # an empty answer because of a mistyped key is an error
             return hits[:top_k]
         depth *= 4
 
@@ -222,14 +226,20 @@ def _read(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any]
         if q.mode == "hybrid":  # exact bm25 for chunks only the vector side read (0: none of the words)
             for rid, kw in keyword.scores(q.question, [i for i, c in pool.items() if c.keyword_rank is None]).items():
                 pool[rid].keyword_score = kw
-    if qvec is not None:
-        _fill_similarities(store, qvec, pool)
     return _Read(pool, vector_bound, keyword_bound, best_kw, everything)
 
 
-def _fill_similarities(store: Store, vector: np.ndarray[Any, Any], pool: dict[str, _Candidate]) -> None:
-    """Keyword-only candidates get their cosine similarity from their stored vector."""
+def _fill_similarities(store: Store, vector: np.ndarray[Any, Any], read: _Read,
+                       score: Callable[[float | None, float], float], bound: float) -> None:
+    """Keyword-only candidates get their cosine similarity from their stored vector, but only those that could
+    beat `bound`: the others are dropped (a deeper read brings them back if it must)."""
+    pool = read.pool
     missing = [rid for rid, c in pool.items() if c.similarity is None]
+    if read.vector_bound is not None:  # none of them is more similar than the last vector candidate read
+        hopeless = [rid for rid in missing if score(read.vector_bound, pool[rid].keyword_score) <= bound]
+        for rid in hopeless:
+            del pool[rid]
+        missing = [rid for rid in missing if rid in pool]
     if not missing:
         return
     vectors = store.get_embeddings(missing)
@@ -330,6 +340,7 @@ def parse_where(filters: list[str]) -> dict[str, Any] | None:
 
 
 def _clause(key: str, value: str) -> dict[str, Any]:
+    key = key[3:] if key.startswith("fm.") else key  # the name --json shows works as well
     if key == "source":
         folder = value.rstrip("/")
         if value.endswith("/"):
@@ -337,7 +348,41 @@ def _clause(key: str, value: str) -> dict[str, Any]:
         return {"$or": [{"source": value}, {"dirs": {"$contains": folder}}]}
     if key in ("tag", "tags"):
         return {"fm.tags": {"$contains": value}}
-    return {f"fm.{key}": _scalar(value)}
+    # A list-valued key (tags: [a, b]; stored as strings) matches by membership, a scalar one by equality.
+    return {"$or": [{f"fm.{key}": _scalar(value)}, {f"fm.{key}": {"$contains": value}}]}
+
+
+def where_keys(clause: Mapping[str, Any] | None) -> set[str]:
+    """The metadata keys a where clause filters on."""
+    keys: set[str] = set()
+    for key, value in (clause or {}).items():
+        if key in ("$and", "$or"):
+            for part in value:
+                keys |= where_keys(part)
+        else:
+            keys.add(key)
+    return keys
+
+
+def check_where_keys(store: Store, clause: Mapping[str, Any] | None) -> None:
+    """ConfigError naming a filter key that no chunk of the index has (with the closest existing ones)."""
+    import difflib
+
+    wanted = {k for k in where_keys(clause) if k.startswith("fm.")}
+    if not wanted:
+        return
+    present: set[str] = set()
+    for _, meta in store.iter_metadata():
+        present.update(k for k in meta if k.startswith("fm."))
+        if wanted <= present:
+            return
+    for key in sorted(wanted - present):
+        names = sorted(k[3:] for k in present)
+        close = difflib.get_close_matches(key[3:], names, n=1)
+        hint = f" — did you mean '{close[0]}'?" if close else ""
+        shown = ", ".join(["source", "tag", *names[:30]])
+        raise ConfigError(f"--where {key[3:]}=…: no indexed file has a front-matter key '{key[3:]}'{hint} "
+                          f"(keys: {shown})")
 
 
 def _scalar(value: str) -> Any:

@@ -83,13 +83,18 @@ def line_of(hit: Hit, position: int) -> int:
     return min(hit.end_line, max(hit.start_line, hit.start_line + hit.text.count("\n", 0, position) - extra))
 
 
-def word_overlap(question: str, text: str) -> float:
-    """The share of the question's content words that occur in the text (inflections aside)."""
-    wanted = {_stem(w) for w in _WORD.findall(question.lower()) if w not in STOP_WORDS}
+def word_overlap(question: str | frozenset[str], text: str) -> float:
+    """The share of the question's content words (or of a `question_words` set) in the text, inflections aside."""
+    wanted = question_words(question) if isinstance(question, str) else question
     if not wanted:
         return 0.0
     have = {_stem(w) for w in _WORD.findall(text.lower())}
     return len(wanted & have) / len(wanted)
+
+
+def question_words(question: str) -> frozenset[str]:
+    """The stemmed content words of a question."""
+    return frozenset(_stem(w) for w in _WORD.findall(question.lower()) if w not in STOP_WORDS)
 
 
 def _stem(word: str) -> str:
@@ -113,12 +118,13 @@ def point(hits: list[Hit], question: str, embedder: Embedder | None, vector: Vec
         qvec = np.asarray(vector if vector is not None else embedder.embed_query(question), dtype=np.float32)
         sims = np.asarray(embedder.embed_documents(texts), dtype=np.float32) @ qvec
     out, at = [], 0
+    wanted = question_words(question)
     for hit, us in pieces:
         if not us:
             out.append(hit)
             continue
         scores = [VECTOR_WEIGHT * max(float(sims[at + i]), 0.0) * (embedder is not None)
-                  + (1 - VECTOR_WEIGHT) * word_overlap(question, hit.text[u.start:u.end]) for i, u in enumerate(us)]
+                  + (1 - VECTOR_WEIGHT) * word_overlap(wanted, hit.text[u.start:u.end]) for i, u in enumerate(us)]
         at += len(us)
         first, last = grow(scores, us)
         start, end = us[first].start, us[last].end

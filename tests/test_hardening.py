@@ -180,8 +180,10 @@ def test_bad_numbers_and_paths_are_usage_errors(env: dict[str, str], args: list[
 def test_where_nan_is_text_and_json_is_strict(tmp_path: Path, docs: Path) -> None:
     cfg = _cfg(tmp_path / "p", docs)
     assert _run(["ingest", "-q"], cfg).exit_code == 0
-    result = _run(["query", "token", "--where", "x=nan", "--json"], cfg)
+    result = _run(["query", "token", "--where", "title=nan", "--json"], cfg)
     assert result.exit_code == 0 and _strict_json(result.output) == []
+    unknown = _run(["query", "token", "--where", "x=nan", "--json"], cfg)
+    assert unknown.exit_code == 2 and "no indexed file has a front-matter key 'x'" in unknown.output
     assert _strict_json(_run(["query", "token", "--json", "--explain"], cfg).output)
     assert _strict_json(_run(["status", "--json"], cfg).output)
 

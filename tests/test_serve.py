@@ -330,3 +330,16 @@ def test_a_sync_by_another_process_is_seen_by_the_running_server(
     assert _docvec(["ingest", "-q", "--config", str(project / "config.yaml")], project).returncode == 0
     r = httpx.post(f"{url}/search", json={"question": "okapi leaves tall trees", "k": 3, "mode": "vector"})
     assert "okapi.md" not in [h["source"] for h in r.json()["hits"]]
+
+
+def test_eval_through_the_server_equals_in_process(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    _, project, _ = served
+    block = ("import sys; sys.modules['chromadb'] = None; sys.modules['onnxruntime'] = None; "
+             "from docvec.cli import main; sys.argv = ['docvec'] + sys.argv[1:]; main()")
+    args = ["eval", str(REPO / "data" / "eval.yaml"), "--config", str(project / "config.yaml"), "--json",
+            "--mode", "hybrid", "--mode", "keyword"]
+    via = subprocess.run([sys.executable, "-c", block, *args], cwd=project, capture_output=True, text=True)
+    local = subprocess.run([sys.executable, "-m", "docvec.cli", *args, "--no-server"], cwd=project,
+                           capture_output=True, text=True)
+    assert "Traceback" not in via.stderr and via.returncode == local.returncode  # keyword misses 2 expectations
+    assert via.stdout == local.stdout and len(via.stdout.splitlines()) == 2
