@@ -55,7 +55,7 @@ def pools(config: Path, queries_file: Path, depth: int) -> tuple[list[Pool], dic
 
 def rules() -> dict[str, Rule]:
     found = {"vector": lambda s, b, ts, tb, fs, fb: s, "keyword": lambda s, b, ts, tb, fs, fb: b}
-    for w in (0.3, 0.4, 0.5, 0.6, 0.7):
+    for w in (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7):
         found[f"relative w_kw={w}"] = lambda s, b, ts, tb, fs, fb, w=w: (1 - w) * max(s, 0) / ts + w * (
             b / tb if tb else 0)
         found[f"cosine+relative w_kw={w}"] = lambda s, b, ts, tb, fs, fb, w=w: (1 - w) * s + w * (b / tb if tb else 0)

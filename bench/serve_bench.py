@@ -43,14 +43,15 @@ def main() -> None:
     parser.add_argument("--watch-corpus", type=Path, default=REPO.parent / "shared" / "corpora" / "fastapi-docs-en")
     ns = parser.parse_args()
     questions = [json.loads(line)["query"] for line in (SCIFACT / "queries.jsonl").read_text().splitlines()]
-    out: dict[str, Any] = {}
-    for size in (int(s) for s in ns.sizes.split(",")):
+    target = RESULTS / "serve.json"
+    out: dict[str, Any] = json.loads(target.read_text()) if target.exists() else {}  # --sizes "": watch only
+    for size in (int(s) for s in ns.sizes.split(",") if s):
         cfg = RESULTS / "scifact.yaml" if size <= 10_000 else _big_index(size)
         out[f"{size}"] = _one_size(cfg, questions)
         print(size, json.dumps(out[f"{size}"]), flush=True)
     out["watch"] = _watch(ns.watch_corpus)
     print("watch", json.dumps(out["watch"]), flush=True)
-    (RESULTS / "serve.json").write_text(json.dumps(out, indent=1))
+    target.write_text(json.dumps(out, indent=1))
 
 
 def _big_index(size: int) -> Path:

@@ -7,6 +7,7 @@ or an agent should look at first. Measured on bench/spans (bench/span_eval.py): 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
@@ -97,6 +98,7 @@ def question_words(question: str) -> frozenset[str]:
     return frozenset(_stem(w) for w in _WORD.findall(question.lower()) if w not in STOP_WORDS)
 
 
+@functools.lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
     """A crude English stem, enough to match retried/retrying/retry and deliveries/delivery."""
     for suffix, repl in (("ies", "y"), ("ied", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):

@@ -76,6 +76,7 @@ class Index:
         self._live: str | None = None
         self._generation: object = None  # the live collection's sync counter when last looked at
         self._syncing = False  # a sync of this process is writing (its writes need no reopen to be seen)
+        self._sync_embedder: Embedder | None = None
         self._open()
 
     def _open(self, fresh: bool = False) -> None:
@@ -123,8 +124,6 @@ class Index:
         clause = parse_where(_where_items(where))
         with self._lock:
             store = self._current()
-            if self._store is not None and self._store.count() == 0:
-                raise IndexNotFound(f"{store.location.describe()} is empty: run `docvec ingest` first")
             keyword = None
             if mode != "vector":
                 keyword = self._keyword
@@ -134,6 +133,8 @@ class Index:
                           q.min_score if min_score is None else min_score, clause, mode, keyword,
                           fusion or Fusion(q.fusion, q.vector_weight, q.keyword_weight, q.rrf_k, q.candidates),
                           None, q.per_file if per_file is None else per_file)
+            if not hits and store.count() == 0:  # counted only when nothing was found: a count costs ms
+                raise IndexNotFound(f"{store.location.describe()} is empty: run `docvec ingest` first")
             if spans == "off":
                 return hits
             return point(hits, question, self._embedder if spans == "model" else None)
@@ -163,7 +164,9 @@ class Index:
         """Sync the configured docs folder into the index (the writer lock is taken; `wait` waits for it)."""
         from docvec.cli import chunk_params, make_configured_embedder
 
-        embedder = make_configured_embedder(self.settings)
+        if self._sync_embedder is None:  # loaded once: watch mode syncs often, a model load costs ~0.5 s
+            self._sync_embedder = make_configured_embedder(self.settings)
+        embedder = self._sync_embedder
         with self._lock:
             self._current()  # take in what another process wrote before writing on top of it
             self._syncing = True

@@ -242,16 +242,22 @@ def _until(check: Any, timeout: float = 60) -> None:
     raise AssertionError("the index did not follow the folder in time")
 
 
-def test_watch_follows_edits_renames_deletes_and_temp_files(project: Path) -> None:
+def _watching(project: Path, debounce_ms: int) -> tuple[Path, subprocess.Popen[str], str]:
+    """The sample docs indexed, and `docvec serve --watch` running on them: (config, process, url)."""
     cfg = project / "config.yaml"
-    cfg.write_text(cfg.read_text() + "serve:\n  debounce_ms: 200\n")
+    cfg.write_text(cfg.read_text() + f"serve:\n  debounce_ms: {debounce_ms}\n")
     assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(cfg)]).exit_code == 0
     port = _free_port()
     proc = _start(["serve", "--watch", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"], project)
     url = f"http://127.0.0.1:{port}"
+    _wait_healthy(url, proc)
+    return cfg, proc, url
+
+
+def test_watch_follows_edits_renames_deletes_and_temp_files(project: Path) -> None:
+    cfg, proc, url = _watching(project, 200)
     docs = project / "docs"
     try:
-        _wait_healthy(url, proc)
         (docs / "zebra.md").write_text("# Zebra care\n\nFeed the zebra quinoa twice a day.\n")
         (docs / ".zebra.md.swp").write_text("editor swap file")
         _until(lambda: _search_sources(url, "zebra quinoa") == ["zebra.md"])
@@ -269,15 +275,9 @@ def test_watch_follows_edits_renames_deletes_and_temp_files(project: Path) -> No
 
 
 def test_a_burst_of_a_thousand_files_is_one_sync(project: Path) -> None:
-    cfg = project / "config.yaml"
-    cfg.write_text(cfg.read_text() + "serve:\n  debounce_ms: 1000\n")
-    assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(cfg)]).exit_code == 0
-    port = _free_port()
-    proc = _start(["serve", "--watch", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"], project)
-    url = f"http://127.0.0.1:{port}"
+    _, proc, url = _watching(project, 1000)
     burst = project / "docs" / "burst"
     try:
-        _wait_healthy(url, proc)
         burst.mkdir()
         for i in range(1000):  # like a git checkout: many files at once (same text: embedded once, reused)
             (burst / f"page-{i:04d}.md").write_text("# Burst page\n\nThe aardvark ledger reconciles nightly.\n")
@@ -290,14 +290,9 @@ def test_a_burst_of_a_thousand_files_is_one_sync(project: Path) -> None:
 
 
 def test_sigterm_during_a_watch_sync_leaves_a_consistent_index(project: Path) -> None:
-    cfg = project / "config.yaml"
-    cfg.write_text(cfg.read_text() + "serve:\n  debounce_ms: 100\n")
-    assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(cfg)]).exit_code == 0
-    port = _free_port()
-    proc = _start(["serve", "--watch", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"], project)
+    cfg, proc, _ = _watching(project, 100)
     more = project / "docs" / "more"
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", proc)
         more.mkdir()
         for i in range(150):  # distinct texts: several seconds of embedding
             (more / f"note-{i}.md").write_text(f"# Note {i}\n\n" + f"Item {i} covers topic {i * 7919 % 1009}. " * 30)
@@ -343,3 +338,18 @@ def test_eval_through_the_server_equals_in_process(served: tuple[str, Path, subp
                            capture_output=True, text=True)
     assert "Traceback" not in via.stderr and via.returncode == local.returncode  # keyword misses 2 expectations
     assert via.stdout == local.stdout and len(via.stdout.splitlines()) == 2
+
+
+def test_a_watch_sync_refused_by_a_manual_ingest_is_retried(project: Path) -> None:
+    from docvec.lock import lock_path_for, writer_lock
+
+    cfg, proc, url = _watching(project, 100)
+    try:
+        with writer_lock(lock_path_for(project / "index", "docvec")):  # a manual ingest holds the index
+            (project / "docs" / "yak.md").write_text("# Yak grooming\n\nBrush the yak's winter coat weekly.\n")
+            time.sleep(3)
+            assert _search_sources(url, "yak winter coat") != ["yak.md"]
+        _until(lambda: _search_sources(url, "yak winter coat") == ["yak.md"])  # retried once the lock is free
+    finally:
+        err = _stop(proc)
+    assert "sync failed, will retry: another docvec process is writing this index" in err  # then the retry
