@@ -21,7 +21,8 @@ sys.path.insert(0, str(HERE.parent))
 
 import numpy as np  # noqa: E402
 
-from docvec.cli import load, store_location  # noqa: E402
+from docvec.cli import load  # noqa: E402
+from docvec.settings import store_location  # noqa: E402
 from docvec.embedders import make_embedder  # noqa: E402
 from docvec.keyword import KeywordIndex  # noqa: E402
 from docvec.store import Store  # noqa: E402

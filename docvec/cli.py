@@ -21,11 +21,10 @@ from typing import Any, Callable, TypeVar
 import click
 
 from docvec import __version__
-from docvec.chunker import ChunkParams
 from docvec.config import Settings, check_headers, load_settings
 from docvec.errors import ConfigError, DocvecError
+from docvec.settings import store_location
 from docvec.status import mask_userinfo, status_data
-from docvec.store import Hnsw, StoreLocation
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -199,32 +198,6 @@ def load(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
     if ctx is not None:
         ctx.meta["docvec.secrets"].update(settings.store.headers.values())
     return settings
-
-
-def store_location(settings: Settings) -> StoreLocation:
-    """Where the configured index lives."""
-    s = settings.store
-    return StoreLocation(settings.resolve(s.path), s.collection, s.host, s.port, s.ssl, tuple(s.headers.items()),
-                         s.tenant, s.database, Hnsw(s.hnsw_ef_search, s.hnsw_ef_construction, s.hnsw_max_neighbors))
-
-
-def chunk_params(settings: Settings) -> ChunkParams:
-    """Chunking parameters from the settings."""
-    c = settings.chunking
-    return ChunkParams(c.max_tokens, c.min_tokens, c.overlap_tokens, c.heading_context)
-
-
-def make_configured_embedder(settings: Settings) -> Any:
-    """The embedder the settings name; the chunk limit may not exceed its context."""
-    from docvec.embedders import make_embedder
-
-    e = settings.embedding
-    embedder = make_embedder(e)
-    if settings.chunking.max_tokens > embedder.info.max_tokens:
-        raise ConfigError(f"chunking.max_tokens is {settings.chunking.max_tokens} but {e.model} reads at most "
-                          f"{embedder.info.max_tokens} tokens: set chunking.max_tokens to {embedder.info.max_tokens} "
-                          f"or less")
-    return embedder
 
 
 def emit_json(data: Any) -> None:

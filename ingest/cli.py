@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import click
 
-from docvec.cli import (DocvecCommand, chunk_params, config_options, emit_json, interrupted_exit_code, load,
-                        make_configured_embedder, store_location)
+from docvec.cli import DocvecCommand, config_options, emit_json, interrupted_exit_code, load
+from docvec.settings import chunk_params, make_configured_embedder, store_location
 from docvec.config import Settings
 from docvec.errors import Interrupted, SourceError
 from docvec.fingerprint import Fingerprint

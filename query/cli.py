@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
-from docvec.cli import DocvecCommand, FiniteFloat, config_options, emit_json, load, printable, store_location
+from docvec.cli import DocvecCommand, FiniteFloat, config_options, emit_json, load, printable
+from docvec.settings import store_location
 from docvec.config import Settings
 from docvec.embedders import Embedder, make_embedder
 from docvec.errors import IndexNotFound

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping, Sequence
 
 from docvec.config import Settings, load_settings
+from docvec.settings import chunk_params, make_configured_embedder, store_location
 from docvec.embedders import Embedder
 from docvec.errors import ConfigError, IndexNotFound
 from docvec.keyword import KeywordIndex, sync_keyword_index
@@ -64,8 +65,6 @@ class Index:
     """An open docvec index (see the module docstring)."""
 
     def __init__(self, settings: Settings, notes: list[str] | None = None) -> None:
-        from docvec.cli import store_location  # the settings → location mapping, shared with the CLI
-
         self.settings = settings
         self.location: StoreLocation = store_location(settings)
         self.notes = notes if notes is not None else []  # model notes (another model configured, ...)
@@ -162,8 +161,6 @@ class Index:
     def sync(self, on_progress: Callable[[Progress], None] | None = None, guard: SyncGuard = SyncGuard(),
              wait: bool = False) -> IngestReport:
         """Sync the configured docs folder into the index (the writer lock is taken; `wait` waits for it)."""
-        from docvec.cli import chunk_params, make_configured_embedder
-
         if self._sync_embedder is None:  # loaded once: watch mode syncs often, a model load costs ~0.5 s
             self._sync_embedder = make_configured_embedder(self.settings)
         embedder = self._sync_embedder

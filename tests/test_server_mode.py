@@ -110,7 +110,8 @@ def test_unreachable_server_names_host_and_port(project: Path) -> None:
 
 
 def _location(cfg: Path) -> StoreLocation:
-    from docvec.cli import load, store_location
+    from docvec.cli import load
+    from docvec.settings import store_location
 
     return store_location(load(cfg, {}))
 
