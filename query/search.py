@@ -168,15 +168,16 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
     if mode == "hybrid" and fusion.method == "rrf":
         return _rrf(store, keyword, qvec, q)
     depth = max(fusion.candidates or FIRST_DEPTH, 1)
+    known: dict[str, dict[str, float]] = {"bm25": {}, "cosine": {}}  # exact scores looked up, kept across reads
     while True:
-        read = _read(store, keyword, qvec, q, depth)
+        read = _read(store, keyword, qvec, q, depth, known["bm25"])
         score = _scorer(q, read)
         complete = read.everything or (read.vector_bound is None and read.keyword_bound is None)
         bound = -math.inf if complete else score(read.vector_bound, read.keyword_bound or 0.0)
         if bound < q.min_score:
             complete, bound = True, -math.inf  # nothing unread can pass min_score
         if qvec is not None:
-            _fill_similarities(store, qvec, read, score, bound)
+            _fill_similarities(store, qvec, read, score, bound, known["cosine"])
         for c in read.pool.values():
             c.score = score(c.similarity, c.keyword_score)
         hits = _select(store, read.pool, q, bound)
@@ -203,8 +204,10 @@ def _scorer(q: Query, read: _Read) -> Callable[[float | None, float], float]:
 
 
 def _read(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
-          depth: int) -> _Read:
-    """Both rankings read `depth` deep, every candidate with both of its scores."""
+          depth: int, known_bm25: dict[str, float] | None = None) -> _Read:
+    """Both rankings read `depth` deep; in hybrid mode every vector candidate gets its exact bm25 (looked up once
+    per search: `known_bm25` carries them to a deeper read)."""
+    known_bm25 = {} if known_bm25 is None else known_bm25
     pool: dict[str, _Candidate] = {}
     vector_bound = keyword_bound = None
     best_kw = 0.0
@@ -224,13 +227,18 @@ def _read(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any]
             c = pool.setdefault(h.id, _Candidate())
             c.keyword_rank, c.keyword_score = rank, h.score
         if q.mode == "hybrid":  # exact bm25 for chunks only the vector side read (0: none of the words)
-            for rid, kw in keyword.scores(q.question, [i for i, c in pool.items() if c.keyword_rank is None]).items():
-                pool[rid].keyword_score = kw
+            need = [i for i, c in pool.items() if c.keyword_rank is None and i not in known_bm25]
+            found_kw = keyword.scores(q.question, need)
+            known_bm25.update((i, found_kw.get(i, 0.0)) for i in need)
+            for rid, c in pool.items():
+                if c.keyword_rank is None:
+                    c.keyword_score = known_bm25[rid]
     return _Read(pool, vector_bound, keyword_bound, best_kw, everything)
 
 
 def _fill_similarities(store: Store, vector: np.ndarray[Any, Any], read: _Read,
-                       score: Callable[[float | None, float], float], bound: float) -> None:
+                       score: Callable[[float | None, float], float], bound: float,
+                       known: dict[str, float] | None = None) -> None:
     """Keyword-only candidates get their cosine similarity from their stored vector, but only those that could
     beat `bound`: the others are dropped (a deeper read brings them back if it must)."""
     pool = read.pool
@@ -240,6 +248,11 @@ def _fill_similarities(store: Store, vector: np.ndarray[Any, Any], read: _Read,
         for rid in hopeless:
             del pool[rid]
         missing = [rid for rid in missing if rid in pool]
+    known = {} if known is None else known
+    for rid in missing:
+        if rid in known:
+            pool[rid].similarity = known[rid]
+    missing = [rid for rid in missing if pool[rid].similarity is None]
     if not missing:
         return
     vectors = store.get_embeddings(missing)
@@ -247,7 +260,7 @@ def _fill_similarities(store: Store, vector: np.ndarray[Any, Any], read: _Read,
         if rid not in vectors:  # the keyword index is behind a concurrent ingest: skip the vanished chunk
             del pool[rid]
             continue
-        pool[rid].similarity = float(np.dot(vector, np.asarray(vectors[rid], dtype=np.float32)))
+        pool[rid].similarity = known[rid] = float(np.dot(vector, np.asarray(vectors[rid], dtype=np.float32)))
 
 
 def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float) -> list[Hit]:
@@ -310,6 +323,8 @@ def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] 
     """Reciprocal-rank fusion over a fixed depth of both rankings (so the order never depends on -k)."""
     f = q.fusion
     read = _read(store, keyword, qvec, q, f.candidates or 100)
+    if qvec is not None:  # every candidate is ranked: all get their similarity (shown, not used to order)
+        _fill_similarities(store, qvec, read, lambda sim, kw: 0.0, -math.inf)
     for c in read.pool.values():
         c.score = sum(w / (f.rrf_k + r) for w, r in ((f.vector_weight, c.vector_rank),
                                                     (f.keyword_weight, c.keyword_rank)) if r)
