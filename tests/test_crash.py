@@ -50,7 +50,14 @@ def _snapshot(index: Path) -> dict[str, tuple[str, str]]:
 
 def _state(index: Path) -> tuple[tuple[str, int, int], ...]:
     files = sorted(p for p in index.rglob("*") if p.is_file() and ".docvec-" not in p.name) if index.exists() else []
-    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    out = []
+    for p in files:
+        try:  # SQLite's journal comes and goes while the writer runs: a file gone since the listing is skipped
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        out.append((str(p), st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def _kill_after_first_write(proc: subprocess.Popen[str], index: Path, extra: float) -> None:
