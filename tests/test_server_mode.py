@@ -192,3 +192,19 @@ def test_unknown_tenant_is_named(chroma_server: int, project: Path) -> None:
     result = _run(["ingest", "-q", "--host", "127.0.0.1", "--port", str(chroma_server)], cfg)
     assert result.exit_code == 1
     assert f"at http://127.0.0.1:{chroma_server} (tenant nope, database default_database)" in result.output
+
+
+def test_python_api_answers_from_an_embedded_index_and_a_chroma_server_alike(config: Path) -> None:
+    import docvec
+
+    assert _run(["ingest", "-q"], config).exit_code == 0  # type: ignore[attr-defined]
+    with docvec.open(str(config)) as idx:
+        hits = idx.search("How long are failed webhook deliveries retried?", k=2, mode="hybrid")
+        assert hits[0].source == "guides/webhooks.md" and hits[0].answer_lines is not None
+        assert idx.get("guides/webhooks.md", 1, 2).text.startswith("---")
+        assert idx.status()["chunks"] > 0 and idx.status()["docs_root"]
+        docs = Path(idx.status()["docs_root"])
+        (docs / "guides" / "okapi.md").write_text("# Okapi\n\nThe okapi eats the leaves of tall trees.\n")
+        report = idx.sync()
+        assert report.files_added == ["guides/okapi.md"]
+        assert idx.search("okapi leaves tall trees", k=1, mode="keyword")[0].source == "guides/okapi.md"
