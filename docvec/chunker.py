@@ -233,10 +233,9 @@ def _json_front_matter(text: str) -> tuple[dict[str, Scalar | list[str]], int, l
 def _fields(data: Any, body_start: int) -> tuple[dict[str, Scalar | list[str]], int, list[str]]:
     if data is None:
         return {}, body_start, []
-    match_end = body_start
     if not isinstance(data, dict):
-        return {}, match_end, ["front matter ignored: not a mapping of keys"]
-    return _scalar_fields(data), match_end, []
+        return {}, body_start, ["front matter ignored: not a mapping of keys"]
+    return _scalar_fields(data), body_start, []
 
 
 def _scalar_fields(data: dict[Any, Any]) -> dict[str, Scalar | list[str]]:

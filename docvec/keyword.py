@@ -60,10 +60,10 @@ class KeywordIndex:
             raise StoreError(f"cannot open the keyword index {path}: {exc}") from exc
 
     @classmethod
-    def of(cls, store: Store, read_only: bool = False) -> "KeywordIndex":
+    def of(cls, store: Store, read_only: bool = False, check_same_thread: bool = True) -> "KeywordIndex":
         """The keyword index of a store's live collection (use it in a `with` block); a store read from a copy
         (a read-only index) uses the copy's keyword index."""
-        return cls(keyword_path(store.files_location, store.name), read_only)
+        return cls(keyword_path(store.files_location, store.name), read_only, check_same_thread)
 
     def close(self) -> None:
         self._db.close()

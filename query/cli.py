@@ -8,7 +8,7 @@ import sys
 import shutil
 import threading
 import textwrap
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -123,9 +123,7 @@ def from_server(settings: Settings, question: str, where: list[str], k: int | No
     location = store_location(settings)
     q = settings.query
     body = {"question": question, "k": k or q.top_k, "mode": mode or q.mode, "where": where, "min_score": q.min_score,
-            "per_file": q.per_file, "spans": q.spans, "fusion": {
-                "method": q.fusion, "vector_weight": q.vector_weight, "keyword_weight": q.keyword_weight,
-                "rrf_k": q.rrf_k, "candidates": q.candidates}}
+            "per_file": q.per_file, "spans": q.spans, "fusion": asdict(Fusion.of(q))}
     answer = ask_server(advert_path(location.path, location.collection, location.host), str(location.path),
                         "/search", body, settings.serve.token)
     if not isinstance(answer, dict) or not isinstance(answer.get("hits"), list):
@@ -135,8 +133,7 @@ def from_server(settings: Settings, question: str, where: list[str], k: int | No
 
 def fusion(settings: Settings) -> Fusion:
     """Hybrid fusion parameters from the settings."""
-    q = settings.query
-    return Fusion(q.fusion, q.vector_weight, q.keyword_weight, q.rrf_k, q.candidates)
+    return Fusion.of(settings.query)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from docvec.config import QuerySettings
 from docvec.embedders import Embedder, Vectors
 from docvec.errors import ConfigError
 from docvec.keyword import KeywordIndex
@@ -45,6 +46,11 @@ class Fusion:
     keyword_weight: float = 0.3
     rrf_k: int = 60
     candidates: int = 0  # first read depth per ranking (rrf: the fixed depth); 0 = 50 (rrf: 100)
+
+    @classmethod
+    def of(cls, q: QuerySettings) -> "Fusion":
+        """The fusion the query settings describe."""
+        return cls(q.fusion, q.vector_weight, q.keyword_weight, q.rrf_k, q.candidates)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from docvec.config import RANGES
 from docvec.errors import ConfigError, DocvecError, IndexNotFound, ModelUnavailable
 from docvec.status import mask_userinfo
 from query.search import FUSIONS, MAX_QUERY_CHARS, Fusion
@@ -149,11 +150,12 @@ def _search(index: Index, body: dict[str, Any]) -> dict[str, Any]:
     if len(question) > MAX_QUERY_CHARS:
         raise HttpError(413, f"'question' is {len(question)} characters; the limit is {MAX_QUERY_CHARS}")
     k = _int(body, "k", 1, MAX_K)
-    per_file = _int(body, "per_file", 0, 1000)
+    per_file = _int(body, "per_file", *_range("per_file"))
     min_score = body.get("min_score")
+    low, high = _range("min_score")
     if min_score is not None and (not isinstance(min_score, (int, float)) or isinstance(min_score, bool)
-                                  or not math.isfinite(min_score) or not -1 <= min_score <= 1):
-        raise HttpError(400, "'min_score' must be a number in -1..1")
+                                  or not math.isfinite(min_score) or not low <= min_score <= high):
+        raise HttpError(400, f"'min_score' must be a number in {low:g}..{high:g}")
     for name in ("mode", "spans"):
         if body.get(name) is not None and not isinstance(body[name], str):
             raise HttpError(400, f"'{name}' must be a string")
@@ -161,6 +163,11 @@ def _search(index: Index, body: dict[str, Any]) -> dict[str, Any]:
                         min_score=min_score, per_file=per_file, spans=body.get("spans"),
                         fusion=_fusion(body.get("fusion")))
     return {"hits": [h.as_dict() for h in hits], "live": index.live}
+
+
+def _range(key: str) -> tuple[Any, Any]:
+    """The bounds the configuration accepts for query.<key>: the API accepts exactly the same."""
+    return RANGES[("query", key)]
 
 
 def _int(body: dict[str, Any], name: str, low: int, high: int) -> int | None:
@@ -192,9 +199,9 @@ def _fusion(spec: Any) -> Fusion | None:
                         int(spec["rrf_k"]), int(spec["candidates"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise HttpError(400, "'fusion' must hold method, vector_weight, keyword_weight, rrf_k, candidates") from exc
-    if fusion.method not in FUSIONS or not all(math.isfinite(w) and 0 <= w <= 100 for w in
-                                               (fusion.vector_weight, fusion.keyword_weight)) \
-            or not 1 <= fusion.rrf_k <= 10_000 or not 0 <= fusion.candidates <= 10_000:
+    numbers = {k: getattr(fusion, k) for k in ("vector_weight", "keyword_weight", "rrf_k", "candidates")}
+    if fusion.method not in FUSIONS or not all(math.isfinite(v) and _range(k)[0] <= v <= _range(k)[1]
+                                               for k, v in numbers.items()):
         raise HttpError(400, "'fusion' has a value out of range")
     return fusion
 

@@ -29,7 +29,7 @@ from docvec.store import GENERATION_KEY, Store, StoreLocation, forget_cached_cli
 from ingest.pipeline import IngestReport, Progress, SyncGuard
 from ingest.sync import scan_options, sync_index
 from query.model import index_embedder
-from query.search import MODES, Fusion, Hit, parse_where, search
+from query.search import Fusion, Hit, parse_where, search
 from query.spans import SPAN_MODES, point
 
 MAX_GET_LINES = 5000  # `get` returns at most this many lines at once
@@ -90,7 +90,7 @@ class Index:
                                             optional=self.settings.query.mode == "keyword", notes=self.notes)
         self._store, self._live = store, store.name
         self._generation = store.collection_metadata().get(GENERATION_KEY)
-        self._keyword = KeywordIndex(_keyword_file(store), read_only=False, check_same_thread=False)
+        self._keyword = KeywordIndex.of(store, check_same_thread=False)
 
     @property
     def live(self) -> str | None:
@@ -101,11 +101,9 @@ class Index:
         """The live store, reopened when another process moved the pointer (reindex, rollback) or synced (the
         writer lock means no sync of this process ran meanwhile)."""
         assert self._store is not None
-        if self._store.read_copy is None and not self._syncing:
-            if self._store.live_name() != self._live:
-                self._open(fresh=True)
-            elif self._store.stored_generation() != self._generation:
-                self._open(fresh=True)
+        if self._store.read_copy is None and not self._syncing and (
+                self._store.live_name() != self._live or self._store.stored_generation() != self._generation):
+            self._open(fresh=True)
         assert self._store is not None
         return self._store
 
@@ -115,9 +113,7 @@ class Index:
         """The best chunks for the question (defaults from the settings' query section), pointed at their
         answer lines by `spans`: "words", "model" or "off"."""
         q = self.settings.query
-        mode, spans = mode or q.mode, spans or q.spans
-        if mode not in MODES:
-            raise ConfigError(f"mode '{mode}' is unknown; expected one of {', '.join(MODES)}")
+        mode, spans = mode or q.mode, spans or q.spans  # an unknown mode is refused by search() itself
         if spans not in SPAN_MODES:
             raise ConfigError(f"spans '{spans}' is unknown; expected one of {', '.join(SPAN_MODES)}")
         clause = parse_where(_where_items(where))
@@ -130,7 +126,7 @@ class Index:
                 sync_keyword_index(store, keyword, reader=True)
             hits = search(store, self._embedder, question, k or q.top_k,
                           q.min_score if min_score is None else min_score, clause, mode, keyword,
-                          fusion or Fusion(q.fusion, q.vector_weight, q.keyword_weight, q.rrf_k, q.candidates),
+                          fusion or Fusion.of(q),
                           None, q.per_file if per_file is None else per_file)
             if not hits and store.count() == 0:  # counted only when nothing was found: a count costs ms
                 raise IndexNotFound(f"{store.location.describe()} is empty: run `docvec ingest` first")
@@ -191,12 +187,6 @@ class Index:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _keyword_file(store: Store) -> Path:
-    from docvec.keyword import keyword_path
-
-    return keyword_path(store.files_location, store.name)
 
 
 def _where_items(where: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
