@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Sequence, Union
 
 import yaml
 
@@ -163,6 +164,11 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("query", "fusion"): ("score", "rrf"),
     ("query", "spans"): ("words", "model", "off"),
 }
+
+
+def include_suffixes(include: Sequence[str]) -> tuple[str, ...]:
+    """The file endings docs.include's globs name ("**/*.md" -> ".md"), for cheap checks that do not glob."""
+    return tuple(sorted({os.path.splitext(p)[1] for p in include if os.path.splitext(p)[1]}))
 
 
 def load_settings(

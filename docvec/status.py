@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from docvec.config import Settings
+from docvec.config import Settings, include_suffixes
 
 _USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
 
@@ -66,7 +66,7 @@ def folder_since(root: str | None, synced_at: float | None, include: list[str]) 
 
     if root is None or synced_at is None or not os.path.isdir(root):
         return None
-    suffixes = tuple({os.path.splitext(p)[1] for p in include if os.path.splitext(p)[1]})
+    suffixes = include_suffixes(include)
     files = newer = 0
     for folder, dirs, names in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".") and d != "node_modules"]

@@ -89,10 +89,9 @@ def _watch(settings: Settings, embedder: Any, guard: SyncGuard) -> None:
     import threading
     import time
 
-    from ingest.watch import describe, watch
+    from ingest.watch import describe, watch_folder
 
-    root = settings.resolve(settings.docs.path)
-    click.echo(f"watching {root} (Ctrl-C stops)", err=True)
+    click.echo(f"watching {settings.resolve(settings.docs.path)} (Ctrl-C stops)", err=True)
 
     def sync(on_progress: Callable[[Progress], None]) -> IngestReport:
         return sync_index(store_location(settings), embedder, scan_options(settings), chunk_params(settings), guard,
@@ -102,8 +101,7 @@ def _watch(settings: Settings, embedder: Any, guard: SyncGuard) -> None:
         click.echo(f"{time.strftime('%H:%M:%S')} {describe(event)}", err=True)
 
     try:
-        watch(root, sync, threading.Event(), log, settings.serve.debounce_ms,
-              ignore=(settings.resolve(settings.store.path),))
+        watch_folder(settings, sync, threading.Event(), log)
     except KeyboardInterrupt:
         click.echo("watch stopped", err=True)
 

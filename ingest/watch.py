@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from docvec.config import Settings, include_suffixes
 from docvec.errors import DocvecError, Interrupted
 from ingest.pipeline import IngestReport, Progress
 
@@ -31,16 +32,23 @@ class WatchEvent:
     error: str | None = None
 
 
-def relevant(path: str, root: Path, suffixes: tuple[str, ...], ignore: tuple[Path, ...]) -> bool:
-    """Whether a changed path can change the index: a markdown file (or a folder: its files may have gone),
-    not an editor's temp file, not inside the index itself."""
+def relevant(path: str, suffixes: tuple[str, ...], ignore: tuple[Path, ...]) -> bool:
+    """Whether a changed path can change the index: a file with an indexed ending (or a folder: its files may
+    have gone), not an editor's temp file, not inside the index itself."""
     p = Path(path)
     if any(p == i or i in p.parents for i in ignore):
         return False
     name = p.name
     if name.startswith((".#", "~$")) or name.endswith(TEMP_SUFFIXES) or name.isdigit():  # vim's 4913 probe
         return False
-    return name.endswith(suffixes) or not p.suffix
+    return not suffixes or name.endswith(suffixes) or not p.suffix
+
+
+def watch_folder(settings: Settings, sync: Callable[[Callable[[Progress], None]], IngestReport],
+                 stop: threading.Event, on_event: Callable[[WatchEvent], None]) -> None:
+    """`watch` the configured docs folder with the configured quiet time, file endings and index folder."""
+    watch(settings.resolve(settings.docs.path), sync, stop, on_event, settings.serve.debounce_ms,
+          include_suffixes(settings.docs.include), (settings.resolve(settings.store.path),))
 
 
 def watch(root: Path, sync: Callable[[Callable[[Progress], None]], IngestReport], stop: threading.Event,
@@ -57,7 +65,7 @@ def watch(root: Path, sync: Callable[[Callable[[Progress], None]], IngestReport]
                                  rust_timeout=2000, yield_on_timeout=True, raise_interrupt=False):
         if stop.is_set():
             break
-        pending += sum(1 for _, path in changes if relevant(path, root.resolve(), suffixes, ignored))
+        pending += sum(1 for _, path in changes if relevant(path, suffixes, ignored))
         if not pending:
             continue
         event = _sync_once(sync, stop, pending)

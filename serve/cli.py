@@ -132,19 +132,17 @@ def _watching(index: Index, settings: Settings, enabled: bool) -> Iterator[None]
     if not enabled:
         yield
         return
-    from ingest.watch import follow, watch
+    from ingest.watch import follow, watch_folder
 
     stop = threading.Event()
-    root = settings.resolve(settings.docs.path)
 
     def run() -> None:
         if follow(index.sync, stop, report_event).kind != "stopped":
-            watch(root, index.sync, stop, report_event, settings.serve.debounce_ms,
-                  ignore=(settings.resolve(settings.store.path),))
+            watch_folder(settings, index.sync, stop, report_event)
 
     thread = threading.Thread(target=run, name="docvec-watch", daemon=True)
     thread.start()
-    log(f"watching {root}")
+    log(f"watching {settings.resolve(settings.docs.path)}")
     try:
         yield
     finally:

@@ -267,6 +267,8 @@ def test_watch_follows_edits_renames_deletes_and_temp_files(project: Path) -> No
         (docs / "zebra.md").unlink()
         _until(lambda: _search_sources(url, "zebra oats") == ["guides/zebra2.md"]
                and "zebra.md" not in _search_sources(url, "zebra quinoa"))
+        (docs / "wombat.mdx").write_text("import X from './x';\n\n# Wombats\n\n<Note>Wombats dig burrows.</Note>\n")
+        _until(lambda: _search_sources(url, "wombats dig burrows") == ["wombat.mdx"])  # every indexed ending
     finally:
         err = _stop(proc)
     assert "sync failed" not in err
