@@ -8,7 +8,6 @@ new collection verifies clean does the pointer switch, in one metadata write.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,7 +15,7 @@ from docvec.chunker import ChunkParams
 from docvec.embedders import Embedder
 from docvec.errors import IndexNotFound, StoreError
 from docvec.fingerprint import Fingerprint
-from docvec.keyword import keyword_path
+from docvec.keyword import remove_keyword_index
 from docvec.store import Store, StoreLocation, physical_name
 from ingest.pipeline import (IngestReport, ProgressCallback, SyncGuard, check_docs_root, check_fingerprint, ingest,
                              open_for_writing)
@@ -93,6 +92,5 @@ def prune(location: StoreLocation, keep_previous: bool = True, dry_run: bool = F
     if not dry_run:
         for name in doomed:
             live.delete_physical(name)
-            with contextlib.suppress(FileNotFoundError):
-                keyword_path(location, name).unlink()
+            remove_keyword_index(location, name)
     return doomed

@@ -15,6 +15,7 @@ from docvec.errors import SourceError
 ALWAYS_SKIPPED_DIRS = {".git", "node_modules", "__pycache__", ".venv"}
 # Files docvec itself writes (lock, holder, keyword index, Chroma's catalog): never documents, wherever they are.
 DOCVEC_FILES = ("chroma.sqlite3", ".docvec-*", "keyword-*.sqlite3")
+DOCVEC_DIRS = ("keyword-*.tantivy",)  # keyword indexes
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ def _keep_dir(path: Path, root: Path, options: ScanOptions, index_dirs: set[Path
     name = path.name
     rel = path.relative_to(root).as_posix() + "/"
     if name in ALWAYS_SKIPPED_DIRS or (options.skip_hidden and name.startswith(".")):
+        return False
+    if any(fnmatch.fnmatchcase(name, p) for p in DOCVEC_DIRS):
         return False
     try:
         if path.is_symlink():

@@ -77,6 +77,8 @@ def _remove_index_files(folder: Path) -> None:
     for p in folder.iterdir():
         if p.is_dir() and len(p.name) == 36 and p.name.count("-") == 4:  # a Chroma segment folder (a uuid)
             shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith("keyword-") and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
         elif p.name.startswith(("keyword-", CHROMA_FILE)):
             p.unlink(missing_ok=True)
 

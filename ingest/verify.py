@@ -84,7 +84,7 @@ def verify(store: Store, fp: Fingerprint, scan_options: ScanOptions, guard: Sync
 
 def _keyword_problems(store: Store, ids: list[str]) -> list[str]:
     """Ids the keyword index lacks, has outdated or keeps extra; a missing keyword index lacks them all."""
-    if not keyword_path(store.files_location, store.name).is_file():
+    if not (keyword_path(store.files_location, store.name) / "meta.json").is_file():
         return sorted(ids)
     with KeywordIndex.of(store, read_only=True) as index:
         missing, extra = keyword_differences(store, index)

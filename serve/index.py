@@ -90,7 +90,7 @@ class Index:
                                             optional=self.settings.query.mode == "keyword", notes=self.notes)
         self._store, self._live = store, store.name
         self._generation = store.collection_metadata().get(GENERATION_KEY)
-        self._keyword = KeywordIndex.of(store, check_same_thread=False)
+        self._keyword = KeywordIndex.of(store)
 
     @property
     def live(self) -> str | None:

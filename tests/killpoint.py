@@ -20,7 +20,7 @@ from docvec.keyword import KeywordIndex
 from docvec.store import Store
 
 WRITES = [(Store, "add"), (Store, "update_metadata"), (Store, "delete"), (Store, "set_collection_metadata"),
-          (KeywordIndex, "apply"), (KeywordIndex, "optimize")]
+          (KeywordIndex, "apply")]
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ def test_keyword_index_holds_exactly_the_collection(tmp_path: Path, docs: Path, 
 def test_lost_keyword_index_is_rebuilt_from_the_collection(tmp_path: Path, docs: Path,
                                                            recorder: RecordingEmbedder) -> None:
     store = _ingest(tmp_path / "idx", docs, recorder)
-    keyword_path(store.location, store.name).unlink()
+    shutil.rmtree(keyword_path(store.location, store.name))
     index = KeywordIndex(keyword_path(store.location, store.name))
     assert sync_keyword_index(store, index) == store.count()
     assert sync_keyword_index(store, index) == 0  # up to date: a generation check, no scan
