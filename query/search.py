@@ -139,6 +139,15 @@ class _Read:
     everything: bool = False  # the vector side returned every chunk (that passes the filter)
 
 
+@dataclass
+class _Known:
+    """Exact scores and texts looked up during one search, so a deeper read does not look them up again."""
+
+    bm25: dict[str, float] = field(default_factory=dict)
+    cosine: dict[str, float] = field(default_factory=dict)
+    documents: dict[str, tuple[str, Metadata]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Query:
     """What to look for and how many; `per_file` caps hits per source file (0: no cap)."""
@@ -174,24 +183,25 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
     if mode == "hybrid" and fusion.method == "rrf":
         return _rrf(store, keyword, qvec, q)
     depth = max(fusion.candidates or FIRST_DEPTH, 1)
-    known: dict[str, dict[str, float]] = {"bm25": {}, "cosine": {}}  # exact scores looked up, kept across reads
+    known = _Known()  # what was looked up, kept across deeper reads
     while True:
-        read = _read(store, keyword, qvec, q, depth, known["bm25"])
+        read = _read(store, keyword, qvec, q, depth, known.bm25)
         score = _scorer(q, read)
         complete = read.everything or (read.vector_bound is None and read.keyword_bound is None)
         bound = -math.inf if complete else score(read.vector_bound, read.keyword_bound or 0.0)
         if bound < q.min_score:
             complete, bound = True, -math.inf  # nothing unread can pass min_score
         if qvec is not None:
-            _fill_similarities(store, qvec, read, score, bound, known["cosine"])
+            _fill_similarities(store, qvec, read, score, max(bound, q.min_score - 1e-12), known.cosine,
+                               lambda: _kth_hit_score(store, read, q, score, bound, known.documents))
         for c in read.pool.values():
             c.score = score(c.similarity, c.keyword_score)
-        hits = _select(store, read.pool, q, bound)
+        hits = _select(store, read.pool, q, bound, known.documents)
         if len(hits) >= top_k or complete:
             if not hits and where:
                 check_where_keys(store, where)  # an empty answer because of a mistyped key is an error
             return hits[:top_k]
-        depth *= 4
+        depth *= 4 if 4 * len(hits) >= top_k else 16  # few hits certified: duplicates or a flat ranking
 
 
 def _scorer(q: Query, read: _Read) -> Callable[[float | None, float], float]:
@@ -244,21 +254,23 @@ def _read(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any]
 
 def _fill_similarities(store: Store, vector: np.ndarray[Any, Any], read: _Read,
                        score: Callable[[float | None, float], float], bound: float,
-                       known: dict[str, float] | None = None) -> None:
+                       known: dict[str, float] | None = None, floor: Callable[[], float] | None = None) -> None:
     """Keyword-only candidates get their cosine similarity from their stored vector, but only those that could
-    beat `bound`: the others are dropped (a deeper read brings them back if it must)."""
+    beat `bound` and the k-th hit `floor()` finds among the exactly scored candidates: the others are dropped (a
+    deeper read brings them back if it must). Reading stored vectors is the costly part of a hybrid search."""
     pool = read.pool
-    missing = [rid for rid, c in pool.items() if c.similarity is None]
-    if read.vector_bound is not None:  # none of them is more similar than the last vector candidate read
-        hopeless = [rid for rid in missing if score(read.vector_bound, pool[rid].keyword_score) <= bound]
-        for rid in hopeless:
-            del pool[rid]
-        missing = [rid for rid in missing if rid in pool]
     known = {} if known is None else known
-    for rid in missing:
-        if rid in known:
-            pool[rid].similarity = known[rid]
-    missing = [rid for rid in missing if pool[rid].similarity is None]
+    for rid, c in pool.items():
+        if c.similarity is None and rid in known:
+            c.similarity = known[rid]
+    missing = [rid for rid, c in pool.items() if c.similarity is None]
+    if missing and read.vector_bound is not None:  # none of them is more similar than the last vector candidate
+        kth = floor() if floor is not None else -math.inf
+        upper = {rid: score(read.vector_bound, pool[rid].keyword_score) for rid in missing}
+        for rid in missing:
+            if upper[rid] <= bound or upper[rid] < kth:  # at a tie with the k-th hit the id decides: keep it
+                del pool[rid]
+        missing = [rid for rid in missing if rid in pool]
     if not missing:
         return
     vectors = store.get_embeddings(missing)
@@ -269,7 +281,18 @@ def _fill_similarities(store: Store, vector: np.ndarray[Any, Any], read: _Read,
         pool[rid].similarity = known[rid] = float(np.dot(vector, np.asarray(vectors[rid], dtype=np.float32)))
 
 
-def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float) -> list[Hit]:
+def _kth_hit_score(store: Store, read: _Read, q: Query, score: Callable[[float | None, float], float],
+                   bound: float, documents: dict[str, tuple[str, Metadata]]) -> float:
+    """The score of the top_k-th hit among the candidates whose score is known exactly (-inf: fewer hits)."""
+    exact = {rid: c for rid, c in read.pool.items() if c.similarity is not None}
+    for c in exact.values():
+        c.score = score(c.similarity, c.keyword_score)
+    hits = _select(store, exact, q, bound, documents)
+    return hits[q.top_k - 1].score if len(hits) >= q.top_k else -math.inf
+
+
+def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float,
+            known: dict[str, tuple[str, Metadata]] | None = None) -> list[Hit]:
     """Walk the candidates that beat `bound` best first, folding duplicates and capping hits per file."""
     order = sorted((kv for kv in pool.items() if kv[1].score > bound and kv[1].score >= q.min_score
                     and (q.mode != "keyword" or kv[1].keyword_rank)), key=lambda kv: (-kv[1].score, kv[0]))
@@ -277,10 +300,12 @@ def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float) -
     also: dict[str, list[Location]] = {}
     by_text: dict[str, str] = {}
     per_source: dict[str, int] = {}
-    step = q.top_k + 10
-    for start in range(0, len(order), step):  # text is read only as far as the walk goes
+    known = {} if known is None else known
+    start, step = 0, q.top_k + 10
+    while start < len(order):  # text is read only as far as the walk goes (twice as far each time: duplicates)
         batch = order[start:start + step]
-        _fill_documents(store, batch)
+        start, step = start + step, step * 2
+        _fill_documents(store, batch, known)
         for rid, c in batch:
             if c.document is None:  # deleted by a concurrent ingest since it was ranked
                 continue
@@ -316,13 +341,15 @@ def _hit(rank: int, rid: str, c: _Candidate, q: Query, also: tuple[Location, ...
                None if q.mode == "vector" else c.keyword_score, c.vector_rank, c.keyword_rank, also)
 
 
-def _fill_documents(store: Store, chosen: list[tuple[str, _Candidate]]) -> None:
-    """Text and metadata of the hits that will be shown, in one read."""
-    missing = [rid for rid, c in chosen if c.document is None]
-    docs = store.get_documents(missing) if missing else {}
+def _fill_documents(store: Store, chosen: list[tuple[str, _Candidate]],
+                    known: dict[str, tuple[str, Metadata]]) -> None:
+    """Text and metadata of the hits that will be shown, in one read (`known` keeps them for a deeper read)."""
+    missing = [rid for rid, c in chosen if c.document is None and rid not in known]
+    if missing:
+        known.update(store.get_documents(missing))
     for rid, c in chosen:
-        if rid in docs:
-            c.document, c.metadata = docs[rid]
+        if rid in known:
+            c.document, c.metadata = known[rid]
 
 
 def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query) -> list[Hit]:
