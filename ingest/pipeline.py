@@ -20,8 +20,9 @@ from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, chunk_
 from docvec.embedders import Embedder
 from docvec.errors import IndexMismatch, IndexNotFound, InputRejected, Interrupted, Refused, StoreError
 from docvec.fingerprint import Fingerprint
-from docvec.keyword import KeywordIndex, sync_keyword_index
-from docvec.store import DOCS_ROOT_KEY, STATS_KEY, Metadata, Store, StoreLocation, dumps_metadata, is_unwritable
+from docvec.keyword import SCHEMA_VERSION as KEYWORD_SCHEMA, KeywordIndex, sync_keyword_index
+from docvec.store import (DOCS_ROOT_KEY, GENERATION_KEY, STATS_KEY, WRITING_KEY, Metadata, Store, StoreLocation,
+                          dumps_metadata, is_unwritable)
 from ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, content_file_hash, read_markdown, scan
 
 # Chunks written per window. A window is embedded, then written with one Chroma call of each kind (Chroma's cost
@@ -262,9 +263,10 @@ def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, pa
     check_deletions(len(stale), state.records, f"{len(removed)} of {len(state.files)} files are gone from "
                     f"{scan_options.root}", guard)
     was_writing = store.writing()
-    _execute(store, embedder, work, todo, stale, report, progress, scan_options.root, was_writing)
+    delta = KeywordDelta(str(store.collection_metadata().get(GENERATION_KEY, 0)), was_writing)
+    _execute(store, embedder, work, todo, stale, report, progress, scan_options.root, was_writing, delta)
     report.chunks_total = store.count()
-    _sync_keywords(store)
+    _sync_keywords(store, delta)
 
 
 def _plan(files: Sequence[SourceFile], state: IndexState, embedder: Embedder, params: ChunkParams, fp: str,
@@ -365,7 +367,8 @@ def _fill_dry_run(report: IngestReport, work: list[FileWork], plan: EmbeddingPla
 
 
 def _execute(store: Store, embedder: Embedder, work: list[FileWork], plan: EmbeddingPlan, stale: list[str],
-             report: IngestReport, progress: ProgressCallback, root: Path, was_writing: bool) -> None:
+             report: IngestReport, progress: ProgressCallback, root: Path, was_writing: bool,
+             delta: "KeywordDelta") -> None:
     total = len(plan.embed)
     if work or stale or store.docs_root() != docs_root_of(root):
         store.mark_writing()  # before the first write: a run killed from here on is visible to the next one
@@ -377,14 +380,15 @@ def _execute(store: Store, embedder: Embedder, work: list[FileWork], plan: Embed
         pending += len(fw.ids)
         if pending >= target:
             before = (report.chunks_embedded, report.embed_seconds)
-            _flush(store, embedder, window, plan, report, progress, total)
+            _flush(store, embedder, window, plan, report, progress, total, delta)
             target = _next_window(pending, report.chunks_embedded - before[0], report.embed_seconds - before[1])
             window, pending = [], 0
-    _flush(store, embedder, window, plan, report, progress, total)
+    _flush(store, embedder, window, plan, report, progress, total, delta)
     # Texts embedded for a file that was then skipped were not written: never a negative count.
     report.chunks_reused = max(0, report.chunks_written - report.chunks_embedded)
     progress(Progress("delete", 0, len(stale)))
     store.delete(stale)
+    delta.delete.extend(stale)
     report.chunks_deleted += len(stale)
     progress(Progress("delete", len(stale), len(stale)))
     _record_generation(store, report, root, was_writing)
@@ -398,7 +402,7 @@ def _next_window(written: int, embedded: int, seconds: float) -> int:
 
 
 def _flush(store: Store, embedder: Embedder, window: list[FileWork], plan: EmbeddingPlan,
-           report: IngestReport, progress: ProgressCallback, total: int) -> None:
+           report: IngestReport, progress: ProgressCallback, total: int, delta: "KeywordDelta") -> None:
     """Get a vector for every text the window's files need (each embedded once), then write the files."""
     needed = {m["hash"]: c.embed_text for fw in window for rid, m, c in zip(fw.ids, fw.metadatas, fw.chunks)
               if plan.needs_vector(rid, m, fw.old)}
@@ -414,7 +418,7 @@ def _flush(store: Store, embedder: Embedder, window: list[FileWork], plan: Embed
             _drop_files_with(todo[exc.index], str(exc), window, report)
         still = {m["hash"] for fw in window for m in fw.metadatas}
         todo = [h for h in todo if h not in vectors and h in still]
-    _write_window(store, window, plan, vectors, report)
+    _write_window(store, window, plan, vectors, report, delta)
     # What this window wrote is in the store now: a later file with the same text copies its vector.
     for fw in window:
         for rid, meta in zip(fw.ids, fw.metadatas):
@@ -451,20 +455,21 @@ def _drop_files_with(bad_hash: str, reason: str, window: list[FileWork], report:
 
 
 def _write_window(store: Store, window: list[FileWork], plan: EmbeddingPlan, vectors: dict[str, list[float]],
-                  report: IngestReport) -> None:
+                  report: IngestReport, delta: "KeywordDelta") -> None:
     """Write the window's files in one call of each kind; if Chroma refuses the batch, file by file, so that one
     file it cannot store (a name or value it rejects) is skipped with the reason and the others are written."""
     try:
-        _write_files(store, window, plan, vectors, report)
+        _write_files(store, window, plan, vectors, report, delta)
         return
     except StoreError as exc:
+        delta.exact = False  # part of the window may be written: the keyword index is compared row by row
         if len(window) == 1 or is_unwritable(exc):
             raise
         first = exc
     written = 0
     for fw in list(window):
         try:
-            _write_files(store, [fw], plan, vectors, report)
+            _write_files(store, [fw], plan, vectors, report, delta)
             written += 1
         except StoreError as exc:
             if is_unwritable(exc):
@@ -487,7 +492,7 @@ def _unlist(rel: str, report: IngestReport) -> None:
 
 
 def _write_files(store: Store, window: list[FileWork], plan: EmbeddingPlan, vectors: dict[str, list[float]],
-                 report: IngestReport) -> None:
+                 report: IngestReport, delta: "KeywordDelta") -> None:
     """All new records of the files, then refreshed metadata, then deletion of what the new versions dropped.
 
     One call of each kind: Chroma's cost is mostly per call (~45 ms), not per record. Every file's new records
@@ -495,6 +500,7 @@ def _write_files(store: Store, window: list[FileWork], plan: EmbeddingPlan, vect
     """
     add: list[tuple[str, Metadata, Chunk]] = []
     kept: list[tuple[str, Metadata]] = []
+    texts: dict[str, str] = {}
     replaced: list[str] = []
     gone: list[str] = []
     for fw in window:
@@ -505,6 +511,7 @@ def _write_files(store: Store, window: list[FileWork], plan: EmbeddingPlan, vect
                     replaced.append(rid)  # same id, other text or model: rare, must go before its re-add
             else:
                 kept.append((rid, meta))
+                texts[rid] = chunk.text
         gone.extend(sorted(set(fw.old) - set(fw.ids)))
     stored = store.get_metadatas([r for r, _ in kept]) if kept else {}
     update = [(rid, m) for rid, m in kept if dumps_metadata(stored.get(rid, {})) != dumps_metadata(m)]
@@ -513,6 +520,10 @@ def _write_files(store: Store, window: list[FileWork], plan: EmbeddingPlan, vect
               [m for _, m, _ in add])
     store.update_metadata([r for r, _ in update], [m for _, m in update])
     store.delete(gone)
+    relabelled = [(rid, str(m.get("label", "")), texts[rid]) for rid, m in update
+                  if stored.get(rid, {}).get("label") != m.get("label")]
+    delta.add.extend([(rid, str(m.get("label", "")), c.text) for rid, m, c in add] + relabelled)
+    delta.delete.extend(replaced + gone + [rid for rid, _, _ in relabelled])
     report.chunks_kept += len(kept)
     report.chunks_written += len(add)
     report.chunks_deleted += len(gone) + len(replaced)
@@ -546,10 +557,29 @@ def reason_kind(reason: str) -> str:
     return reason.split(" (", 1)[0].split(":", 1)[0].strip()
 
 
-def _sync_keywords(store: Store) -> None:
+@dataclass
+class KeywordDelta:
+    """What a run changed, for the keyword index: applied as it is when the index reflected the collection the
+    run started from (the usual case: no full comparison of 100k rows), else the index is compared row by row."""
+
+    start_generation: str
+    was_writing: bool  # a run died mid-way before this one: what the collection holds is not known row by row
+    add: list[tuple[str, str, str]] = field(default_factory=list)  # (id, label, text)
+    delete: list[str] = field(default_factory=list)
+    exact: bool = True  # False once a write failed part-way
+
+
+def _sync_keywords(store: Store, delta: KeywordDelta) -> None:
     """The keyword index follows the collection it is derived from."""
+    meta = store.collection_metadata()
+    generation = str(meta.get(GENERATION_KEY, 0))
     with KeywordIndex.of(store) as index:
-        sync_keyword_index(store, index)
+        if (delta.exact and not delta.was_writing and WRITING_KEY not in meta and generation != delta.start_generation
+                and index.get_state("generation") == delta.start_generation
+                and index.get_state("schema") == KEYWORD_SCHEMA):
+            index.apply(delta.add, delta.delete, {"generation": generation, "schema": KEYWORD_SCHEMA})
+        else:
+            sync_keyword_index(store, index)
 
 
 def index_exists(location: StoreLocation) -> Store | None:

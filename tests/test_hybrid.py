@@ -43,6 +43,28 @@ def test_keyword_index_holds_exactly_the_collection(tmp_path: Path, docs: Path, 
     assert _keyword_ids(store) == {rid for rid, _ in store.iter_metadata()}
 
 
+def test_a_sync_applies_its_own_changes_to_the_keyword_index(tmp_path: Path, docs: Path, recorder: RecordingEmbedder,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an ordinary run the keyword index takes the run's own adds, deletes and relabels: no comparison of
+    every row (the cost of a watch-mode sync at 100k chunks), and the result is what a full comparison gives."""
+    store = _ingest(tmp_path / "idx", docs, recorder)
+    (docs / "guides" / "sdks.md").unlink()
+    webhooks = docs / "guides" / "webhooks.md"
+    webhooks.write_text(webhooks.read_text().replace("three days", "five days"))
+    versioning = docs / "reference" / "versioning.md"  # a new title relabels chunks whose text stays
+    versioning.write_text(versioning.read_text().replace("title: ", "title: Renamed ", 1))
+
+    def no_full_comparison(*args: object) -> None:
+        raise AssertionError("the keyword index was compared row by row")
+    monkeypatch.setattr("docvec.keyword.keyword_differences", no_full_comparison)
+    store = _ingest(tmp_path / "idx", docs, recorder)
+    monkeypatch.undo()
+    with KeywordIndex.of(store) as index:
+        assert index.entries() == {(rid, str(m["label"])) for rid, m in store.iter_metadata()}
+        assert any(label.startswith("Renamed") for _, label in index.entries())
+        assert sync_keyword_index(store, index, force=True) == 0  # a full comparison finds nothing to change
+
+
 def test_lost_keyword_index_is_rebuilt_from_the_collection(tmp_path: Path, docs: Path,
                                                            recorder: RecordingEmbedder) -> None:
     store = _ingest(tmp_path / "idx", docs, recorder)
