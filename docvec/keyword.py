@@ -14,7 +14,7 @@ import json
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -66,6 +66,16 @@ def _schema() -> tantivy.Schema:
 _SCHEMA = _schema()
 
 
+@dataclass
+class KeywordChanges:
+    """What one run wrote to the collection, to apply as it is when the keyword index reflects generation `since`
+    (None: unknown, e.g. after a write failed part-way; the index is then compared row by row)."""
+
+    since: str | None
+    add: list[tuple[str, str, str]] = field(default_factory=list)  # (id, label, text)
+    delete: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class KeywordHit:
     """A chunk id and its bm25 score (higher is better)."""
@@ -81,11 +91,11 @@ class KeywordIndex:
         """`read_only` never creates or changes anything (verify, and readers of a read-only index)."""
         self.path = path
         try:
-            if read_only or (path.is_dir() and any(path.iterdir())):
+            if read_only:
                 if not (path / "meta.json").is_file():
                     raise StoreError(f"cannot open the keyword index {path}: it does not exist")
                 self._index = tantivy.Index.open(str(path))
-            else:
+            else:  # opens the index there, or creates it (also over what a killed first build left)
                 path.mkdir(parents=True, exist_ok=True)
                 self._index = tantivy.Index(_SCHEMA, path=str(path), reuse=True)
             self._index.register_tokenizer("docvec", _ANALYZER)
@@ -143,7 +153,7 @@ class KeywordIndex:
         return out
 
     def get_state(self, key: str) -> str | None:
-        """A value recorded with the last `apply` ('generation', 'schema')."""
+        """A value recorded with the last `apply` ('generation': the collection generation it reflects)."""
         value = self._state().get(key)
         return None if value is None else str(value)
 
@@ -286,16 +296,23 @@ def keyword_differences(store: Store, index: KeywordIndex) -> tuple[list[str], l
     return sorted({rid for rid, _ in wanted - have}), sorted({rid for rid, _ in have - wanted})
 
 
-def sync_keyword_index(store: Store, index: KeywordIndex, force: bool = False, reader: bool = False) -> int:
+def sync_keyword_index(store: Store, index: KeywordIndex, force: bool = False, reader: bool = False,
+                       changes: KeywordChanges | None = None) -> int:
     """Make the keyword index hold exactly the collection's chunks; returns the rows changed.
 
     The collection's generation says whether the keyword index is behind. While a writer's mark is set (a run is
     writing, or one died mid-run) the generation does not tell: a writer then always compares row by row, and a
-    reader (`reader=True`) keeps the index it has, which the next completed run brings in line."""
+    reader (`reader=True`) keeps the index it has, which the next completed run brings in line. A run's own
+    `changes` are applied as they are when the index reflects the generation they start from (no comparison of
+    every row: the cost of a watch-mode sync at 100k chunks)."""
     meta = store.collection_metadata()
     generation = str(meta.get(GENERATION_KEY, 0))
     recorded = index.get_state("generation")
-    current = recorded == generation and index.get_state("schema") == SCHEMA_VERSION
+    if (changes is not None and changes.since is not None and not force and WRITING_KEY not in meta
+            and recorded == changes.since != generation):
+        index.apply(changes.add, changes.delete, {"generation": generation})
+        return len(changes.add) + len(changes.delete)
+    current = recorded == generation
     if WRITING_KEY in meta and recorded is not None:
         if reader:
             return 0
@@ -307,7 +324,7 @@ def sync_keyword_index(store: Store, index: KeywordIndex, force: bool = False, r
     docs = store.get_documents(missing)
     add = [(rid, str(docs[rid][1].get("label", "")), docs[rid][0]) for rid in missing if rid in docs]
     try:
-        index.apply(add, stale, {"generation": generation, "schema": SCHEMA_VERSION}, wait=not reader)
+        index.apply(add, stale, {"generation": generation}, wait=not reader)
     except LockHeld:
         if reader:  # a writer is catching the index up right now: answer from what it holds
             return 0

@@ -20,9 +20,9 @@ from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, chunk_
 from docvec.embedders import Embedder
 from docvec.errors import IndexMismatch, IndexNotFound, InputRejected, Interrupted, Refused, StoreError
 from docvec.fingerprint import Fingerprint
-from docvec.keyword import SCHEMA_VERSION as KEYWORD_SCHEMA, KeywordIndex, sync_keyword_index
-from docvec.store import (DOCS_ROOT_KEY, GENERATION_KEY, STATS_KEY, WRITING_KEY, Metadata, Store, StoreLocation,
-                          dumps_metadata, is_unwritable)
+from docvec.keyword import KeywordChanges, KeywordIndex, sync_keyword_index
+from docvec.store import (DOCS_ROOT_KEY, GENERATION_KEY, STATS_KEY, Metadata, Store, StoreLocation, dumps_metadata,
+                          is_unwritable)
 from ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, content_file_hash, read_markdown, scan
 
 # Chunks written per window. A window is embedded, then written with one Chroma call of each kind (Chroma's cost
@@ -263,7 +263,8 @@ def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, pa
     check_deletions(len(stale), state.records, f"{len(removed)} of {len(state.files)} files are gone from "
                     f"{scan_options.root}", guard)
     was_writing = store.writing()
-    delta = KeywordDelta(str(store.collection_metadata().get(GENERATION_KEY, 0)), was_writing)
+    # After a run that died mid-way, what the collection holds is not known row by row: no changes to apply.
+    delta = KeywordChanges(None if was_writing else str(store.collection_metadata().get(GENERATION_KEY, 0)))
     _execute(store, embedder, work, todo, stale, report, progress, scan_options.root, was_writing, delta)
     report.chunks_total = store.count()
     _sync_keywords(store, delta)
@@ -368,7 +369,7 @@ def _fill_dry_run(report: IngestReport, work: list[FileWork], plan: EmbeddingPla
 
 def _execute(store: Store, embedder: Embedder, work: list[FileWork], plan: EmbeddingPlan, stale: list[str],
              report: IngestReport, progress: ProgressCallback, root: Path, was_writing: bool,
-             delta: "KeywordDelta") -> None:
+             delta: KeywordChanges) -> None:
     total = len(plan.embed)
     if work or stale or store.docs_root() != docs_root_of(root):
         store.mark_writing()  # before the first write: a run killed from here on is visible to the next one
@@ -402,7 +403,7 @@ def _next_window(written: int, embedded: int, seconds: float) -> int:
 
 
 def _flush(store: Store, embedder: Embedder, window: list[FileWork], plan: EmbeddingPlan,
-           report: IngestReport, progress: ProgressCallback, total: int, delta: "KeywordDelta") -> None:
+           report: IngestReport, progress: ProgressCallback, total: int, delta: KeywordChanges) -> None:
     """Get a vector for every text the window's files need (each embedded once), then write the files."""
     needed = {m["hash"]: c.embed_text for fw in window for rid, m, c in zip(fw.ids, fw.metadatas, fw.chunks)
               if plan.needs_vector(rid, m, fw.old)}
@@ -455,14 +456,14 @@ def _drop_files_with(bad_hash: str, reason: str, window: list[FileWork], report:
 
 
 def _write_window(store: Store, window: list[FileWork], plan: EmbeddingPlan, vectors: dict[str, list[float]],
-                  report: IngestReport, delta: "KeywordDelta") -> None:
+                  report: IngestReport, delta: KeywordChanges) -> None:
     """Write the window's files in one call of each kind; if Chroma refuses the batch, file by file, so that one
     file it cannot store (a name or value it rejects) is skipped with the reason and the others are written."""
     try:
         _write_files(store, window, plan, vectors, report, delta)
         return
     except StoreError as exc:
-        delta.exact = False  # part of the window may be written: the keyword index is compared row by row
+        delta.since = None  # part of the window may be written: the keyword index is compared row by row
         if len(window) == 1 or is_unwritable(exc):
             raise
         first = exc
@@ -492,7 +493,7 @@ def _unlist(rel: str, report: IngestReport) -> None:
 
 
 def _write_files(store: Store, window: list[FileWork], plan: EmbeddingPlan, vectors: dict[str, list[float]],
-                 report: IngestReport, delta: "KeywordDelta") -> None:
+                 report: IngestReport, delta: KeywordChanges) -> None:
     """All new records of the files, then refreshed metadata, then deletion of what the new versions dropped.
 
     One call of each kind: Chroma's cost is mostly per call (~45 ms), not per record. Every file's new records
@@ -557,29 +558,10 @@ def reason_kind(reason: str) -> str:
     return reason.split(" (", 1)[0].split(":", 1)[0].strip()
 
 
-@dataclass
-class KeywordDelta:
-    """What a run changed, for the keyword index: applied as it is when the index reflected the collection the
-    run started from (the usual case: no full comparison of 100k rows), else the index is compared row by row."""
-
-    start_generation: str
-    was_writing: bool  # a run died mid-way before this one: what the collection holds is not known row by row
-    add: list[tuple[str, str, str]] = field(default_factory=list)  # (id, label, text)
-    delete: list[str] = field(default_factory=list)
-    exact: bool = True  # False once a write failed part-way
-
-
-def _sync_keywords(store: Store, delta: KeywordDelta) -> None:
-    """The keyword index follows the collection it is derived from."""
-    meta = store.collection_metadata()
-    generation = str(meta.get(GENERATION_KEY, 0))
+def _sync_keywords(store: Store, changes: KeywordChanges) -> None:
+    """The keyword index follows the collection it is derived from (taking this run's own changes)."""
     with KeywordIndex.of(store) as index:
-        if (delta.exact and not delta.was_writing and WRITING_KEY not in meta and generation != delta.start_generation
-                and index.get_state("generation") == delta.start_generation
-                and index.get_state("schema") == KEYWORD_SCHEMA):
-            index.apply(delta.add, delta.delete, {"generation": generation, "schema": KEYWORD_SCHEMA})
-        else:
-            sync_keyword_index(store, index)
+        sync_keyword_index(store, index, changes=changes)
 
 
 def index_exists(location: StoreLocation) -> Store | None:

@@ -192,7 +192,7 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
         if bound < q.min_score:
             complete, bound = True, -math.inf  # nothing unread can pass min_score
         if qvec is not None:
-            _fill_similarities(store, qvec, read, score, max(bound, q.min_score - 1e-12), known.cosine,
+            _fill_similarities(store, qvec, read, score, bound, known.cosine,
                                lambda: _kth_hit_score(store, read, q, score, bound, known.documents))
         for c in read.pool.values():
             c.score = score(c.similarity, c.keyword_score)
@@ -283,12 +283,13 @@ def _fill_similarities(store: Store, vector: np.ndarray[Any, Any], read: _Read,
 
 def _kth_hit_score(store: Store, read: _Read, q: Query, score: Callable[[float | None, float], float],
                    bound: float, documents: dict[str, tuple[str, Metadata]]) -> float:
-    """The score of the top_k-th hit among the candidates whose score is known exactly (-inf: fewer hits)."""
+    """The least score a candidate needs to be shown: the top_k-th hit's among the candidates whose score is known
+    exactly, and at least min_score (-inf: fewer hits, no min_score)."""
     exact = {rid: c for rid, c in read.pool.items() if c.similarity is not None}
     for c in exact.values():
         c.score = score(c.similarity, c.keyword_score)
     hits = _select(store, exact, q, bound, documents)
-    return hits[q.top_k - 1].score if len(hits) >= q.top_k else -math.inf
+    return max(hits[q.top_k - 1].score if len(hits) >= q.top_k else -math.inf, q.min_score)
 
 
 def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float,

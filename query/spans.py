@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from docvec.embedders import Embedder, Vectors
-from docvec.keyword import STOP_WORDS
+from docvec.keyword import question_words as content_words
 from query.search import Hit
 
 MAX_PARAGRAPH_CHARS = 800  # the best sentence's whole paragraph is the span when it is no longer than this
@@ -95,7 +95,7 @@ def word_overlap(question: str | frozenset[str], text: str) -> float:
 
 def question_words(question: str) -> frozenset[str]:
     """The stemmed content words of a question."""
-    return frozenset(_stem(w) for w in _WORD.findall(question.lower()) if w not in STOP_WORDS)
+    return frozenset(_stem(w) for w in content_words(question))
 
 
 @functools.lru_cache(maxsize=65536)
