@@ -47,7 +47,7 @@ def pools(config: Path, queries_file: Path, depth: int) -> tuple[list[Pool], dic
             kws.update(keyword.scores(q.query, [i for i in sims if i not in kws]))
             missing = [i for i in kws if i not in sims]
             for rid, v in store.get_embeddings(missing).items():
-                sims[rid] = float(np.dot(vec, np.asarray(v, dtype=np.float32)))
+                sims[rid] = float(np.dot(vec, v))
             out.append([(rid, sims[rid], kws.get(rid, 0.0)) for rid in sims])
         ids = sorted({rid for p in out for rid, _, _ in p})
         meta = {rid: m for rid, m in store.get_metadatas(ids).items()}

@@ -3,7 +3,8 @@
     python bench/serve_bench.py [--sizes 10000,100000] [--watch-corpus ../shared/corpora/fastapi-docs-en]
 
 - 10k chunks: the real SciFact index of bench/scifact_eval.py (9,977 chunks, built-in model).
-- 100k chunks: SciFact copies with perturbed real vectors, built once like bench/scale_bench.py (no embedding).
+- 100k chunks: ten copies of SciFact, each text with its own real vector, built once like bench/scale_bench.py
+  (no embedding): nine in ten chunks have exact duplicates, which hybrid search folds into one hit.
 For each size a real `docvec serve` runs; measured side by side in one run: `docvec query` through it vs
 `--no-server` (median wall of 9 alternating runs each), warm POST /search p50/p95 (vector, hybrid; 100 questions
 each, answer pointing by words as by default), 20 concurrent clients x 50 questions (errors, p50/p95), idle RSS.
@@ -55,15 +56,13 @@ def main() -> None:
 
 
 def _big_index(size: int) -> Path:
-    """A ~size-chunk index of SciFact copies with perturbed real vectors (built once, then reused)."""
-    import numpy as np
-
+    """A ~size-chunk index of SciFact copies, each text with its own real vector (built once, then reused)."""
     from docvec.chunker import ChunkParams
     from docvec.fingerprint import Fingerprint
     from docvec.store import StoreLocation
     from ingest.pipeline import ingest, open_for_writing
     from ingest.scan import ScanOptions
-    from scale_bench import LookupEmbedder, _corpus, _scifact_vectors
+    from scale_bench import LookupEmbedder, _corpus, scifact_by_hash
 
     work = RESULTS / f"serve-{size}"
     cfg = work / "config.yaml"
@@ -71,11 +70,7 @@ def _big_index(size: int) -> Path:
         return cfg
     shutil.rmtree(work, ignore_errors=True)
     _corpus(size, SCIFACT / "docs", work / "docs")
-    _, vectors, _ = _scifact_vectors()
-    rng = np.random.default_rng(size)
-    pool = vectors + rng.normal(0, 0.01, vectors.shape).astype(np.float32)
-    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
-    embedder = LookupEmbedder(pool)
+    embedder = LookupEmbedder(scifact_by_hash())
     store = open_for_writing(StoreLocation(work / "index", "docvec"), Fingerprint.build(embedder.info, ChunkParams()))
     ingest(store, embedder, ScanOptions(work / "docs"), ChunkParams())
     cfg.write_text(f"docs:\n  path: {work / 'docs'}\nstore:\n  path: {work / 'index'}\n")

@@ -409,7 +409,7 @@ def _flush(store: Store, embedder: Embedder, window: list[FileWork], plan: Embed
               if plan.needs_vector(rid, m, fw.old)}
     copy_from = {h: plan.reuse[h] for h in needed if h in plan.reuse}
     stored = store.get_embeddings(sorted(set(copy_from.values())))
-    vectors = {h: stored[rid] for h, rid in copy_from.items() if rid in stored}
+    vectors = {h: stored[rid].tolist() for h, rid in copy_from.items() if rid in stored}
     # Embed what is new, and what could not be copied (its source record was replaced meanwhile).
     todo = sorted((h for h in needed if h not in vectors), key=lambda h: len(needed[h]))
     while todo:

@@ -7,10 +7,12 @@ fingerprint) and then runs the ordinary sync, which re-adds what is missing and 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
 
 from docvec.chunker import ChunkParams, has_body
 from docvec.embedders import Embedder
@@ -144,7 +146,7 @@ def _bad_vectors(store: Store, ids: list[str], dimension: int, normalized: bool)
     return bad
 
 
-def _healthy(vector: list[float] | None, dimension: int, normalized: bool) -> bool:
-    if vector is None or len(vector) != dimension or not all(math.isfinite(x) for x in vector):
+def _healthy(vector: NDArray[np.float32] | None, dimension: int, normalized: bool) -> bool:
+    if vector is None or vector.shape != (dimension,) or not np.isfinite(vector).all():
         return False
-    return not normalized or abs(math.sqrt(sum(x * x for x in vector)) - 1.0) < 1e-3
+    return not normalized or abs(float(np.linalg.norm(vector)) - 1.0) < 1e-3

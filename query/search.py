@@ -119,8 +119,8 @@ def _rounded(value: float | None) -> float | None:
 
 @dataclass
 class _Candidate:
-    similarity: float | None = None
-    keyword_score: float = 0.0
+    similarity: float | None = None  # None: not looked up (yet)
+    keyword_score: float | None = None
     vector_rank: int | None = None
     keyword_rank: int | None = None
     score: float = 0.0
@@ -185,17 +185,15 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
     depth = max(fusion.candidates or FIRST_DEPTH, 1)
     known = _Known()  # what was looked up, kept across deeper reads
     while True:
-        read = _read(store, keyword, qvec, q, depth, known.bm25)
+        read = _read(store, keyword, qvec, q, depth)
         score = _scorer(q, read)
         complete = read.everything or (read.vector_bound is None and read.keyword_bound is None)
         bound = -math.inf if complete else score(read.vector_bound, read.keyword_bound or 0.0)
         if bound < q.min_score:
             complete, bound = True, -math.inf  # nothing unread can pass min_score
-        if qvec is not None:
-            _fill_similarities(store, qvec, read, score, bound, known.cosine,
-                               lambda: _kth_hit_score(store, read, q, score, bound, known.documents))
+        _fill_exact(store, keyword, qvec, q, read, score, bound, known, prune=mode == "hybrid")
         for c in read.pool.values():
-            c.score = score(c.similarity, c.keyword_score)
+            c.score = score(c.similarity, c.keyword_score or 0.0)
         hits = _select(store, read.pool, q, bound, known.documents)
         if len(hits) >= top_k or complete:
             if not hits and where:
@@ -220,10 +218,8 @@ def _scorer(q: Query, read: _Read) -> Callable[[float | None, float], float]:
 
 
 def _read(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
-          depth: int, known_bm25: dict[str, float] | None = None) -> _Read:
-    """Both rankings read `depth` deep; in hybrid mode every vector candidate gets its exact bm25 (looked up once
-    per search: `known_bm25` carries them to a deeper read)."""
-    known_bm25 = {} if known_bm25 is None else known_bm25
+          depth: int) -> _Read:
+    """Both rankings read `depth` deep; each candidate has the score of the side(s) that found it."""
     pool: dict[str, _Candidate] = {}
     vector_bound = keyword_bound = None
     best_kw = 0.0
@@ -231,7 +227,7 @@ def _read(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any]
     if q.mode != "keyword" and qvec is not None:
         found = store.query(qvec.tolist(), depth, q.where, with_text=False)
         for rank, r in enumerate(found, 1):
-            pool[r.id] = _Candidate(r.similarity, 0.0, rank)
+            pool[r.id] = _Candidate(r.similarity, None, rank)
         vector_bound = found[-1].similarity if len(found) == depth else None
         everything = vector_bound is None
     if q.mode != "vector" and keyword is not None:
@@ -242,52 +238,75 @@ def _read(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any]
         for rank, h in enumerate((h for h in raw if allowed is None or h.id in allowed), 1):
             c = pool.setdefault(h.id, _Candidate())
             c.keyword_rank, c.keyword_score = rank, h.score
-        if q.mode == "hybrid":  # exact bm25 for chunks only the vector side read (0: none of the words)
-            need = [i for i, c in pool.items() if c.keyword_rank is None and i not in known_bm25]
-            found_kw = keyword.scores(q.question, need)
-            known_bm25.update((i, found_kw.get(i, 0.0)) for i in need)
-            for rid, c in pool.items():
-                if c.keyword_rank is None:
-                    c.keyword_score = known_bm25[rid]
+    if q.mode == "vector" or keyword_bound is None:  # every chunk with one of the words was read: the rest have 0
+        for c in pool.values():
+            c.keyword_score = 0.0 if c.keyword_score is None else c.keyword_score
     return _Read(pool, vector_bound, keyword_bound, best_kw, everything)
 
 
-def _fill_similarities(store: Store, vector: np.ndarray[Any, Any], read: _Read,
-                       score: Callable[[float | None, float], float], bound: float,
-                       known: dict[str, float] | None = None, floor: Callable[[], float] | None = None) -> None:
-    """Keyword-only candidates get their cosine similarity from their stored vector, but only those that could
-    beat `bound` and the k-th hit `floor()` finds among the exactly scored candidates: the others are dropped (a
-    deeper read brings them back if it must). Reading stored vectors is the costly part of a hybrid search."""
+def _fill_exact(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
+                read: _Read, score: Callable[[float | None, float], float], bound: float, known: _Known,
+                prune: bool) -> None:
+    """Look up the half of each candidate's score that its ranking did not give (the bm25 of a chunk only the
+    vector side read, the cosine of one only the keyword side read), best possible score first, in growing
+    batches. With `prune`, a candidate whose best possible score cannot beat `bound` or the k-th hit already
+    certain is dropped instead: a deeper read brings it back if it must. These lookups are the costly part."""
     pool = read.pool
-    known = {} if known is None else known
-    for rid, c in pool.items():
-        if c.similarity is None and rid in known:
-            c.similarity = known[rid]
-    missing = [rid for rid, c in pool.items() if c.similarity is None]
-    if missing and read.vector_bound is not None:  # none of them is more similar than the last vector candidate
-        kth = floor() if floor is not None else -math.inf
-        upper = {rid: score(read.vector_bound, pool[rid].keyword_score) for rid in missing}
-        for rid in missing:
-            if upper[rid] <= bound or upper[rid] < kth:  # at a tie with the k-th hit the id decides: keep it
-                del pool[rid]
-        missing = [rid for rid in missing if rid in pool]
-    if not missing:
+    for rid, c in pool.items():  # looked up by an earlier read of this search
+        c.similarity = known.cosine.get(rid) if c.similarity is None else c.similarity
+        c.keyword_score = known.bm25.get(rid) if c.keyword_score is None else c.keyword_score
+
+    def upper(c: _Candidate) -> float:  # no unread chunk beats the bounds: neither does a missing half
+        sim = read.vector_bound if c.similarity is None else c.similarity
+        return score(sim, (read.keyword_bound or 0.0) if c.keyword_score is None else c.keyword_score)
+
+    pending = sorted((rid for rid, c in pool.items() if c.keyword_score is None or (c.similarity is None
+                      and qvec is not None)), key=lambda rid: (-upper(pool[rid]), rid))
+    step = q.top_k + 10
+    while pending:
+        if prune:
+            floor = _kth_hit_score(store, read, q, score, bound, known.documents)
+            for rid in pending:
+                if upper(pool[rid]) <= bound or upper(pool[rid]) < floor:  # a tie with the k-th: the id decides
+                    del pool[rid]
+            pending = [rid for rid in pending if rid in pool]
+        batch, pending, step = pending[:step], pending[step:], step * 2
+        _look_up(store, keyword, qvec, q, pool, batch, known)
+
+
+def _look_up(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
+             pool: dict[str, _Candidate], batch: list[str], known: _Known) -> None:
+    """The missing bm25 scores (0: none of the words) and cosines of a batch of candidates, one read each."""
+    need = [rid for rid in batch if pool[rid].keyword_score is None]
+    if need and keyword is not None:
+        found = keyword.scores(q.question, need)
+        for rid in need:
+            pool[rid].keyword_score = known.bm25[rid] = found.get(rid, 0.0)
+    need = [rid for rid in batch if pool[rid].similarity is None]
+    if not need or qvec is None:
         return
-    vectors = store.get_embeddings(missing)
-    for rid in missing:
+    vectors = store.get_embeddings(need)
+    for rid in need:
         if rid not in vectors:  # the keyword index is behind a concurrent ingest: skip the vanished chunk
             del pool[rid]
-            continue
-        pool[rid].similarity = known[rid] = float(np.dot(vector, np.asarray(vectors[rid], dtype=np.float32)))
+    need = [rid for rid in need if rid in vectors]
+    if need:  # one matrix product instead of a dot per chunk
+        for rid, sim in zip(need, (np.stack([vectors[rid] for rid in need]) @ qvec).tolist()):
+            pool[rid].similarity = known.cosine[rid] = sim
 
 
 def _kth_hit_score(store: Store, read: _Read, q: Query, score: Callable[[float | None, float], float],
                    bound: float, documents: dict[str, tuple[str, Metadata]]) -> float:
     """The least score a candidate needs to be shown: the top_k-th hit's among the candidates whose score is known
-    exactly, and at least min_score (-inf: fewer hits, no min_score)."""
-    exact = {rid: c for rid, c in read.pool.items() if c.similarity is not None}
+    exactly, and at least min_score (-inf: fewer hits, no min_score).
+
+    Without a per-file cap that k-th score only rises as candidates are added (a duplicate replaces its twin, a
+    new text adds a hit); with one, a better chunk of a full file can lower it, so only min_score is sure."""
+    if q.per_file:
+        return q.min_score
+    exact = {rid: c for rid, c in read.pool.items() if c.similarity is not None and c.keyword_score is not None}
     for c in exact.values():
-        c.score = score(c.similarity, c.keyword_score)
+        c.score = score(c.similarity, c.keyword_score or 0.0)
     hits = _select(store, exact, q, bound, documents)
     return max(hits[q.top_k - 1].score if len(hits) >= q.top_k else -math.inf, q.min_score)
 
@@ -357,8 +376,8 @@ def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] 
     """Reciprocal-rank fusion over a fixed depth of both rankings (so the order never depends on -k)."""
     f = q.fusion
     read = _read(store, keyword, qvec, q, f.candidates or 100)
-    if qvec is not None:  # every candidate is ranked: all get their similarity (shown, not used to order)
-        _fill_similarities(store, qvec, read, lambda sim, kw: 0.0, -math.inf)
+    # Every candidate is ranked: all get both scores (shown, not used to order).
+    _fill_exact(store, keyword, qvec, q, read, lambda sim, kw: 0.0, -math.inf, _Known(), prune=False)
     for c in read.pool.values():
         c.score = sum(w / (f.rrf_k + r) for w, r in ((f.vector_weight, c.vector_rank),
                                                     (f.keyword_weight, c.keyword_rank)) if r)

@@ -42,9 +42,11 @@ def test_top_n_is_the_first_n_of_any_longer_list(tmp_path_factory: object, words
     mode = "hybrid" if mode == "rrf" else mode
     question = " ".join(words)
 
-    def ids(k: int) -> list[str]:
-        return [h.id for h in search(store, embedder, question, k, -1.0, None, mode, index, fusion, None, per_file)]
+    def ids(k: int, how: Fusion = fusion) -> list[str]:
+        return [h.id for h in search(store, embedder, question, k, -1.0, None, mode, index, how, None, per_file)]
     assert ids(n) == ids(n + extra)[:n]
+    if fusion.method == "score":  # and it is the order of scoring every chunk (a read deeper than the index)
+        assert ids(n) == ids(n, Fusion(candidates=100_000))
 
 
 _SHARED: dict[str, object] = {}
