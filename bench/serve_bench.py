@@ -42,6 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--watch-corpus", type=Path, default=REPO.parent / "shared" / "corpora" / "fastapi-docs-en")
+    parser.add_argument("--index", action="append", default=[], metavar="NAME=CONFIG",
+                        help="also measure the index of CONFIG, reported as NAME (repeatable)")
+    parser.add_argument("--no-watch", action="store_true", help="skip the watch measurement")
     ns = parser.parse_args()
     questions = [json.loads(line)["query"] for line in (SCIFACT / "queries.jsonl").read_text().splitlines()]
     target = RESULTS / "serve.json"
@@ -50,8 +53,13 @@ def main() -> None:
         cfg = RESULTS / "scifact.yaml" if size <= 10_000 else _big_index(size)
         out[f"{size}"] = _one_size(cfg, questions)
         print(size, json.dumps(out[f"{size}"]), flush=True)
-    out["watch"] = _watch(ns.watch_corpus)
-    print("watch", json.dumps(out["watch"]), flush=True)
+    for item in ns.index:
+        name, _, config = item.partition("=")
+        out[name] = _one_size(Path(config), questions)
+        print(name, json.dumps(out[name]), flush=True)
+    if not ns.no_watch:
+        out["watch"] = _watch(ns.watch_corpus)
+        print("watch", json.dumps(out["watch"]), flush=True)
     target.write_text(json.dumps(out, indent=1))
 
 

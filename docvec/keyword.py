@@ -16,12 +16,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import tantivy
 
 from docvec.errors import LockHeld, StoreError
-from docvec.store import GENERATION_KEY, WRITING_KEY, Store, StoreLocation
+from docvec.store import GENERATION_KEY, PAGE, WRITING_KEY, Store, StoreLocation
 
 # English stop words (the common list used by IR toolkits); dropping them keeps bm25 from rewarding filler.
 STOP_WORDS = frozenset("""
@@ -38,6 +38,7 @@ SCHEMA_VERSION = "3"  # part of the folder name: another version's index is neve
 STATE_ID = "\x00docvec-state"  # the document holding what the index reflects (never matches a word)
 WRITER_HEAP = 50_000_000  # bytes tantivy may buffer before it writes a segment
 WRITER_WAIT_S = 30.0  # how long a writer waits for another process's keyword writer (a query catching up)
+MAX_CHANGES = 20_000  # rows a run's own changes may hold before the keyword index is compared row by row
 MAX_TERMS = 1024  # distinct words of one question that count (a 10,000-character question has fewer)
 
 
@@ -74,6 +75,20 @@ class KeywordChanges:
     since: str | None
     add: list[tuple[str, str, str]] = field(default_factory=list)  # (id, label, text)
     delete: list[str] = field(default_factory=list)
+
+    def record(self, add: Sequence[tuple[str, str, str]], delete: Sequence[str]) -> None:
+        """Note rows written and removed; past MAX_CHANGES rows the texts are let go (memory stays flat on a
+        large run) and the index is compared row by row instead, which costs no more at that size."""
+        if self.since is None:
+            return
+        self.add.extend(add)
+        self.delete.extend(delete)
+        if len(self.add) + len(self.delete) > MAX_CHANGES:
+            self.forget()
+
+    def forget(self) -> None:
+        """What was written is not known row by row (a failed write, a large run): compare every row."""
+        self.since, self.add, self.delete = None, [], []
 
 
 @dataclass(frozen=True)
@@ -169,16 +184,18 @@ class KeywordIndex:
         return state if isinstance(state, dict) else {}
 
     def apply(self, add: Iterable[tuple[str, str, str]], delete: Sequence[str], state: dict[str, str],
-              wait: bool = True) -> None:
-        """Delete rows by id, add (id, label, text) rows and record `state`, in one atomic commit; LockHeld if
-        another keyword writer is busy (after waiting for it when `wait`)."""
+              wait: bool = True) -> int:
+        """Delete rows by id, add (id, label, text) rows and record `state`, in one atomic commit; returns the rows
+        added. LockHeld if another keyword writer is busy (after waiting for it when `wait`)."""
         merged = {**self._state(), **state}
         writer = self._writer(WRITER_WAIT_S if wait else 0.0)
+        added = 0
         try:
             for rid in delete:
                 writer.delete_documents_by_term("id", rid)
             for rid, label, text in add:
                 writer.add_document(_document(rid, label, f"{label}\n{text}"))
+                added += 1
             writer.delete_documents_by_term("id", STATE_ID)
             writer.add_document(_document(STATE_ID, json.dumps(merged, sort_keys=True), ""))
             writer.commit()
@@ -187,6 +204,7 @@ class KeywordIndex:
             raise StoreError(f"cannot write the keyword index {self.path}: {exc}") from exc
         finally:
             del writer
+        return added
 
     def _writer(self, wait_s: float) -> tantivy.IndexWriter:
         """tantivy's one writer per index; another one (a query catching up) is waited for up to `wait_s`."""
@@ -289,6 +307,14 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _rows(store: Store, ids: Sequence[str]) -> Iterator[tuple[str, str, str]]:
+    """(id, label, text) of the given chunks, read a page at a time (a first build reads every chunk)."""
+    for begin in range(0, len(ids), PAGE):
+        docs = store.get_documents(ids[begin:begin + PAGE])
+        yield from ((rid, str(docs[rid][1].get("label", "")), docs[rid][0]) for rid in ids[begin:begin + PAGE]
+                    if rid in docs)
+
+
 def keyword_differences(store: Store, index: KeywordIndex) -> tuple[list[str], list[str]]:
     """(ids the keyword index lacks or has outdated, ids it has that the collection does not)."""
     wanted = {(rid, str(meta.get("label", ""))) for rid, meta in store.iter_metadata()}
@@ -321,10 +347,8 @@ def sync_keyword_index(store: Store, index: KeywordIndex, force: bool = False, r
         return 0
     missing, extra = keyword_differences(store, index)
     stale = sorted(set(extra) | set(missing))  # an outdated row is replaced: delete, then add
-    docs = store.get_documents(missing)
-    add = [(rid, str(docs[rid][1].get("label", "")), docs[rid][0]) for rid in missing if rid in docs]
     try:
-        index.apply(add, stale, {"generation": generation}, wait=not reader)
+        added = index.apply(_rows(store, missing), stale, {"generation": generation}, wait=not reader)
     except LockHeld:
         if reader:  # a writer is catching the index up right now: answer from what it holds
             return 0
@@ -332,4 +356,4 @@ def sync_keyword_index(store: Store, index: KeywordIndex, force: bool = False, r
     if not reader:  # another version's index of this collection is replaced by this one
         for p in _other_versions(index.path):
             _remove(p)
-    return len(extra) + len(add)
+    return len(extra) + added

@@ -133,7 +133,7 @@ def _progress_bar(disabled: bool) -> Iterator[Any]:
     from tqdm import tqdm
 
     bars: dict[str, Any] = {}
-    labels = {"chunk": "chunking", "embed": "embedding", "delete": "deleting"}
+    labels = {"check": "checking", "index": "indexing", "delete": "deleting"}
 
     def on_progress(p: Progress) -> None:
         if disabled or p.total == 0:
@@ -142,8 +142,8 @@ def _progress_bar(disabled: bool) -> Iterator[Any]:
         if bar is None:
             for done in bars.values():  # phases are sequential: one bar at a time, no stacked cursor moves
                 done.close()
-            bar = bars[p.phase] = tqdm(total=p.total, desc=labels.get(p.phase, p.phase), unit=" chunks"
-                                       if p.phase == "embed" else " files", leave=False, dynamic_ncols=True)
+            bar = bars[p.phase] = tqdm(total=p.total, desc=labels.get(p.phase, p.phase), unit=" files",
+                                       leave=False, dynamic_ncols=True)
         bar.total = max(bar.total, p.total)
         bar.update(p.done - bar.n)
 

@@ -14,7 +14,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, chunk_markdown, content_hash, has_body
 from docvec.embedders import Embedder
@@ -247,36 +247,39 @@ def _count_quietly(store: Store) -> int:
 
 def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams, dry_run: bool,
           progress: ProgressCallback, report: IngestReport, guard: SyncGuard) -> None:
-    """Scan, plan, then (unless a dry run) embed and write; fills `report` as it goes."""
+    """Scan, sort the files out, then (unless a dry run) chunk, embed and write them a window at a time; fills
+    `report` as it goes. Only one window's chunks are held at once: memory does not grow with the folder."""
     fp = Fingerprint.build(embedder.info, params).short_hash()
     files, skipped = scan(scan_options)
     state = IndexState.read(store, fp)
     report.files_seen, report.skipped = len(files) + len(skipped), list(skipped)
-    work, keep_sources = _plan(files, state, embedder, params, fp, report, progress)
+    todo, keep_sources = _triage(files, state, fp, report, progress)
     removed = sorted(s for s in state.files if s not in keep_sources)
     report.files_removed = removed
     stale = [rid for s in removed for rid in state.files[s].records] + state.orphans
-    todo = _embedding_plan(work, state)
+    work = _chunked(todo, state, embedder, params, fp, report)
     if dry_run or store is None:
-        _fill_dry_run(report, work, todo, stale, state, store)
+        _fill_dry_run(report, work, stale, state, store)
         return
     check_deletions(len(stale), state.records, f"{len(removed)} of {len(state.files)} files are gone from "
                     f"{scan_options.root}", guard)
     was_writing = store.writing()
     # After a run that died mid-way, what the collection holds is not known row by row: no changes to apply.
     delta = KeywordChanges(None if was_writing else str(store.collection_metadata().get(GENERATION_KEY, 0)))
-    _execute(store, embedder, work, todo, stale, report, progress, scan_options.root, was_writing, delta)
+    _execute(store, embedder, work, len(todo), dict(state.by_hash), stale, report, progress, scan_options.root,
+             was_writing, delta)
     report.chunks_total = store.count()
     _sync_keywords(store, delta)
 
 
-def _plan(files: Sequence[SourceFile], state: IndexState, embedder: Embedder, params: ChunkParams, fp: str,
-          report: IngestReport, progress: ProgressCallback) -> tuple[list[FileWork], set[str]]:
-    """Chunk the files that are new or changed; return them and the sources whose records stay."""
-    work: list[FileWork] = []
+def _triage(files: Sequence[SourceFile], state: IndexState, fp: str, report: IngestReport,
+            progress: ProgressCallback) -> tuple[list[SourceFile], set[str]]:
+    """Read and hash every file (no chunking): return the new or changed ones, and the sources whose records
+    stay."""
+    todo: list[SourceFile] = []
     keep: set[str] = set()
     for n, source in enumerate(files, 1):
-        progress(Progress("chunk", n, len(files)))
+        progress(Progress("check", n, len(files)))
         indexed = state.files.get(source.rel)
         try:
             text, data = read_markdown(source.path)
@@ -285,8 +288,7 @@ def _plan(files: Sequence[SourceFile], state: IndexState, embedder: Embedder, pa
             if indexed is not None and exc.transient:
                 keep.add(source.rel)  # a read error is not a deletion: keep what is indexed
             continue
-        file_hash = content_file_hash(data)
-        if indexed is not None and indexed.complete_hash == file_hash and indexed.fingerprints == {fp}:
+        if indexed is not None and indexed.complete_hash == content_file_hash(data) and indexed.fingerprints == {fp}:
             keep.add(source.rel)
             report.files_unchanged += 1
             continue
@@ -294,11 +296,29 @@ def _plan(files: Sequence[SourceFile], state: IndexState, embedder: Embedder, pa
             report.skipped.append(Skipped(source.rel, "no text besides front matter"))
             continue
         keep.add(source.rel)
+        (report.files_changed if indexed else report.files_added).append(source.rel)
+        todo.append(source)
+    return todo, keep
+
+
+def _chunked(todo: Sequence[SourceFile], state: IndexState, embedder: Embedder, params: ChunkParams, fp: str,
+             report: IngestReport) -> Iterator[FileWork]:
+    """The new and changed files chunked, one at a time (read again: a file's chunks are held only while its
+    window is written)."""
+    for source in todo:
+        try:
+            text, data = read_markdown(source.path)
+        except Unreadable as exc:  # changed since it was sorted out: what is indexed of it stays
+            _unlist(source.rel, report)
+            report.skipped.append(Skipped(source.rel, str(exc)))
+            continue
+        if not has_body(text):
+            _unlist(source.rel, report)
+            report.skipped.append(Skipped(source.rel, "no text besides front matter"))
+            continue
         doc = chunk_markdown(text, embedder.count_tokens, params)
         report.warnings.extend(f"{source.rel}: {w}" for w in doc.warnings)
-        (report.files_changed if indexed else report.files_added).append(source.rel)
-        work.append(_file_work(source.rel, file_hash, fp, doc, indexed))
-    return work, keep
+        yield _file_work(source.rel, content_file_hash(data), fp, doc, state.files.get(source.rel))
 
 
 def _file_work(rel: str, file_hash: str, fp: str, doc: ParsedDocument, indexed: IndexedFile | None) -> FileWork:
@@ -328,68 +348,61 @@ def _metadata(rel: str, file_hash: str, fp: str, doc: ParsedDocument, index: int
     return meta
 
 
-@dataclass
-class EmbeddingPlan:
-    """Which content hashes must be embedded, and which can copy the vector of an existing record."""
-
-    embed: dict[str, str] = field(default_factory=dict)  # content hash -> text to embed
-    reuse: dict[str, str] = field(default_factory=dict)  # content hash -> id of a record holding its vector
-
-    @staticmethod
-    def needs_vector(rid: str, meta: Metadata, old: dict[str, Record]) -> bool:
-        """A record needs a (new) vector unless the file already has it, same text, same fingerprint."""
-        return rid not in old or old[rid].hash != meta["hash"] or old[rid].fp != meta["fp"]
+def needs_vector(rid: str, meta: Metadata, old: dict[str, Record]) -> bool:
+    """A record needs a (new) vector unless the file already has it, same text, same fingerprint."""
+    return rid not in old or old[rid].hash != meta["hash"] or old[rid].fp != meta["fp"]
 
 
-def _embedding_plan(work: Iterable[FileWork], state: IndexState) -> EmbeddingPlan:
-    plan = EmbeddingPlan()
+def _fill_dry_run(report: IngestReport, work: Iterable[FileWork], stale: list[str], state: IndexState,
+                  store: Store | None) -> None:
+    to_embed: set[str] = set()
+    new = kept = deleted = 0
     for fw in work:
-        for rid, meta, chunk in zip(fw.ids, fw.metadatas, fw.chunks):
-            h = meta["hash"]
-            if not plan.needs_vector(rid, meta, fw.old) or h in plan.embed or h in plan.reuse:
+        for rid, m in zip(fw.ids, fw.metadatas):
+            if not needs_vector(rid, m, fw.old):
+                kept += 1
                 continue
-            if h in state.by_hash:
-                plan.reuse[h] = state.by_hash[h]
-            else:
-                plan.embed[h] = chunk.embed_text
-    return plan
-
-
-def _fill_dry_run(report: IngestReport, work: list[FileWork], plan: EmbeddingPlan, stale: list[str],
-                  state: IndexState, store: Store | None) -> None:
-    report.chunks_embedded = len(plan.embed)
-    new = [rid for fw in work for rid, m in zip(fw.ids, fw.metadatas) if plan.needs_vector(rid, m, fw.old)]
-    report.chunks_reused = len(new) - len(plan.embed)
-    report.chunks_kept = sum(len(fw.ids) for fw in work) - len(new)
-    report.chunks_deleted = len(stale) + sum(len(set(fw.old) - set(fw.ids)) for fw in work)
-    report.chunks_total = sum(len(f.records) for f in state.files.values()) + len(new) - report.chunks_deleted
+            new += 1
+            if m["hash"] not in state.by_hash:
+                to_embed.add(str(m["hash"]))
+        deleted += len(set(fw.old) - set(fw.ids))
+    report.chunks_embedded = len(to_embed)
+    report.chunks_reused = new - len(to_embed)
+    report.chunks_kept = kept
+    report.chunks_deleted = len(stale) + deleted
+    report.chunks_total = sum(len(f.records) for f in state.files.values()) + new - report.chunks_deleted
     rate = (store.collection_metadata().get(THROUGHPUT_KEY) if store else None) or None
-    report.estimated_seconds = round(len(plan.embed) / float(rate), 1) if rate else None
+    report.estimated_seconds = round(len(to_embed) / float(rate), 1) if rate else None
 
 
-def _execute(store: Store, embedder: Embedder, work: list[FileWork], plan: EmbeddingPlan, stale: list[str],
-             report: IngestReport, progress: ProgressCallback, root: Path, was_writing: bool,
+def _execute(store: Store, embedder: Embedder, work: Iterable[FileWork], files: int, reuse: dict[str, str],
+             stale: list[str], report: IngestReport, progress: ProgressCallback, root: Path, was_writing: bool,
              delta: KeywordChanges) -> None:
-    total = len(plan.embed)
-    if work or stale or store.docs_root() != docs_root_of(root):
+    """Write the files a window at a time (`reuse`: content hash -> a record whose vector may be copied), then
+    delete what is gone."""
+    if files or stale or store.docs_root() != docs_root_of(root):
         store.mark_writing()  # before the first write: a run killed from here on is visible to the next one
         was_writing = True
     window: list[FileWork] = []
-    pending, target = 0, WINDOW
+    pending, target, done = 0, WINDOW, 0
+    progress(Progress("index", 0, files))
     for fw in work:
         window.append(fw)
         pending += len(fw.ids)
         if pending >= target:
             before = (report.chunks_embedded, report.embed_seconds)
-            _flush(store, embedder, window, plan, report, progress, total, delta)
+            _flush(store, embedder, window, reuse, report, delta)
             target = _next_window(pending, report.chunks_embedded - before[0], report.embed_seconds - before[1])
+            done += len(window)
+            progress(Progress("index", done, files))
             window, pending = [], 0
-    _flush(store, embedder, window, plan, report, progress, total, delta)
+    _flush(store, embedder, window, reuse, report, delta)
+    progress(Progress("index", files, files))
     # Texts embedded for a file that was then skipped were not written: never a negative count.
     report.chunks_reused = max(0, report.chunks_written - report.chunks_embedded)
     progress(Progress("delete", 0, len(stale)))
     store.delete(stale)
-    delta.delete.extend(stale)
+    delta.record([], stale)
     report.chunks_deleted += len(stale)
     progress(Progress("delete", len(stale), len(stale)))
     _record_generation(store, report, root, was_writing)
@@ -402,33 +415,32 @@ def _next_window(written: int, embedded: int, seconds: float) -> int:
     return max(WINDOW, min(WINDOW_MAX, int(WINDOW_SECONDS * written / seconds)))
 
 
-def _flush(store: Store, embedder: Embedder, window: list[FileWork], plan: EmbeddingPlan,
-           report: IngestReport, progress: ProgressCallback, total: int, delta: KeywordChanges) -> None:
+def _flush(store: Store, embedder: Embedder, window: list[FileWork], reuse: dict[str, str], report: IngestReport,
+           delta: KeywordChanges) -> None:
     """Get a vector for every text the window's files need (each embedded once), then write the files."""
     needed = {m["hash"]: c.embed_text for fw in window for rid, m, c in zip(fw.ids, fw.metadatas, fw.chunks)
-              if plan.needs_vector(rid, m, fw.old)}
-    copy_from = {h: plan.reuse[h] for h in needed if h in plan.reuse}
+              if needs_vector(rid, m, fw.old)}
+    copy_from = {h: reuse[h] for h in needed if h in reuse}
     stored = store.get_embeddings(sorted(set(copy_from.values())))
     vectors = {h: stored[rid].tolist() for h, rid in copy_from.items() if rid in stored}
     # Embed what is new, and what could not be copied (its source record was replaced meanwhile).
     todo = sorted((h for h in needed if h not in vectors), key=lambda h: len(needed[h]))
     while todo:
         try:
-            _embed_into(vectors, embedder, todo, needed, report, progress, total)
+            _embed_into(vectors, embedder, todo, needed, report)
         except InputRejected as exc:  # the model cannot read one chunk: leave its file as it was, go on
             _drop_files_with(todo[exc.index], str(exc), window, report)
         still = {m["hash"] for fw in window for m in fw.metadatas}
         todo = [h for h in todo if h not in vectors and h in still]
-    _write_window(store, window, plan, vectors, report, delta)
+    _write_window(store, window, vectors, report, delta)
     # What this window wrote is in the store now: a later file with the same text copies its vector.
     for fw in window:
         for rid, meta in zip(fw.ids, fw.metadatas):
-            plan.reuse.setdefault(meta["hash"], rid)
-            plan.embed.pop(meta["hash"], None)
+            reuse.setdefault(meta["hash"], rid)
 
 
 def _embed_into(vectors: dict[str, list[float]], embedder: Embedder, todo: list[str], needed: dict[str, str],
-                report: IngestReport, progress: ProgressCallback, total: int) -> None:
+                report: IngestReport) -> None:
     """Embed `todo` (hashes without a vector yet) slice by slice; a rejected input's index is its place in todo."""
     for begin in range(0, len(todo), EMBED_SLICE):
         hashes = todo[begin:begin + EMBED_SLICE]
@@ -441,7 +453,6 @@ def _embed_into(vectors: dict[str, list[float]], embedder: Embedder, todo: list[
             vectors[h] = [float(x) for x in vec]
         report.embed_seconds += time.perf_counter() - t0
         report.chunks_embedded += len(hashes)
-        progress(Progress("embed", report.chunks_embedded, max(total, report.chunks_embedded)))
 
 
 def _drop_files_with(bad_hash: str, reason: str, window: list[FileWork], report: IngestReport) -> None:
@@ -455,22 +466,22 @@ def _drop_files_with(bad_hash: str, reason: str, window: list[FileWork], report:
         _unlist(rel, report)
 
 
-def _write_window(store: Store, window: list[FileWork], plan: EmbeddingPlan, vectors: dict[str, list[float]],
-                  report: IngestReport, delta: KeywordChanges) -> None:
+def _write_window(store: Store, window: list[FileWork], vectors: dict[str, list[float]], report: IngestReport,
+                  delta: KeywordChanges) -> None:
     """Write the window's files in one call of each kind; if Chroma refuses the batch, file by file, so that one
     file it cannot store (a name or value it rejects) is skipped with the reason and the others are written."""
     try:
-        _write_files(store, window, plan, vectors, report, delta)
+        _write_files(store, window, vectors, report, delta)
         return
     except StoreError as exc:
-        delta.since = None  # part of the window may be written: the keyword index is compared row by row
+        delta.forget()  # part of the window may be written: the keyword index is compared row by row
         if len(window) == 1 or is_unwritable(exc):
             raise
         first = exc
     written = 0
     for fw in list(window):
         try:
-            _write_files(store, [fw], plan, vectors, report, delta)
+            _write_files(store, [fw], vectors, report, delta)
             written += 1
         except StoreError as exc:
             if is_unwritable(exc):
@@ -492,8 +503,8 @@ def _unlist(rel: str, report: IngestReport) -> None:
             names.remove(rel)
 
 
-def _write_files(store: Store, window: list[FileWork], plan: EmbeddingPlan, vectors: dict[str, list[float]],
-                 report: IngestReport, delta: KeywordChanges) -> None:
+def _write_files(store: Store, window: list[FileWork], vectors: dict[str, list[float]], report: IngestReport,
+                 delta: KeywordChanges) -> None:
     """All new records of the files, then refreshed metadata, then deletion of what the new versions dropped.
 
     One call of each kind: Chroma's cost is mostly per call (~45 ms), not per record. Every file's new records
@@ -506,7 +517,7 @@ def _write_files(store: Store, window: list[FileWork], plan: EmbeddingPlan, vect
     gone: list[str] = []
     for fw in window:
         for rid, meta, chunk in zip(fw.ids, fw.metadatas, fw.chunks):
-            if plan.needs_vector(rid, meta, fw.old):
+            if needs_vector(rid, meta, fw.old):
                 add.append((rid, meta, chunk))
                 if rid in fw.old:
                     replaced.append(rid)  # same id, other text or model: rare, must go before its re-add
@@ -523,8 +534,8 @@ def _write_files(store: Store, window: list[FileWork], plan: EmbeddingPlan, vect
     store.delete(gone)
     relabelled = [(rid, str(m.get("label", "")), texts[rid]) for rid, m in update
                   if stored.get(rid, {}).get("label") != m.get("label")]
-    delta.add.extend([(rid, str(m.get("label", "")), c.text) for rid, m, c in add] + relabelled)
-    delta.delete.extend(replaced + gone + [rid for rid, _, _ in relabelled])
+    delta.record([(rid, str(m.get("label", "")), c.text) for rid, m, c in add] + relabelled,
+                 replaced + gone + [rid for rid, _, _ in relabelled])
     report.chunks_kept += len(kept)
     report.chunks_written += len(add)
     report.chunks_deleted += len(gone) + len(replaced)

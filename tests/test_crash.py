@@ -118,10 +118,10 @@ def test_second_ingest_is_refused_while_the_first_writes(tmp_path: Path) -> None
     assert verify.wait(timeout=120) == 0
 
 
-def signal_while_embedding(proc: subprocess.Popen[str], signum: int, delay: float) -> str:
-    """Send `signum` `delay` s after the progress bar says the run is embedding; returns all of stderr."""
+def signal_while_indexing(proc: subprocess.Popen[str], signum: int, delay: float) -> str:
+    """Send `signum` `delay` s after the progress bar says the run is indexing; returns all of stderr."""
     seen = ""
-    while "embedding" not in seen and proc.poll() is None:  # the progress bar on stderr: the run is embedding
+    while "indexing" not in seen and proc.poll() is None:  # the progress bar on stderr: the run is writing
         seen += proc.stderr.read(1)  # type: ignore[union-attr]
     time.sleep(delay)
     proc.send_signal(signum)
@@ -134,7 +134,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary_and_the_next_run_continues(tmp_path
     _corpus(docs, 200, seed=11)  # ~450 chunks: ~10 s of embedding
     cfg = _config(tmp_path, docs)
     proc = _docvec(["ingest"], cfg)
-    err = signal_while_embedding(proc, signal.SIGINT, 0.3)
+    err = signal_while_indexing(proc, signal.SIGINT, 0.3)
     assert proc.returncode == 130, err
     assert "interrupted: what was stored is kept" in err and "chunks:" in err and "Traceback" not in err
     rerun = _docvec(["ingest", "-q", "--json"], cfg)

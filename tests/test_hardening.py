@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from docvec.cli import cli
 from docvec.system import available_cpus, cgroup_quota
-from tests.test_crash import _corpus, signal_while_embedding
+from tests.test_crash import _corpus, signal_while_indexing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -234,7 +234,7 @@ def test_sigterm_stops_between_writes_with_a_truthful_summary(tmp_path: Path) ->
     cfg = _cfg(tmp_path / "p", docs)
     proc = subprocess.Popen([sys.executable, "-m", "docvec.cli", "ingest", "--config", str(cfg)], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    err = signal_while_embedding(proc, signal.SIGTERM, 1.0)
+    err = signal_while_indexing(proc, signal.SIGTERM, 1.0)
     assert proc.returncode == 143, err
     assert "interrupted: what was stored is kept" in err and "Traceback" not in err
     held = int(err.split("index holds ")[1].split()[0])
