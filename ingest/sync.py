@@ -14,22 +14,23 @@ from docvec.errors import SourceError
 from docvec.fingerprint import Fingerprint
 from docvec.lock import lock_path_for, server_writer_lock, writer_lock
 from docvec.store import CHROMA_FILE, LeaseBoard, Store, StoreLocation
-from ingest.pipeline import IngestReport, Progress, SyncGuard, ingest, open_for_writing
+from ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard, ingest, open_for_writing
 from ingest.scan import ScanOptions
 
 
 def sync_index(location: StoreLocation, embedder: Embedder, scan: ScanOptions, params: ChunkParams,
                guard: SyncGuard = SyncGuard(), wait: bool = False,
-               on_progress: Callable[[Progress], None] | None = None) -> IngestReport:
+               on_progress: Callable[[Progress], None] | None = None, known: IndexState | None = None) -> IngestReport:
     """Sync the docs folder into the index under the writer lock; a failed first build leaves no index.
 
-    Raises SourceError (with nothing changed on a first build) when files were found but none could be indexed."""
+    `known`: the `state` of this process's previous report (see `ingest`). Raises SourceError (with nothing
+    changed on a first build) when files were found but none could be indexed."""
     fingerprint = Fingerprint.build(embedder.info, params)
     before = index_before(location)
     with writer_lock_of(location, wait), first_build(location, before):
         store = open_for_writing(location, fingerprint)
         store.apply_ef_search()
-        report = ingest(store, embedder, scan, params, False, on_progress, guard)
+        report = ingest(store, embedder, scan, params, False, on_progress, guard, known)
         if report.files_seen and not (report.files_added or report.files_changed or report.files_unchanged):
             raise SourceError(f"none of the {report.files_seen} files in {scan.root} could be indexed")
     return report

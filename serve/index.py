@@ -26,7 +26,7 @@ from docvec.errors import ConfigError, IndexNotFound
 from docvec.keyword import KeywordIndex, sync_keyword_index
 from docvec.status import status_data
 from docvec.store import GENERATION_KEY, Store, StoreLocation, forget_cached_client
-from ingest.pipeline import IngestReport, Progress, SyncGuard
+from ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard
 from ingest.sync import scan_options, sync_index
 from query.model import index_embedder
 from query.search import Fusion, Hit, parse_where, search
@@ -76,6 +76,7 @@ class Index:
         self._generation: object = None  # the live collection's sync counter when last looked at
         self._syncing = False  # a sync of this process is writing (its writes need no reopen to be seen)
         self._sync_embedder: Embedder | None = None
+        self._sync_state: IndexState | None = None  # bookkeeping as this process's last sync left it
         self._open()
 
     def _open(self, fresh: bool = False) -> None:
@@ -163,9 +164,11 @@ class Index:
         with self._lock:
             self._current()  # take in what another process wrote before writing on top of it
             self._syncing = True
+        known, self._sync_state = self._sync_state, None
         try:
             report = sync_index(self.location, embedder, scan_options(self.settings), chunk_params(self.settings),
-                                guard, wait, on_progress)
+                                guard, wait, on_progress, known)
+            self._sync_state = report.state
         finally:
             with self._lock:
                 self._syncing = False

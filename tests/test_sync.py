@@ -139,3 +139,30 @@ def test_write_windows_follow_the_embedding_speed() -> None:
     assert _next_window(128, 128, 0.128) == WINDOW_MAX  # 1,000 chunks/s: capped at Chroma-sized writes
     assert _next_window(200, 100, 1.0) == 1000  # half the chunks were reused: 5 s covers 1,000 written
     assert _next_window(128, 0, 0.0) == WINDOW_MAX  # nothing to embed: writing is all the work
+
+
+def _bookkeeping(state: IndexState) -> dict[str, dict[str, object]]:
+    return {s: dict(f.records) for s, f in state.files.items() if f.records}
+
+
+def test_a_kept_state_is_used_only_while_no_one_else_wrote(tmp_path: Path, docs: Path,
+                                                           recorder: RecordingEmbedder) -> None:
+    store = open_for_writing(StoreLocation(tmp_path / "idx", "test"), Fingerprint.build(recorder.info, PARAMS))
+    fp = Fingerprint.build(recorder.info, PARAMS).short_hash()
+    first = ingest(store, recorder, ScanOptions(docs), PARAMS)
+    files = sorted(docs.rglob("*.md"))
+    files[0].write_text(files[0].read_text() + "\n\nA paragraph added by an edit.\n")
+    files[1].rename(files[1].with_name("renamed.md"))
+    files[2].unlink()
+    second = ingest(store, recorder, ScanOptions(docs), PARAMS, known=first.state)
+    assert second.state is first.state and len(second.files_added) == 1 and len(second.files_removed) == 2
+    assert second.state is not None and _bookkeeping(second.state) == _bookkeeping(IndexState.read(store, fp))
+    # Another run (another process) deletes a file's records; the file comes back unchanged: the kept state,
+    # which still lists it as indexed, must not be trusted.
+    back = files[3].read_bytes()
+    files[3].unlink()
+    ingest(store, RecordingEmbedder(), ScanOptions(docs), PARAMS)
+    files[3].write_bytes(back)
+    third = ingest(store, recorder, ScanOptions(docs), PARAMS, known=second.state)
+    assert third.files_added == [files[3].relative_to(docs).as_posix()] and third.state is not second.state
+    assert third.state is not None and _bookkeeping(third.state) == _bookkeeping(IndexState.read(store, fp))
