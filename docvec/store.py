@@ -24,7 +24,7 @@ from docvec import __version__
 from docvec.errors import IndexMismatch, IndexNotFound, StoreError
 from docvec.fingerprint import FORMAT_VERSION, Fingerprint
 
-PAGE = 10_000
+PAGE = 2_500  # records per read: the memory of one Chroma get grows with it (~49 KB a record at 10,000)
 WRITE_BATCH = 5_000  # Chroma's limit is 5,461 records per call
 FINGERPRINT_KEY = "docvec:fingerprint"
 FORMAT_KEY = "docvec:format"

@@ -16,8 +16,8 @@ from docvec.config import Settings
 from docvec.errors import Interrupted, SourceError
 from docvec.fingerprint import Fingerprint
 from docvec.store import Store
-from ingest.pipeline import (IngestReport, Progress, SyncGuard, check_fingerprint, index_exists, ingest,
-                             open_for_writing, reason_kind)
+from ingest.pipeline import (IndexState, IngestReport, Progress, SyncGuard, check_fingerprint, index_exists,
+                             ingest, open_for_writing, reason_kind)
 from ingest.scan import Skipped
 from ingest.sync import first_build, index_before, scan_options, sync_index, writer_lock_of
 
@@ -93,9 +93,14 @@ def _watch(settings: Settings, embedder: Any, guard: SyncGuard) -> None:
 
     click.echo(f"watching {settings.resolve(settings.docs.path)} (Ctrl-C stops)", err=True)
 
+    kept: list[IndexState | None] = [None]  # the bookkeeping the last sync left: the next one reads it from here, not Chroma
+
     def sync(on_progress: Callable[[Progress], None]) -> IngestReport:
-        return sync_index(store_location(settings), embedder, scan_options(settings), chunk_params(settings), guard,
-                          False, on_progress)
+        known, kept[0] = kept[0], None
+        report = sync_index(store_location(settings), embedder, scan_options(settings), chunk_params(settings),
+                            guard, False, on_progress, known)
+        kept[0] = report.state
+        return report
 
     def log(event: Any) -> None:
         click.echo(f"{time.strftime('%H:%M:%S')} {describe(event)}", err=True)
