@@ -93,7 +93,8 @@ def _watch(settings: Settings, embedder: Any, guard: SyncGuard) -> None:
 
     click.echo(f"watching {settings.resolve(settings.docs.path)} (Ctrl-C stops)", err=True)
 
-    kept: list[IndexState | None] = [None]  # the bookkeeping the last sync left: the next one reads it from here, not Chroma
+    # The bookkeeping the last sync left: the next one takes it from here instead of reading every record.
+    kept: list[IndexState | None] = [None]
 
     def sync(on_progress: Callable[[Progress], None]) -> IngestReport:
         known, kept[0] = kept[0], None

@@ -274,8 +274,10 @@ def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, pa
     `report` as it goes. Only one window's chunks are held at once: memory does not grow with the folder."""
     fp = Fingerprint.build(embedder.info, params).short_hash()
     files, skipped = scan(scan_options)
-    reuse = not dry_run and store is not None and known is not None and known.still_valid(store, fp)
-    state = known if reuse and known is not None else IndexState.read(store, fp)
+    if known is not None and store is not None and not dry_run and known.still_valid(store, fp):
+        state = known
+    else:
+        state = IndexState.read(store, fp)
     report.files_seen, report.skipped = len(files) + len(skipped), list(skipped)
     todo, keep_sources = _triage(files, state, fp, report, progress)
     removed = sorted(s for s in state.files if s not in keep_sources)
@@ -290,7 +292,6 @@ def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, pa
     was_writing = store.writing()
     # After a run that died mid-way, what the collection holds is not known row by row: no changes to apply.
     delta = KeywordChanges(None if was_writing else str(store.collection_metadata().get(GENERATION_KEY, 0)))
-    report.state = None  # the state is changed in place from here: not valid again until the run completes
     try:
         _execute(store, embedder, work, len(todo), state, stale, report, progress, scan_options.root, was_writing,
                  delta)

@@ -267,7 +267,8 @@ def _fill_exact(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any
         if prune:
             floor = _kth_hit_score(store, read, q, score, bound, known.documents)
             for rid in pending:
-                if upper(pool[rid]) <= bound or upper(pool[rid]) < floor:  # a tie with the k-th: the id decides
+                best = upper(pool[rid])
+                if best <= bound or best < floor:  # at a tie with the k-th hit the id decides: keep it
                     del pool[rid]
             pending = [rid for rid in pending if rid in pool]
         batch, pending, step = pending[:step], pending[step:], step * 2
