@@ -31,14 +31,19 @@ CHUNKER_VERSION = "3"  # 2: long headings capped in context, split code blocks p
 #: Counts model tokens (special tokens included) of each text in a batch.
 TokenCounter = Callable[[Sequence[str]], list[int]]
 Scalar = str | int | float | bool
+_Span = tuple[int, int, int]  # (start char, end char, model tokens without special tokens)
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 _TOML_FRONT_MATTER = re.compile(r"\A\+\+\+[ \t]*\r?\n(.*?)(?:\r?\n)?^\+\+\+[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 _SUMMARY_KEYS = ("description", "summary", "excerpt")  # front-matter prose that can stand in for an empty body
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 # Finer and finer places to cut a block that is too big on its own.
-_SPLITTERS = (re.compile(r"\n[ \t]*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?;:])\s+"), re.compile(r"\s+"))
+_SPLITTERS = (re.compile(r"\n[ \t]*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?;:])\s+"))  # cut where they match
+# Then pieces are runs of up to eight words, then single words (a 5 MB line is ~120k runs, not ~1M words).
+_WORDS = (re.compile(r"\S+(?:\s+\S+){0,7}"), re.compile(r"\S+"))
 _MAX_FRONT_MATTER = 64 * 1024
+_SPACE = re.compile(r"\s")
+_PART_CHARS = 2048  # long texts are counted in parts of about this many characters
 _PIECE_TOKENS = 32  # word-level pieces are grouped up to this size (overlap granularity stays fine)
 _ATTR_LIST = re.compile(r"\s*\{\s*[#.][^{}]*\}\s*$")
 MAX_HEADING_CHARS = 200  # a heading longer than this is cut in trails and labels (its full text stays in the chunk)
@@ -353,12 +358,13 @@ class _Packer:
 
     def cost(self, s: str) -> int:
         if s not in self.cache:
-            self.cache[s] = self.count([s])[0] - self.overhead
+            self._count_all([s])
         return self.cache[s]
 
     def prefetch(self, sections: list[_Section]) -> None:
         """Count every block of the document in one batch: one call instead of thousands."""
-        self._count_all([self.text[slice(*_trim(self.text, a, b))] for s in sections for a, b, _, _ in s.blocks])
+        blocks = (self.text[slice(*_trim(self.text, a, b))] for s in sections for a, b, _, _ in s.blocks)
+        self._count_all([t for t in blocks if not _surely_over(t, self.params.max_tokens)])
 
     def shown(self, trail: tuple[str, ...], heading_in_text: bool) -> tuple[str, ...]:
         """Headings prepended for the model: the trail, minus a heading the text already starts with, and minus
@@ -373,18 +379,37 @@ class _Packer:
     def pack_section(self, section: _Section) -> list[Chunk]:
         budget = self.params.max_tokens - self.overhead - self.cost(_context(self.shown(section.trail, False)))
         units = [u for b in section.blocks for u in self._units(b, budget)]
-        chunks: list[Chunk] = []
+        groups: list[list[_Unit]] = []
         current: list[_Unit] = []
         for unit in units:
             if current and not self._fits(section, current + [unit]):
-                chunks.extend(self._emit_or_cut(section, current))
+                groups.append(current)
                 current = self._overlap(current, unit)
                 if current and not self._fits(section, current + [unit]):
                     current = []
             current.append(unit)
         if current:
-            chunks.extend(self._emit_or_cut(section, current))
+            groups.append(current)
+        return self._emit_all(section, groups)
+
+    def _emit_all(self, section: _Section, groups: list[list[_Unit]]) -> list[Chunk]:
+        """Chunks of the packed groups, counted exactly in one batch (one tokenizer call per chunk was most of
+        the time on huge files); a group over the limit by that count is cut again."""
+        drafts = [self._draft(section, units) for units in groups]
+        counts = self.count([_context(shown) + text for text, shown in drafts]) if drafts else []
+        chunks: list[Chunk] = []
+        for units, (text, shown), tokens in zip(groups, drafts, counts):
+            if tokens <= self.params.max_tokens:
+                chunks.append(self._chunk(text, section.trail, shown, units[0].start, units[-1].end, tokens))
+            else:
+                chunks.extend(self._emit_or_cut(section, units))
         return chunks
+
+    def _draft(self, section: _Section, units: list[_Unit]) -> tuple[str, tuple[str, ...]]:
+        """The chunk text of `units` and the headings prepended to it for the model."""
+        start, end = units[0].start, units[-1].end
+        shown = self.shown(section.trail, self._heading_in(section, start))
+        return units[0].head + self.text[start:end] + units[-1].tail, shown
 
     def _fits(self, section: _Section, units: list[_Unit]) -> bool:
         """Estimate from per-unit counts (exact for whitespace-separated text; checked again on emit)."""
@@ -408,8 +433,9 @@ class _Packer:
         unit = units[0]
         out: list[Chunk] = []
         budget = unit.cost - 1
-        for a, b in self._split(unit.start, unit.end, budget, 0) if budget > 0 else [(unit.start, unit.end)]:
-            piece = _Unit(a, b, self.cost(self.text[a:b]), unit.group, unit.head, unit.tail)
+        pieces = self._split(unit.start, unit.end, budget, 0) if budget > 0 else [(unit.start, unit.end, unit.cost)]
+        for a, b, cost in pieces:
+            piece = _Unit(a, b, cost, unit.group, unit.head, unit.tail)
             if piece.cost >= unit.cost:  # cannot shrink (a single character): emit it even if over
                 out.append(self._chunk(self.text[a:b], section.trail, (), a, b))
                 continue
@@ -432,25 +458,24 @@ class _Packer:
         start, end = _trim(self.text, start, end)
         if start >= end:
             return []
-        whole = _Unit(start, end, self.cost(self.text[start:end]), -1)
-        if whole.cost <= budget:
-            return [whole]
+        if not _surely_over(self.text[start:end], budget) and self.cost(self.text[start:end]) <= budget:
+            return [_Unit(start, end, self.cost(self.text[start:end]), -1)]
         self.groups += 1
         head, tail, inner_start, inner_end = self._wrappers(start, end, kind, info)
         if self.cost(head + tail) > budget // 2:  # a huge header/fence line is not repeated on every piece
             head, tail, inner_start, inner_end = "", "", start, end
         pieces = self._split(inner_start, inner_end, budget - self.cost(head + tail), 0)
         if not pieces:
-            return [whole]
+            return [_Unit(start, end, self.cost(self.text[start:end]), -1)]
         if head or tail:  # pieces that repeat a fence/header cannot share a chunk: make each one nearly full
-            pieces = self._pack_pieces(pieces, budget - self.cost(head + tail))
-        # The first piece keeps the block's own opening lines, the last its closing line.
-        pieces[0] = (start, pieces[0][1])
-        pieces[-1] = (pieces[-1][0], end)
-        self._count_all([self.text[a:b] for a, b in pieces])
+            pieces = _join(pieces, budget - self.cost(head + tail), separator=1)
+        # The first piece keeps the block's own opening lines, the last its closing line (their cost is the
+        # wrapper's, which the first and last piece carry anyway).
+        pieces[0] = (start, pieces[0][1], pieces[0][2] + self.cost(head))
+        pieces[-1] = (pieces[-1][0], end, pieces[-1][2] + self.cost(tail))
         return [
-            _Unit(a, b, self.cost(self.text[a:b]), self.groups, head if i else "", tail if i < len(pieces) - 1 else "")
-            for i, (a, b) in enumerate(pieces)
+            _Unit(a, b, cost, self.groups, head if i else "", tail if i < len(pieces) - 1 else "")
+            for i, (a, b, cost) in enumerate(pieces)
         ]
 
     def _wrappers(self, start: int, end: int, kind: str, info: dict[str, str]) -> tuple[str, str, int, int]:
@@ -466,73 +491,61 @@ class _Packer:
             return header, "", start + len(header), end
         return "", "", start, end
 
-    def _split(self, start: int, end: int, budget: int, level: int) -> list[tuple[int, int]]:
+    def _split(self, start: int, end: int, budget: int, level: int) -> list[_Span]:
         """Cut [start, end) into trimmed spans of at most `budget` tokens, at the coarsest boundary that works."""
         start, end = _trim(self.text, start, end)
         if start >= end:
             return []
-        if end - start == 1 or self.cost(self.text[start:end]) <= max(budget, 1):
-            return [(start, end)]
-        if level >= len(_SPLITTERS):  # no boundary left: halve by characters
+        if end - start == 1 or not _surely_over(self.text[start:end], max(budget, 1)):
+            cost = self.cost(self.text[start:end])
+            if end - start == 1 or cost <= max(budget, 1):
+                return [(start, end, cost)]
+        if level >= len(_SPLITTERS) + len(_WORDS):  # no boundary left: halve by characters
             mid = start + (end - start) // 2
             return self._split(start, mid, budget, level) + self._split(mid, end, budget, level)
+        pieces = self._pieces(start, end, level)
+        fitting = {(a, b) for a, b in pieces if not _surely_over(self.text[a:b], budget)}
+        self._count_all([self.text[a:b] for a, b in fitting])  # one batch call for the whole level
+        out: list[_Span] = []
+        for a, b in pieces:
+            cost = self.cost(self.text[a:b]) if (a, b) in fitting else budget + 1
+            out.extend([(a, b, cost)] if cost <= budget else self._split(a, b, budget, level + 1))
+        # Word-level pieces are joined up to a few dozen tokens: a 5 MB line becomes thousands of units, not
+        # a million.
+        return _join(out, min(budget, _PIECE_TOKENS), separator=0) if level >= len(_SPLITTERS) else out
+
+    def _pieces(self, start: int, end: int, level: int) -> list[tuple[int, int]]:
+        """[start, end) cut at one level's boundaries into trimmed, non-empty spans."""
+        if level >= len(_SPLITTERS):
+            return [m.span() for m in _WORDS[level - len(_SPLITTERS)].finditer(self.text, start, end)]
         cuts = [m.start() for m in _SPLITTERS[level].finditer(self.text, start, end)]
         bounds = [start] + cuts + [end]
-        pieces = [p for p in (_trim(self.text, a, b) for a, b in zip(bounds, bounds[1:])) if p[0] < p[1]]
-        self._count_all([self.text[a:b] for a, b in pieces])  # one batch call for the whole level
-        out: list[tuple[int, int]] = []
-        for a, b in pieces:
-            out.extend([(a, b)] if self.cost(self.text[a:b]) <= budget else self._split(a, b, budget, level + 1))
-        return self._group(out, min(budget, _PIECE_TOKENS)) if level == len(_SPLITTERS) - 1 else out
-
-    def _pack_pieces(self, pieces: list[tuple[int, int]], budget: int) -> list[tuple[int, int]]:
-        """Join adjacent pieces while their summed cost stays within `budget` (the exact count is checked when
-        the chunk is emitted, which cuts again if the estimate was off)."""
-        out: list[tuple[int, int]] = []
-        total = 0
-        for a, b in pieces:
-            cost = self.cost(self.text[a:b])
-            if out and total + cost + 1 <= budget:  # +1: the line break or space between them
-                out[-1] = (out[-1][0], b)
-                total += cost + 1
-            else:
-                out.append((a, b))
-                total = cost
-        return out
-
-    def _group(self, pieces: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
-        """Join adjacent word-level pieces up to `limit` tokens: a 5 MB line becomes thousands of units, not
-        a million."""
-        out: list[tuple[int, int]] = []
-        total = 0
-        for a, b in pieces:
-            cost = self.cost(self.text[a:b])
-            if out and total + cost <= limit:
-                out[-1] = (out[-1][0], b)
-                total += cost
-            else:
-                out.append((a, b))
-                total = cost
-        return out
+        return [p for p in (_trim(self.text, a, b) for a, b in zip(bounds, bounds[1:])) if p[0] < p[1]]
 
     def _count_all(self, texts: list[str]) -> None:
+        """Cache the cost of each text, in one batch. A long text is counted as the sum of its parts cut at
+        whitespace: the tokenizer reads one long string at half the speed of many short ones, on one core, and
+        the sum is exact for word-piece models (the chunk's own count, made on its whole text, is the check)."""
         todo = list({t for t in texts if t not in self.cache})
-        for t, n in zip(todo, self.count(todo) if todo else []):
-            self.cache[t] = n - self.overhead
+        parts = [_parts(t) for t in todo]
+        counts = iter(self.count([p for ps in parts for p in ps]) if todo else [])
+        for t, ps in zip(todo, parts):
+            self.cache[t] = sum(next(counts) - self.overhead for _ in ps)
 
     def _emit(self, section: _Section, units: list[_Unit]) -> Chunk | None:
         """The chunk made of `units`, or None when its exact token count exceeds the limit."""
-        start, end = units[0].start, units[-1].end
-        text = units[0].head + self.text[start:end] + units[-1].tail
-        shown = self.shown(section.trail, self._heading_in(section, start))
-        chunk = self._chunk(text, section.trail, shown, start, end)
+        text, shown = self._draft(section, units)
+        chunk = self._chunk(text, section.trail, shown, units[0].start, units[-1].end)
         return chunk if chunk.tokens <= self.params.max_tokens else None
 
-    def _chunk(self, text: str, trail: tuple[str, ...], shown: tuple[str, ...], start: int, end: int) -> Chunk:
+    def _chunk(self, text: str, trail: tuple[str, ...], shown: tuple[str, ...], start: int, end: int,
+               tokens: int | None = None) -> Chunk:
+        """The chunk of `text`; `tokens` is its embed text's exact count when the caller has it."""
         embed = _context(shown) + text
         first = bisect.bisect_right(self.starts, start)
         last = bisect.bisect_right(self.starts, max(start, end - 1))
-        return Chunk(text, embed, trail, shown, start, end, first, last, self.count([embed])[0])
+        return Chunk(text, embed, trail, shown, start, end, first, last,
+                     self.count([embed])[0] if tokens is None else tokens)
 
     def merge_small(self, chunks: list[Chunk]) -> list[Chunk]:
         """Merge chunks under min_tokens into the previous one when the result still fits."""
@@ -554,6 +567,37 @@ class _Packer:
         trail = _common_prefix(a.trail, b.trail)
         merged = self._chunk(self.text[a.start_char:b.end_char], trail, a.shown[: len(trail)], a.start_char, b.end_char)
         return merged if merged.tokens <= self.params.max_tokens else None
+
+
+def _join(pieces: list[_Span], limit: int, separator: int) -> list[_Span]:
+    """Join adjacent pieces while their summed cost (plus `separator` tokens between two) stays within `limit`;
+    a sum is exact for text cut at whitespace, and the chunk's exact count is checked when it is emitted."""
+    out: list[_Span] = []
+    for a, b, cost in pieces:
+        if out and out[-1][2] + cost + separator <= limit:
+            out[-1] = (out[-1][0], b, out[-1][2] + cost + separator)
+        else:
+            out.append((a, b, cost))
+    return out
+
+
+def _surely_over(text: str, budget: int) -> bool:
+    """True when `text` has more than `budget` tokens without counting them: each whitespace-separated word is
+    at least one token (a long line need not be tokenized whole only to learn that it must be cut)."""
+    return len(text) > 2 * budget and len(text.split(maxsplit=budget)) > budget
+
+
+def _parts(text: str) -> list[str]:
+    """`text` cut at the first whitespace after every _PART_CHARS characters (one part if it is short)."""
+    if len(text) <= 2 * _PART_CHARS:
+        return [text]
+    cuts = [0]
+    while cuts[-1] + _PART_CHARS < len(text):
+        found = _SPACE.search(text, cuts[-1] + _PART_CHARS)
+        if found is None:
+            break
+        cuts.append(found.start())
+    return [text[a:b] for a, b in zip(cuts, cuts[1:] + [len(text)])]
 
 
 def _context(shown: tuple[str, ...]) -> str:

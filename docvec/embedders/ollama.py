@@ -131,13 +131,13 @@ class OllamaEmbedder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Estimated tokens (BERT word-pieces) of each text with the document prefix; Ollama checks the real count."""
-        if self._wordpieces is None:
-            from docvec.embedders.builtin import load_tokenizer
+        from docvec.embedders.builtin import count_wordpieces, load_tokenizer
 
+        if self._wordpieces is None:
             self._wordpieces = load_tokenizer()
             self._wordpieces.no_truncation()
         prefix = self.info.document_prefix
-        return [len(e.ids) for e in self._wordpieces.encode_batch([prefix + t for t in texts])]
+        return count_wordpieces(self._wordpieces, [prefix + t for t in texts])
 
     def embed_documents(self, texts: Sequence[str]) -> Vectors:
         """Vectors of texts (document prefix added), in input order; requests run `concurrency` at a time."""
