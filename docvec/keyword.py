@@ -14,13 +14,13 @@ import json
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import tantivy
 
-from docvec.errors import LockHeld, StoreError
+from docvec.errors import DocvecError, LockHeld, StoreError
 from docvec.store import GENERATION_KEY, PAGE, WRITING_KEY, Store, StoreLocation
 
 # English stop words (the common list used by IR toolkits); dropping them keeps bm25 from rewarding filler.
@@ -38,7 +38,6 @@ SCHEMA_VERSION = "3"  # part of the folder name: another version's index is neve
 STATE_ID = "\x00docvec-state"  # the document holding what the index reflects (never matches a word)
 WRITER_HEAP = 50_000_000  # bytes tantivy may buffer before it writes a segment
 WRITER_WAIT_S = 30.0  # how long a writer waits for another process's keyword writer (a query catching up)
-MAX_CHANGES = 20_000  # rows a run's own changes may hold before the keyword index is compared row by row
 MAX_TERMS = 1024  # distinct words of one question that count (a 10,000-character question has fewer)
 
 
@@ -69,26 +68,119 @@ _SCHEMA = _schema()
 
 @dataclass
 class KeywordChanges:
-    """What one run wrote to the collection, to apply as it is when the keyword index reflects generation `since`
-    (None: unknown, e.g. after a write failed part-way; the index is then compared row by row)."""
+    """A run's writes to the collection, passed on to the keyword index window by window while that index reflects
+    the generation the run started from, `since` (None: it does not, or a write failed part-way; the index is then
+    compared row by row when the run ends). Nothing is held: a run of any size keeps no chunk text for later.
+    Holds the keyword writer from the first window to `close` (use it in a `with` block)."""
 
     since: str | None
-    add: list[tuple[str, str, str]] = field(default_factory=list)  # (id, label, text)
-    delete: list[str] = field(default_factory=list)
+    index: KeywordIndex | None = None
+    rows: int = 0  # rows passed on so far
+    session: KeywordSession | None = None
+
+    @classmethod
+    def follow(cls, store: Store, was_writing: bool) -> "KeywordChanges":
+        """Changes to pass on to `store`'s keyword index, if it is in line with the collection now (a first run
+        starts an empty one); after a run that died mid-way nothing is known row by row."""
+        if was_writing:
+            return cls(None)
+        since = str(store.collection_metadata().get(GENERATION_KEY, 0))
+        try:
+            index = KeywordIndex.of(store)
+            recorded = index.get_state("generation")
+            if recorded is None and store.count() == 0:
+                index.apply([], [], {"generation": since}, wait=False)
+                recorded = since
+        except DocvecError:  # busy or unreadable: the comparison at the end brings it in line
+            return cls(None)
+        return cls(since if recorded == since else None, index)
 
     def record(self, add: Sequence[tuple[str, str, str]], delete: Sequence[str]) -> None:
-        """Note rows written and removed; past MAX_CHANGES rows the texts are let go (memory stays flat on a
-        large run) and the index is compared row by row instead, which costs no more at that size."""
-        if self.since is None:
+        """Pass on (id, label, text) rows written and ids removed; the index's generation stays until the end."""
+        if self.since is None or self.index is None or not (add or delete):
             return
-        self.add.extend(add)
-        self.delete.extend(delete)
-        if len(self.add) + len(self.delete) > MAX_CHANGES:
+        try:
+            self.session = self.session or self.index.session(wait=False)
+            self.rows += self.session.write(add, delete, {}) + len(delete)
+        except DocvecError:  # another keyword writer, a full disk: compare row by row at the end
             self.forget()
 
+    def finish(self, generation: str) -> None:
+        """Record that the index now reflects `generation` (every row of the run is in already)."""
+        assert self.index is not None
+        if self.session is None:
+            self.index.apply([], [], {"generation": generation})
+        else:
+            self.session.write([], [], {"generation": generation})
+        self.close()
+
     def forget(self) -> None:
-        """What was written is not known row by row (a failed write, a large run): compare every row."""
-        self.since, self.add, self.delete = None, [], []
+        """What was written is not known row by row (a failed write): compare every row at the end."""
+        self.since = None
+        try:
+            self.close()
+        except DocvecError:
+            pass
+
+    def close(self) -> None:
+        """Release the keyword writer."""
+        session, self.session = self.session, None
+        if session is not None:
+            session.close()
+
+    def __enter__(self) -> "KeywordChanges":
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            self.close()
+        except DocvecError:
+            if exc_type is None:
+                raise  # else the run's own error (a full disk, an interrupt) is the one to report
+
+
+class KeywordSession:
+    """tantivy's writer of one keyword index, held across commits. One writer for a whole run, not one per
+    window: each writer takes a WRITER_HEAP arena, and glibc kept the freed ones (+4 KB of RSS per chunk)."""
+
+    def __init__(self, index: KeywordIndex, writer: tantivy.IndexWriter) -> None:
+        self.index = index
+        self._writer: tantivy.IndexWriter | None = writer
+
+    def write(self, add: Iterable[tuple[str, str, str]], delete: Sequence[str], state: dict[str, str]) -> int:
+        """Delete rows by id, add (id, label, text) rows and merge `state` into the recorded one, in one atomic
+        commit; returns the rows added."""
+        writer = self._writer
+        if writer is None:
+            raise StoreError(f"the keyword index {self.index.path} was closed for writing")
+        merged = {**self.index._state(), **state}
+        added = 0
+        try:
+            for rid in delete:
+                writer.delete_documents_by_term("id", rid)
+            for rid, label, text in add:
+                writer.add_document(_document(rid, label, f"{label}\n{text}"))
+                added += 1
+            writer.delete_documents_by_term("id", STATE_ID)
+            writer.add_document(_document(STATE_ID, json.dumps(merged, sort_keys=True), ""))
+            writer.commit()
+        except (ValueError, OSError) as exc:
+            self.close()
+            raise StoreError(f"cannot write the keyword index {self.index.path}: {exc}") from exc
+        return added
+
+    def close(self) -> None:
+        """Let merges finish now (not in a thread a process exit would cut short) and release the writer."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.rollback()  # anything not committed (a write that failed part-way) is dropped
+            writer.wait_merging_threads()
+        except (ValueError, OSError) as exc:
+            raise StoreError(f"cannot write the keyword index {self.index.path}: {exc}") from exc
+        finally:
+            del writer
 
 
 @dataclass(frozen=True)
@@ -187,24 +279,16 @@ class KeywordIndex:
               wait: bool = True) -> int:
         """Delete rows by id, add (id, label, text) rows and record `state`, in one atomic commit; returns the rows
         added. LockHeld if another keyword writer is busy (after waiting for it when `wait`)."""
-        merged = {**self._state(), **state}
-        writer = self._writer(WRITER_WAIT_S if wait else 0.0)
-        added = 0
+        session = self.session(wait)
         try:
-            for rid in delete:
-                writer.delete_documents_by_term("id", rid)
-            for rid, label, text in add:
-                writer.add_document(_document(rid, label, f"{label}\n{text}"))
-                added += 1
-            writer.delete_documents_by_term("id", STATE_ID)
-            writer.add_document(_document(STATE_ID, json.dumps(merged, sort_keys=True), ""))
-            writer.commit()
-            writer.wait_merging_threads()  # merges finish now, not in a thread a process exit would cut short
-        except (ValueError, OSError) as exc:
-            raise StoreError(f"cannot write the keyword index {self.path}: {exc}") from exc
+            added = session.write(add, delete, state)
         finally:
-            del writer
+            session.close()
         return added
+
+    def session(self, wait: bool = True) -> "KeywordSession":
+        """Hold tantivy's one writer for several commits (a run commits each window with it); close it."""
+        return KeywordSession(self, self._writer(WRITER_WAIT_S if wait else 0.0))
 
     def _writer(self, wait_s: float) -> tantivy.IndexWriter:
         """tantivy's one writer per index; another one (a query catching up) is waited for up to `wait_s`."""
@@ -328,16 +412,18 @@ def sync_keyword_index(store: Store, index: KeywordIndex, force: bool = False, r
 
     The collection's generation says whether the keyword index is behind. While a writer's mark is set (a run is
     writing, or one died mid-run) the generation does not tell: a writer then always compares row by row, and a
-    reader (`reader=True`) keeps the index it has, which the next completed run brings in line. A run's own
-    `changes` are applied as they are when the index reflects the generation they start from (no comparison of
-    every row: the cost of a watch-mode sync at 100k chunks)."""
+    reader (`reader=True`) keeps the index it has, which the next completed run brings in line. A run whose
+    `changes` were passed on window by window from the generation the index reflects only records the new
+    generation (no comparison of every row: the cost of a watch-mode sync at 100k chunks)."""
     meta = store.collection_metadata()
     generation = str(meta.get(GENERATION_KEY, 0))
     recorded = index.get_state("generation")
     if (changes is not None and changes.since is not None and not force and WRITING_KEY not in meta
             and recorded == changes.since != generation):
-        index.apply(changes.add, changes.delete, {"generation": generation})
-        return len(changes.add) + len(changes.delete)
+        changes.finish(generation)
+        return changes.rows
+    if changes is not None:
+        changes.close()  # its writer is needed below
     current = recorded == generation
     if WRITING_KEY in meta and recorded is not None:
         if reader:

@@ -327,15 +327,16 @@ class Store:
             page = self._collection.get(ids=list(ids), where=dict(where), include=[])
         return set(page["ids"])
 
-    def add(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[str],
-            metadatas: Sequence[Metadata]) -> None:
+    def add(self, ids: Sequence[str], vectors: Sequence[Sequence[float]] | Sequence[NDArray[np.float32]],
+            documents: Sequence[str], metadatas: Sequence[Metadata]) -> None:
         """Add new records (ids must not exist yet: `add` is ~10x faster than upserting over existing ids)."""
         if ids:
             self._ensure_space(len(ids), len(vectors[0]), sum(len(d.encode()) for d in documents))
         for begin in range(0, len(ids), WRITE_BATCH):
             end = begin + WRITE_BATCH
             with _chroma("writing chunks", self.location):
-                self._collection.add(ids=list(ids[begin:end]), embeddings=[list(v) for v in vectors[begin:end]],
+                self._collection.add(ids=list(ids[begin:end]),
+                                     embeddings=np.asarray(vectors[begin:end], dtype=np.float32),
                                      documents=list(documents[begin:end]), metadatas=list(metadatas[begin:end]))
 
     def copy_from(self, other: "Store") -> int:

@@ -11,7 +11,9 @@ from docvec.chunker import ChunkParams
 from docvec.errors import IndexMismatch
 from docvec.fingerprint import Fingerprint
 from docvec.store import Store, StoreLocation
-from ingest.pipeline import IndexState, IngestReport, ingest, open_for_writing
+from docvec.keyword import KeywordIndex
+from ingest import pipeline
+from ingest.pipeline import IndexState, IngestReport, Progress, ingest, open_for_writing
 from ingest.scan import ScanOptions
 from tests.conftest import RecordingEmbedder
 
@@ -46,6 +48,29 @@ def test_unchanged_rerun_embeds_and_writes_nothing(tmp_path: Path, docs: Path, r
     assert second.calls == 0 and report.files_unchanged == 12
     assert (report.chunks_embedded, report.chunks_deleted, report.chunks_kept) == (0, 0, 0)
     assert _snapshot(tmp_path / "idx") == before
+
+
+def test_each_window_is_searchable_by_keyword_as_soon_as_it_is_written(
+        tmp_path: Path, docs: Path, recorder: RecordingEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run passes each window's rows to the keyword index as it writes them, with one keyword writer for the whole
+    run: it keeps no chunk text for later (memory stays flat), and an interrupted run leaves what it stored
+    findable."""
+    monkeypatch.setattr(pipeline, "WINDOW", 1)
+    monkeypatch.setattr(pipeline, "WINDOW_MAX", 1)
+    sessions = []
+    opened = KeywordIndex.session
+    monkeypatch.setattr(KeywordIndex, "session", lambda self, wait=True: sessions.append(1) or opened(self, wait))
+    store = open_for_writing(StoreLocation(tmp_path / "idx", "test"), Fingerprint.build(recorder.info, PARAMS))
+    seen: list[int] = []
+
+    def progress(p: Progress) -> None:
+        if p.phase == "index" and 0 < p.done < p.total:
+            with KeywordIndex.of(store, read_only=True) as keyword:
+                seen.append(len(keyword.entries()))
+
+    report = ingest(store, recorder, ScanOptions(docs), PARAMS, on_progress=progress)
+    assert len(seen) == 11 and seen == sorted(set(seen)) and 0 < seen[0] < seen[-1] < report.chunks_total
+    assert len(sessions) <= 2  # the first run's empty state, then one writer for all twelve windows
 
 
 def test_editing_one_section_embeds_only_that_section(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
