@@ -10,6 +10,7 @@ same commit as the rows: one tantivy commit is atomic, like the collection write
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -117,10 +118,8 @@ class KeywordChanges:
     def forget(self) -> None:
         """What was written is not known row by row (a failed write): compare every row at the end."""
         self.since = None
-        try:
+        with contextlib.suppress(DocvecError):
             self.close()
-        except DocvecError:
-            pass
 
     def close(self) -> None:
         """Release the keyword writer."""
@@ -165,7 +164,8 @@ class KeywordSession:
             writer.add_document(_document(STATE_ID, json.dumps(merged, sort_keys=True), ""))
             writer.commit()
         except (ValueError, OSError) as exc:
-            self.close()
+            with contextlib.suppress(DocvecError):  # this error is the one to report
+                self.close()
             raise StoreError(f"cannot write the keyword index {self.index.path}: {exc}") from exc
         return added
 
