@@ -213,7 +213,7 @@ def status_command(config_path: Path | None, index_path: Path | None, collection
     from docvec.store import Store
 
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
-    store = Store.open_for_reading(store_location(settings))
+    store = Store.open_for_reading(store_location(settings), records=False)
     data = status_data(store, settings)
     data["runs_on"] = redact(data["runs_on"])
     if as_json:

@@ -22,7 +22,7 @@ def status_data(store: Any, settings: Settings) -> dict[str, Any]:
 
     fp = store.fingerprint()
     stats = store.stats()
-    chunks = store.count()
+    chunks = store.recorded_count()
     return {"index": store.location.describe(), "docs_root": store.docs_root(), "model": fp.model,
             "provider": fp.provider, "runs_on": _runs_on(settings, fp.provider), "cpus": available_cpus(),
             "dimension": fp.dimension, "files": stats.get("files"), "chunks": chunks,

@@ -180,15 +180,17 @@ class Store:
         return store
 
     @classmethod
-    def open_for_reading(cls, location: StoreLocation) -> "Store":
+    def open_for_reading(cls, location: StoreLocation, records: bool = True) -> "Store":
         """Open the live index for reading only; an index on a read-only or full disk is read from a copy.
 
         Chroma writes its catalog when it opens a folder, so a read-only medium (a container's read-only layer, a
         mounted snapshot) or a full disk would fail every query. The copy lives in memory-backed /dev/shm when
-        there is room (else the temp folder) and is removed when the process exits."""
+        there is room (else the temp folder) and is removed when the process exits. `records=False`: the caller
+        reads collection metadata only (`status`), so no record is read here."""
         try:
             store = cls.open(location)
-            store.count()  # Chroma applies its pending log on the first read: that needs to write too
+            if records:
+                store.count()  # Chroma applies its pending log on the first read: that needs to write too
             return store
         except StoreError as exc:
             if location.host or not is_unwritable(exc):
@@ -229,7 +231,7 @@ class Store:
                 fp: Fingerprint | None = other.fingerprint()
             except IndexMismatch:
                 fp = None
-            out.append(PhysicalCollection(name, fp, other.count(), name == meta.get(ALIAS_KEY),
+            out.append(PhysicalCollection(name, fp, other.recorded_count(), name == meta.get(ALIAS_KEY),
                                           name == meta.get(PREVIOUS_KEY)))
         return out
 
@@ -453,6 +455,13 @@ class Store:
         """The docs folder the index was built from (None for an index made before docvec recorded it)."""
         root = self.collection_metadata().get(DOCS_ROOT_KEY)
         return str(root) if root else None
+
+    def recorded_count(self) -> int:
+        """Chunks as the last completed sync counted them, read from the collection's metadata; an exact count
+        when none was recorded or a run was interrupted since. (Any read of a record makes local Chroma load the
+        collection's whole vector index, ~2.5 KB a chunk: 200 MB for `status` at 100k chunks.)"""
+        chunks = self.stats().get("chunks")
+        return chunks if isinstance(chunks, int) and not self.writing() else self.count()
 
     def stats(self) -> dict[str, Any]:
         """What the last completed sync recorded (files, chunks, skipped, when, how long); {} if none."""

@@ -81,6 +81,20 @@ def test_status(indexed: Path) -> None:
     assert "builtin:all-MiniLM-L6-v2" in text and "12 files" in text
 
 
+def test_status_reads_no_record(indexed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any read of a record makes local Chroma load the collection's whole vector index (~2.5 KB a chunk), so
+    status answers from the counts the last sync recorded; after an interrupted run it counts the records."""
+    from docvec.store import Store
+
+    exact = Store.count
+    counted: list[int] = []
+    monkeypatch.setattr(Store, "count", lambda self: counted.append(1) or exact(self))
+    data = json.loads(_run(["status", "--json"], indexed).output)
+    assert data["chunks"] > 12 and data["collections"][0]["chunks"] == data["chunks"] and not counted
+    monkeypatch.setattr(Store, "writing", lambda self: True)
+    assert json.loads(_run(["status", "--json"], indexed).output)["chunks"] == data["chunks"] and counted
+
+
 def test_ingest_json_report_and_noop_rerun(project: Path) -> None:
     first = _run(["ingest", "--json"], project)
     assert first.exit_code == 0, first.output
