@@ -401,8 +401,8 @@ class _Packer:
         for units, (text, shown), tokens in zip(groups, drafts, counts):
             if tokens <= self.params.max_tokens:
                 chunks.append(self._chunk(text, section.trail, shown, units[0].start, units[-1].end, tokens))
-            else:
-                chunks.extend(self._emit_or_cut(section, units))
+            else:  # over the limit by that count: no need to count it again
+                chunks.extend(self._cut(section, units))
         return chunks
 
     def _draft(self, section: _Section, units: list[_Unit]) -> tuple[str, tuple[str, ...]]:
@@ -425,8 +425,10 @@ class _Packer:
 
     def _emit_or_cut(self, section: _Section, units: list[_Unit]) -> list[Chunk]:
         chunk = self._emit(section, units)
-        if chunk is not None:
-            return [chunk]
+        return [chunk] if chunk is not None else self._cut(section, units)
+
+    def _cut(self, section: _Section, units: list[_Unit]) -> list[Chunk]:
+        """Chunks of `units`, whose exact count is over the limit."""
         if len(units) > 1:  # the estimate was off by a token or two: give back the last unit
             return self._emit_or_cut(section, units[:-1]) + self._emit_or_cut(section, units[-1:])
         # A lone unit that fit by estimate but not by exact count: cut it finer, one token tighter each time.
@@ -458,8 +460,9 @@ class _Packer:
         start, end = _trim(self.text, start, end)
         if start >= end:
             return []
-        if not _surely_over(self.text[start:end], budget) and self.cost(self.text[start:end]) <= budget:
-            return [_Unit(start, end, self.cost(self.text[start:end]), -1)]
+        whole = self.text[start:end]
+        if not _surely_over(whole, budget) and self.cost(whole) <= budget:
+            return [_Unit(start, end, self.cost(whole), -1)]
         self.groups += 1
         head, tail, inner_start, inner_end = self._wrappers(start, end, kind, info)
         if self.cost(head + tail) > budget // 2:  # a huge header/fence line is not repeated on every piece
@@ -496,19 +499,21 @@ class _Packer:
         start, end = _trim(self.text, start, end)
         if start >= end:
             return []
-        if end - start == 1 or not _surely_over(self.text[start:end], max(budget, 1)):
-            cost = self.cost(self.text[start:end])
+        whole = self.text[start:end]
+        if not _surely_over(whole, max(budget, 1)):  # never true of one character
+            cost = self.cost(whole)
             if end - start == 1 or cost <= max(budget, 1):
                 return [(start, end, cost)]
         if level >= len(_SPLITTERS) + len(_WORDS):  # no boundary left: halve by characters
             mid = start + (end - start) // 2
             return self._split(start, mid, budget, level) + self._split(mid, end, budget, level)
         pieces = self._pieces(start, end, level)
-        fitting = {(a, b) for a, b in pieces if not _surely_over(self.text[a:b], budget)}
-        self._count_all([self.text[a:b] for a, b in fitting])  # one batch call for the whole level
+        texts = [self.text[a:b] for a, b in pieces]
+        counted = [not _surely_over(t, budget) for t in texts]
+        self._count_all([t for t, c in zip(texts, counted) if c])  # one batch call for the whole level
         out: list[_Span] = []
-        for a, b in pieces:
-            cost = self.cost(self.text[a:b]) if (a, b) in fitting else budget + 1
+        for (a, b), text, c in zip(pieces, texts, counted):
+            cost = self.cost(text) if c else budget + 1
             out.extend([(a, b, cost)] if cost <= budget else self._split(a, b, budget, level + 1))
         # Word-level pieces are joined up to a few dozen tokens: a 5 MB line becomes thousands of units, not
         # a million.

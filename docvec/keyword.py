@@ -109,10 +109,8 @@ class KeywordChanges:
     def finish(self, generation: str) -> None:
         """Record that the index now reflects `generation` (every row of the run is in already)."""
         assert self.index is not None
-        if self.session is None:
-            self.index.apply([], [], {"generation": generation})
-        else:
-            self.session.write([], [], {"generation": generation})
+        self.session = self.session or self.index.session()
+        self.session.write([], [], {"generation": generation})
         self.close()
 
     def forget(self) -> None:

@@ -291,7 +291,6 @@ def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, pa
     check_deletions(len(stale), state.records, f"{len(removed)} of {len(state.files)} files are gone from "
                     f"{scan_options.root}", guard)
     was_writing = store.writing()
-    # After a run that died mid-way, what the collection holds is not known row by row: no changes to apply.
     # The keyword index takes each window's rows as they are written (an interrupted run leaves them findable).
     with KeywordChanges.follow(store, was_writing) as delta:
         _execute(store, embedder, work, len(todo), state, stale, report, progress, scan_options.root, was_writing,
@@ -603,7 +602,7 @@ def reason_kind(reason: str) -> str:
 
 def _sync_keywords(store: Store, changes: KeywordChanges) -> None:
     """The keyword index follows the collection it is derived from (taking this run's own changes)."""
-    with KeywordIndex.of(store) as index:
+    with changes.index or KeywordIndex.of(store) as index:  # the one the run wrote to, when it has one
         sync_keyword_index(store, index, changes=changes)
 
 
