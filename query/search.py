@@ -248,9 +248,11 @@ def _fill_exact(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any
                 read: _Read, score: Callable[[float | None, float], float], bound: float, known: _Known,
                 prune: bool) -> None:
     """Look up the half of each candidate's score that its ranking did not give (the bm25 of a chunk only the
-    vector side read, the cosine of one only the keyword side read), best possible score first, in growing
-    batches. With `prune`, a candidate whose best possible score cannot beat `bound` or the k-th hit already
-    certain is dropped instead: a deeper read brings it back if it must. These lookups are the costly part."""
+    vector side read, the cosine of one only the keyword side read), one read each. With `prune`, a candidate
+    whose best possible score cannot beat `bound` is dropped instead: a deeper read brings it back if it must.
+    Every other candidate is looked up, whatever -k asks for: the vector side is approximate (HNSW), so a chunk
+    only the keyword side read can beat the vector bound; skipping it because -k 5's fifth hit looked out of its
+    reach put it at rank 2 for -k 10 and nowhere for -k 5 (looking all up costs ~1.5 ms at 100k chunks)."""
     pool = read.pool
     for rid, c in pool.items():  # looked up by an earlier read of this search
         c.similarity = known.cosine.get(rid) if c.similarity is None else c.similarity
@@ -260,19 +262,12 @@ def _fill_exact(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any
         sim = read.vector_bound if c.similarity is None else c.similarity
         return score(sim, (read.keyword_bound or 0.0) if c.keyword_score is None else c.keyword_score)
 
-    pending = sorted((rid for rid, c in pool.items() if c.keyword_score is None or (c.similarity is None
-                      and qvec is not None)), key=lambda rid: (-upper(pool[rid]), rid))
-    step = q.top_k + 10
-    while pending:
-        if prune:
-            floor = _kth_hit_score(store, read, q, score, bound, known.documents)
-            for rid in pending:
-                best = upper(pool[rid])
-                if best <= bound or best < floor:  # at a tie with the k-th hit the id decides: keep it
-                    del pool[rid]
-            pending = [rid for rid in pending if rid in pool]
-        batch, pending, step = pending[:step], pending[step:], step * 2
-        _look_up(store, keyword, qvec, q, pool, batch, known)
+    pending = [rid for rid, c in pool.items()
+               if c.keyword_score is None or (c.similarity is None and qvec is not None)]
+    if prune:
+        for rid in [rid for rid in pending if upper(pool[rid]) <= bound]:
+            del pool[rid]
+    _look_up(store, keyword, qvec, q, pool, [rid for rid in pending if rid in pool], known)
 
 
 def _look_up(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
@@ -294,22 +289,6 @@ def _look_up(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, A
     if need:  # one matrix product instead of a dot per chunk
         for rid, sim in zip(need, (np.stack([vectors[rid] for rid in need]) @ qvec).tolist()):
             pool[rid].similarity = known.cosine[rid] = sim
-
-
-def _kth_hit_score(store: Store, read: _Read, q: Query, score: Callable[[float | None, float], float],
-                   bound: float, documents: dict[str, tuple[str, Metadata]]) -> float:
-    """The least score a candidate needs to be shown: the top_k-th hit's among the candidates whose score is known
-    exactly, and at least min_score (-inf: fewer hits, no min_score).
-
-    Without a per-file cap that k-th score only rises as candidates are added (a duplicate replaces its twin, a
-    new text adds a hit); with one, a better chunk of a full file can lower it, so only min_score is sure."""
-    if q.per_file:
-        return q.min_score
-    exact = {rid: c for rid, c in read.pool.items() if c.similarity is not None and c.keyword_score is not None}
-    for c in exact.values():
-        c.score = score(c.similarity, c.keyword_score or 0.0)
-    hits = _select(store, exact, q, bound, documents)
-    return max(hits[q.top_k - 1].score if len(hits) >= q.top_k else -math.inf, q.min_score)
 
 
 def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float,

@@ -14,7 +14,7 @@ from docvec.chunker import ChunkParams
 from docvec.cli import cli
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordIndex
-from docvec.store import Store, StoreLocation
+from docvec.store import Hnsw, Store, StoreLocation
 from ingest.pipeline import ingest, open_for_writing
 from ingest.scan import ScanOptions
 from query.search import Fusion, Hit, search
@@ -144,3 +144,22 @@ def test_query_json_has_one_score_and_points_at_the_answer(project: Path) -> Non
                                 "How long do you keep retrying a webhook delivery that fails?"])
     assert f"guides/webhooks.md:{first}" in shown.output and "similarity" in shown.output
     assert f"{top['score']:.3f}" in shown.output  # the printed number is the one that orders the list
+
+
+def test_the_order_does_not_depend_on_k_when_the_vector_index_misses_chunks(tmp_path: Path,
+                                                                             recorder: RecordingEmbedder) -> None:
+    """HNSW is approximate: a chunk with a high cosine can be missing from the vector read and come in through
+    the keyword side. Whether its cosine is looked up must not depend on -k (it was skipped for -k 5 when the
+    fifth hit looked out of its assumed reach, yet ranked second for -k 10). A sparse graph makes misses common;
+    20 candidates per side certify every list of up to 3 hits in the first read (one HNSW beam for all)."""
+    location = StoreLocation(tmp_path / "idx", "sparse", hnsw=Hnsw(ef_search=1, ef_construction=2, max_neighbors=2))
+    store = open_for_writing(location, Fingerprint.build(recorder.info, PARAMS))
+    ingest(store, recorder, ScanOptions(SAMPLE_DOCS), PARAMS)
+    changed = []
+    with KeywordIndex.of(store) as index:
+        for i in range(0, len(WORDS) - 3, 5):
+            question = " ".join(WORDS[i:i + 3])
+            lists = [[h.id for h in search(store, recorder, question, k, mode="hybrid", keyword=index,
+                                           fusion=Fusion(candidates=20))] for k in range(1, 4)]
+            changed += [question for shorter in lists if shorter != lists[-1][: len(shorter)]]
+    assert not changed
