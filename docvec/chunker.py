@@ -28,10 +28,12 @@ else:  # pragma: no cover - Python 3.10
 
 CHUNKER_VERSION = "3"  # 2: long headings capped in context, split code blocks packed; 3: TOML/JSON front
 # matter, description-only pages, MDX
-#: Counts model tokens (special tokens included) of each text in a batch.
+#: Counts model tokens (special tokens included) of each text in a batch. Counts must add up across ASCII
+#: whitespace: count(a + w + b) = count(a) + count(b) - count("") when w holds a space, tab, CR or LF. Word-piece
+#: tokenizers, whose words never span whitespace, do (tests/test_embedders.py checks the built-in one).
 TokenCounter = Callable[[Sequence[str]], list[int]]
 Scalar = str | int | float | bool
-_Span = tuple[int, int, int]  # (start char, end char, model tokens without special tokens)
+_Span = tuple[int, int, int, bool]  # (start char, end char, model tokens without special tokens, count exact)
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 _TOML_FRONT_MATTER = re.compile(r"\A\+\+\+[ \t]*\r?\n(.*?)(?:\r?\n)?^\+\+\+[ \t]*(?:\r?\n|\Z)", re.S | re.M)
@@ -42,7 +44,7 @@ _SPLITTERS = (re.compile(r"\n[ \t]*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!
 # Then pieces are runs of up to eight words, then single words (a 5 MB line is ~120k runs, not ~1M words).
 _WORDS = (re.compile(r"\S+(?:\s+\S+){0,7}"), re.compile(r"\S+"))
 _MAX_FRONT_MATTER = 64 * 1024
-_SPACE = re.compile(r"\s")
+_BREAK = re.compile(r"[ \t\n\r]")  # whitespace that token counts add up across
 _PART_CHARS = 2048  # long texts are counted in parts of about this many characters
 _PIECE_TOKENS = 32  # word-level pieces are grouped up to this size (overlap granularity stays fine)
 _ATTR_LIST = re.compile(r"\s*\{\s*[#.][^{}]*\}\s*$")
@@ -95,6 +97,7 @@ class _Unit:
     group: int  # pieces of one split block share a group (>= 0); whole blocks have -1
     head: str = ""
     tail: str = ""
+    exact: bool = True  # `cost` is the exact count (else an estimate: the chunk is counted when emitted)
 
 
 @dataclass
@@ -393,17 +396,29 @@ class _Packer:
         return self._emit_all(section, groups)
 
     def _emit_all(self, section: _Section, groups: list[list[_Unit]]) -> list[Chunk]:
-        """Chunks of the packed groups, counted exactly in one batch (one tokenizer call per chunk was most of
-        the time on huge files); a group over the limit by that count is cut again."""
+        """Chunks of the packed groups. A group's count is the sum of its units' when every one is exact and
+        whitespace joins them (counts add up across it); the others are counted in one batch, and one over the
+        limit by that count is cut again. (Counting every chunk read the file once more; a call per section was
+        most of the time on a file of tiny sections.)"""
         drafts = [self._draft(section, units) for units in groups]
-        counts = self.count([_context(shown) + text for text, shown in drafts]) if drafts else []
+        unsure = [i for i, units in enumerate(groups) if not self._exact(units)]
+        counted = self.count([_context(drafts[i][1]) + drafts[i][0] for i in unsure]) if unsure else []
+        tokens = [self._estimate(section, units) for units in groups]
+        for i, n in zip(unsure, counted):
+            tokens[i] = n
         chunks: list[Chunk] = []
-        for units, (text, shown), tokens in zip(groups, drafts, counts):
-            if tokens <= self.params.max_tokens:
-                chunks.append(self._chunk(text, section.trail, shown, units[0].start, units[-1].end, tokens))
+        for units, (text, shown), n in zip(groups, drafts, tokens):
+            if n <= self.params.max_tokens:
+                chunks.append(self._chunk(text, section.trail, shown, units[0].start, units[-1].end, n))
             else:  # over the limit by that count: no need to count it again
                 chunks.extend(self._cut(section, units))
         return chunks
+
+    def _exact(self, units: list[_Unit]) -> bool:
+        """Whether the units' summed count is the exact count of the chunk they make."""
+        head, tail = units[0].head, units[-1].tail
+        return (all(u.exact for u in units) and _ends_at_break(head) and _starts_at_break(tail)
+                and all(_BREAK.search(self.text, u.end, v.start) for u, v in zip(units, units[1:])))
 
     def _draft(self, section: _Section, units: list[_Unit]) -> tuple[str, tuple[str, ...]]:
         """The chunk text of `units` and the headings prepended to it for the model."""
@@ -412,13 +427,17 @@ class _Packer:
         return units[0].head + self.text[start:end] + units[-1].tail, shown
 
     def _fits(self, section: _Section, units: list[_Unit]) -> bool:
-        """Estimate from per-unit counts (exact for whitespace-separated text; checked again on emit)."""
+        """Estimate from per-unit counts (exact for whitespace-separated text; checked on emit where it is not)."""
         if any(u.head for u in units[1:]) or any(u.tail for u in units[:-1]):
             return False  # a re-opened fence must start its chunk, a re-closed one must end it
+        return self._estimate(section, units) <= self.params.max_tokens
+
+    def _estimate(self, section: _Section, units: list[_Unit]) -> int:
+        """The chunk's count as the sum of its parts: special tokens, heading context, units, fence/header."""
         shown = self.shown(section.trail, self._heading_in(section, units[0].start))
         wrap = units[0].head + units[-1].tail
         estimate = self.overhead + self.cost(_context(shown)) + sum(u.cost for u in units)
-        return estimate + (self.cost(wrap) if wrap else 0) <= self.params.max_tokens
+        return estimate + (self.cost(wrap) if wrap else 0)
 
     def _heading_in(self, section: _Section, start: int) -> bool:
         return section.has_heading and start == _trim(self.text, *section.blocks[0][:2])[0]
@@ -435,9 +454,10 @@ class _Packer:
         unit = units[0]
         out: list[Chunk] = []
         budget = unit.cost - 1
-        pieces = self._split(unit.start, unit.end, budget, 0) if budget > 0 else [(unit.start, unit.end, unit.cost)]
-        for a, b, cost in pieces:
-            piece = _Unit(a, b, cost, unit.group, unit.head, unit.tail)
+        pieces = (self._split(unit.start, unit.end, budget, 0) if budget > 0 else
+                  [(unit.start, unit.end, unit.cost, unit.exact)])
+        for a, b, cost, exact in pieces:
+            piece = _Unit(a, b, cost, unit.group, unit.head, unit.tail, exact)
             if piece.cost >= unit.cost:  # cannot shrink (a single character): emit it even if over
                 out.append(self._chunk(self.text[a:b], section.trail, (), a, b))
                 continue
@@ -471,14 +491,14 @@ class _Packer:
         if not pieces:
             return [_Unit(start, end, self.cost(self.text[start:end]), -1)]
         if head or tail:  # pieces that repeat a fence/header cannot share a chunk: make each one nearly full
-            pieces = _join(pieces, budget - self.cost(head + tail), separator=1)
+            pieces = _join(self.text, pieces, budget - self.cost(head + tail), separator=1)
         # The first piece keeps the block's own opening lines, the last its closing line (their cost is the
         # wrapper's, which the first and last piece carry anyway).
-        pieces[0] = (start, pieces[0][1], pieces[0][2] + self.cost(head))
-        pieces[-1] = (pieces[-1][0], end, pieces[-1][2] + self.cost(tail))
+        pieces[0] = (start, pieces[0][1], pieces[0][2] + self.cost(head), pieces[0][3] and _ends_at_break(head))
+        pieces[-1] = (pieces[-1][0], end, pieces[-1][2] + self.cost(tail), pieces[-1][3] and _starts_at_break(tail))
         return [
-            _Unit(a, b, cost, self.groups, head if i else "", tail if i < len(pieces) - 1 else "")
-            for i, (a, b, cost) in enumerate(pieces)
+            _Unit(a, b, cost, self.groups, head if i else "", tail if i < len(pieces) - 1 else "", exact)
+            for i, (a, b, cost, exact) in enumerate(pieces)
         ]
 
     def _wrappers(self, start: int, end: int, kind: str, info: dict[str, str]) -> tuple[str, str, int, int]:
@@ -503,7 +523,7 @@ class _Packer:
         if not _surely_over(whole, max(budget, 1)):  # never true of one character
             cost = self.cost(whole)
             if end - start == 1 or cost <= max(budget, 1):
-                return [(start, end, cost)]
+                return [(start, end, cost, True)]
         if level >= len(_SPLITTERS) + len(_WORDS):  # no boundary left: halve by characters
             mid = start + (end - start) // 2
             return self._split(start, mid, budget, level) + self._split(mid, end, budget, level)
@@ -514,10 +534,10 @@ class _Packer:
         out: list[_Span] = []
         for (a, b), text, c in zip(pieces, texts, counted):
             cost = self.cost(text) if c else budget + 1
-            out.extend([(a, b, cost)] if cost <= budget else self._split(a, b, budget, level + 1))
+            out.extend([(a, b, cost, True)] if cost <= budget else self._split(a, b, budget, level + 1))
         # Word-level pieces are joined up to a few dozen tokens: a 5 MB line becomes thousands of units, not
         # a million.
-        return _join(out, min(budget, _PIECE_TOKENS), separator=0) if level >= len(_SPLITTERS) else out
+        return _join(self.text, out, min(budget, _PIECE_TOKENS), separator=0) if level >= len(_SPLITTERS) else out
 
     def _pieces(self, start: int, end: int, level: int) -> list[tuple[int, int]]:
         """[start, end) cut at one level's boundaries into trimmed, non-empty spans."""
@@ -570,20 +590,42 @@ class _Packer:
         if not plain or b.start_char < a.end_char:
             return None  # wrapped pieces of split blocks, and overlapping chunks, stay as they are
         trail = _common_prefix(a.trail, b.trail)
-        merged = self._chunk(self.text[a.start_char:b.end_char], trail, a.shown[: len(trail)], a.start_char, b.end_char)
-        return merged if merged.tokens <= self.params.max_tokens else None
+        shown = a.shown[: len(trail)]
+        tokens = self._merged_tokens(a, b, shown)
+        if tokens > self.params.max_tokens:
+            return None
+        return self._chunk(self.text[a.start_char:b.end_char], trail, shown, a.start_char, b.end_char, tokens)
+
+    def _merged_tokens(self, a: Chunk, b: Chunk, shown: tuple[str, ...]) -> int:
+        """Tokens of a and b as one chunk under the context `shown`: a sum when whitespace separates them (counts
+        add up across it), so a run of tiny sections is not re-counted at each merge (a file of 250k headings
+        read 65 characters per byte); counted when nothing does."""
+        if _BREAK.search(self.text, a.end_char, b.start_char) is None:
+            return self.count([_context(shown) + self.text[a.start_char:b.end_char]])[0]
+        own = sum(c.tokens - self.overhead - self.cost(_context(c.shown)) for c in (a, b))
+        return self.overhead + self.cost(_context(shown)) + own
 
 
-def _join(pieces: list[_Span], limit: int, separator: int) -> list[_Span]:
-    """Join adjacent pieces while their summed cost (plus `separator` tokens between two) stays within `limit`;
-    a sum is exact for text cut at whitespace, and the chunk's exact count is checked when it is emitted."""
+def _join(text: str, pieces: list[_Span], limit: int, separator: int) -> list[_Span]:
+    """Join adjacent pieces of `text` while their summed cost (plus `separator` tokens between two) stays within
+    `limit`; the sum is exact where whitespace separates them and no separator is added."""
     out: list[_Span] = []
-    for a, b, cost in pieces:
+    for a, b, cost, exact in pieces:
         if out and out[-1][2] + cost + separator <= limit:
-            out[-1] = (out[-1][0], b, out[-1][2] + cost + separator)
+            start, end, total, was_exact = out[-1]
+            sure = was_exact and exact and not separator and _BREAK.search(text, end, a) is not None
+            out[-1] = (start, b, total + cost + separator, sure)
         else:
-            out.append((a, b, cost))
+            out.append((a, b, cost, exact))
     return out
+
+
+def _ends_at_break(s: str) -> bool:
+    return not s or s[-1] in " \t\n\r"
+
+
+def _starts_at_break(s: str) -> bool:
+    return not s or s[0] in " \t\n\r"
 
 
 def _surely_over(text: str, budget: int) -> bool:
@@ -598,7 +640,7 @@ def _parts(text: str) -> list[str]:
         return [text]
     cuts = [0]
     while cuts[-1] + _PART_CHARS < len(text):
-        found = _SPACE.search(text, cuts[-1] + _PART_CHARS)
+        found = _BREAK.search(text, cuts[-1] + _PART_CHARS)
         if found is None:
             break
         cuts.append(found.start())

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from docvec.config import EmbeddingSettings
 from docvec.embedders import make_embedder
 from docvec.embedders.builtin import BuiltinEmbedder, _check_sha256
 from docvec.errors import ConfigError, ModelUnavailable
+from tests.conftest import _tokenizer
 
 
 def test_vectors_are_normalised_and_batching_is_transparent(builtin: BuiltinEmbedder) -> None:
@@ -32,6 +35,19 @@ def test_meaning_beats_shared_words(builtin: BuiltinEmbedder) -> None:
 def test_token_counts_include_special_tokens_and_are_not_truncated(builtin: BuiltinEmbedder) -> None:
     assert builtin.count_tokens(["", "hello world"]) == [2, 4]
     assert builtin.count_tokens(["word " * 1000]) == [1002]
+
+
+_ANY = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+_SPACES = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)).filter(str.isspace), max_size=2)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_ANY, st.tuples(_SPACES, st.sampled_from(" \t\n\r"), _SPACES).map("".join), _ANY)
+def test_token_counts_add_up_across_ascii_whitespace(a: str, gap: str, b: str) -> None:
+    """The chunker's contract (docvec.chunker.TokenCounter): a chunk's count is the sum of its parts' when
+    whitespace joins them, so packed chunks and merged sections need not be tokenized again."""
+    count = _tokenizer().count_tokens
+    assert count([a + gap + b])[0] == count([a])[0] + count([b])[0] - count([""])[0]
 
 
 def test_corrupt_model_file_is_refused(tmp_path: Path) -> None:
