@@ -1,6 +1,7 @@
 """Chunking time of a generated adversarial markdown file (issue 12 item 2).
 
     python bench/adversarial_bench.py [--mb 50] [--profile]
+    python bench/adversarial_bench.py --shapes 1     # each construct alone, repeated to 1 MB and 2 MB
 
 The file mixes every construct that once made chunking quadratic — long headings, nested long headings, long
 table rows and headers, long list items, long links, long code lines, code blocks of one-character lines — with
@@ -17,6 +18,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -54,6 +56,36 @@ def generate(megabytes: float, seed: int = 0) -> str:
     return "".join(parts)
 
 
+def shapes(megabytes: float) -> dict[str, str]:
+    """Files of one small construct repeated to `megabytes` MB: a cost per construct shows up only here."""
+    n = int(megabytes * 1_000_000)
+    return {
+        "headings": "# h\n" * (n // 4),
+        "table rows": "| a | b |\n|---|---|\n" + "| x | y |\n" * (n // 10),
+        "nested blockquotes": ("> " * 30 + "text here\n") * (n // 70),
+        "nested list": "".join("  " * (i % 30) + "- item\n" for i in range(n // 40)),
+        "one word": "x" * n + "\n",
+        "CJK line": "文档说明" * (n // 12) + "\n",
+        "CJK paragraphs": ("文档说明。" * 100 + "\n\n") * (n // 1500),
+        "punctuation": "!" * n + "\n",
+        "code lines": "```\n" + "a\n" * (n // 2) + "```\n",
+        "link definitions": "".join(f"[l{i}]: http://x/{i}\n" for i in range(n // 20)),
+        "HTML block": "<div>\n" + "<p>x</p>\n" * (n // 9) + "</div>\n",
+        "emphasis": "*a " * (n // 3) + "\n",
+    }
+
+
+def _shapes(megabytes: float) -> None:
+    for mb in (megabytes, 2 * megabytes):
+        for name, text in shapes(mb).items():
+            counter = _Counting()
+            t0 = time.perf_counter()
+            doc = chunk_markdown(text, counter, ChunkParams())
+            print(json.dumps({"shape": name, "megabytes": mb, "seconds": round(time.perf_counter() - t0, 2),
+                              "chars_tokenized_per_byte": round(counter.chars / len(text), 2),
+                              "chunks": len(doc.chunks), "max_tokens": max(c.tokens for c in doc.chunks)}), flush=True)
+
+
 class _Counting:
     def __init__(self) -> None:
         self.tokenizer = load_tokenizer()
@@ -62,7 +94,7 @@ class _Counting:
         self.calls = 0
         self.seconds = 0.0
 
-    def __call__(self, texts: list[str]) -> list[int]:
+    def __call__(self, texts: Sequence[str]) -> list[int]:
         t0 = time.perf_counter()
         self.chars += sum(len(t) for t in texts)
         self.calls += 1
@@ -75,7 +107,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=50.0)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--shapes", type=float, metavar="MB", help="time each construct alone at MB and 2·MB")
     args = parser.parse_args()
+    if args.shapes:
+        return _shapes(args.shapes)
     text = generate(args.mb)
     counter = _Counting()
     t0 = time.perf_counter()
