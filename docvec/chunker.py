@@ -30,7 +30,7 @@ CHUNKER_VERSION = "3"  # 2: long headings capped in context, split code blocks p
 # matter, description-only pages, MDX
 #: Counts model tokens (special tokens included) of each text in a batch. Counts must add up across ASCII
 #: whitespace: count(a + w + b) = count(a) + count(b) - count("") when w holds a space, tab, CR or LF. Word-piece
-#: tokenizers, whose words never span whitespace, do (tests/test_embedders.py checks the built-in one).
+#: tokenizers, whose words never span whitespace, do (tests/test_embedder.py checks the built-in one).
 TokenCounter = Callable[[Sequence[str]], list[int]]
 Scalar = str | int | float | bool
 _Span = tuple[int, int, int, bool]  # (start char, end char, model tokens without special tokens, count exact)
