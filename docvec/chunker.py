@@ -44,7 +44,8 @@ _SPLITTERS = (re.compile(r"\n[ \t]*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!
 # Then pieces are runs of up to eight words, then single words (a 5 MB line is ~120k runs, not ~1M words).
 _WORDS = (re.compile(r"\S+(?:\s+\S+){0,7}"), re.compile(r"\S+"))
 _MAX_FRONT_MATTER = 64 * 1024
-_BREAK = re.compile(r"[ \t\n\r]")  # whitespace that token counts add up across
+_BREAK_CHARS = " \t\n\r"  # whitespace that token counts add up across (see TokenCounter)
+_BREAK = re.compile(f"[{_BREAK_CHARS}]")
 _PART_CHARS = 2048  # long texts are counted in parts of about this many characters
 _PIECE_TOKENS = 32  # word-level pieces are grouped up to this size (overlap granularity stays fine)
 _ATTR_LIST = re.compile(r"\s*\{\s*[#.][^{}]*\}\s*$")
@@ -401,11 +402,10 @@ class _Packer:
         limit by that count is cut again. (Counting every chunk read the file once more; a call per section was
         most of the time on a file of tiny sections.)"""
         drafts = [self._draft(section, units) for units in groups]
-        unsure = [i for i, units in enumerate(groups) if not self._exact(units)]
-        counted = self.count([_context(drafts[i][1]) + drafts[i][0] for i in unsure]) if unsure else []
-        tokens = [self._estimate(section, units) for units in groups]
-        for i, n in zip(unsure, counted):
-            tokens[i] = n
+        exact = [self._exact(units) for units in groups]
+        unsure = [_context(shown) + text for (text, shown), sure in zip(drafts, exact) if not sure]
+        counted = iter(self.count(unsure) if unsure else [])
+        tokens = [self._estimate(section, units) if sure else next(counted) for units, sure in zip(groups, exact)]
         chunks: list[Chunk] = []
         for units, (text, shown), n in zip(groups, drafts, tokens):
             if n <= self.params.max_tokens:
@@ -418,7 +418,7 @@ class _Packer:
         """Whether the units' summed count is the exact count of the chunk they make."""
         head, tail = units[0].head, units[-1].tail
         return (all(u.exact for u in units) and _ends_at_break(head) and _starts_at_break(tail)
-                and all(_BREAK.search(self.text, u.end, v.start) for u, v in zip(units, units[1:])))
+                and all(_break_between(self.text, u.end, v.start) for u, v in zip(units, units[1:])))
 
     def _draft(self, section: _Section, units: list[_Unit]) -> tuple[str, tuple[str, ...]]:
         """The chunk text of `units` and the headings prepended to it for the model."""
@@ -550,7 +550,7 @@ class _Packer:
     def _count_all(self, texts: list[str]) -> None:
         """Cache the cost of each text, in one batch. A long text is counted as the sum of its parts cut at
         whitespace: the tokenizer reads one long string at half the speed of many short ones, on one core, and
-        the sum is exact for word-piece models (the chunk's own count, made on its whole text, is the check)."""
+        the sum is exact (counts add up across whitespace, see TokenCounter)."""
         todo = list({t for t in texts if t not in self.cache})
         parts = [_parts(t) for t in todo]
         counts = iter(self.count([p for ps in parts for p in ps]) if todo else [])
@@ -600,7 +600,7 @@ class _Packer:
         """Tokens of a and b as one chunk under the context `shown`: a sum when whitespace separates them (counts
         add up across it), so a run of tiny sections is not re-counted at each merge (a file of 250k headings
         read 65 characters per byte); counted when nothing does."""
-        if _BREAK.search(self.text, a.end_char, b.start_char) is None:
+        if not _break_between(self.text, a.end_char, b.start_char):
             return self.count([_context(shown) + self.text[a.start_char:b.end_char]])[0]
         own = sum(c.tokens - self.overhead - self.cost(_context(c.shown)) for c in (a, b))
         return self.overhead + self.cost(_context(shown)) + own
@@ -613,19 +613,24 @@ def _join(text: str, pieces: list[_Span], limit: int, separator: int) -> list[_S
     for a, b, cost, exact in pieces:
         if out and out[-1][2] + cost + separator <= limit:
             start, end, total, was_exact = out[-1]
-            sure = was_exact and exact and not separator and _BREAK.search(text, end, a) is not None
+            sure = was_exact and exact and not separator and _break_between(text, end, a)
             out[-1] = (start, b, total + cost + separator, sure)
         else:
             out.append((a, b, cost, exact))
     return out
 
 
+def _break_between(text: str, end: int, start: int) -> bool:
+    """Whether whitespace that counts add up across lies in text[end:start] (between two counted pieces)."""
+    return _BREAK.search(text, end, start) is not None
+
+
 def _ends_at_break(s: str) -> bool:
-    return not s or s[-1] in " \t\n\r"
+    return not s or s[-1] in _BREAK_CHARS
 
 
 def _starts_at_break(s: str) -> bool:
-    return not s or s[0] in " \t\n\r"
+    return not s or s[0] in _BREAK_CHARS
 
 
 def _surely_over(text: str, budget: int) -> bool:
