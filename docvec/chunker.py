@@ -40,7 +40,9 @@ _TOML_FRONT_MATTER = re.compile(r"\A\+\+\+[ \t]*\r?\n(.*?)(?:\r?\n)?^\+\+\+[ \t]
 _SUMMARY_KEYS = ("description", "summary", "excerpt")  # front-matter prose that can stand in for an empty body
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 # Finer and finer places to cut a block that is too big on its own.
-_SPLITTERS = (re.compile(r"\n[ \t]*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?;:])\s+"))  # cut where they match
+_LINES = re.compile(r"\n")
+_SPLITTERS = (re.compile(r"\n[ \t]*\n"), _LINES, re.compile(r"(?<=[.!?;:])\s+"))  # cut where they match
+_LINE = re.compile(r"\S(?:[^\n]*\S)?")  # a line without its surrounding whitespace (as _trim would leave it)
 # Then pieces are runs of up to eight words, then single words (a 5 MB line is ~120k runs, not ~1M words).
 _WORDS = (re.compile(r"\S+(?:\s+\S+){0,7}"), re.compile(r"\S+"))
 _MAX_FRONT_MATTER = 64 * 1024
@@ -543,6 +545,8 @@ class _Packer:
         """[start, end) cut at one level's boundaries into trimmed, non-empty spans."""
         if level >= len(_SPLITTERS):
             return [m.span() for m in _WORDS[level - len(_SPLITTERS)].finditer(self.text, start, end)]
+        if _SPLITTERS[level] is _LINES:  # the trimmed lines in one pass (a 1 MB block of "}" lines)
+            return [m.span() for m in _LINE.finditer(self.text, start, end)]
         cuts = [m.start() for m in _SPLITTERS[level].finditer(self.text, start, end)]
         bounds = [start] + cuts + [end]
         return [p for p in (_trim(self.text, a, b) for a, b in zip(bounds, bounds[1:])) if p[0] < p[1]]

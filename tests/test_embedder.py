@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from docvec.config import EmbeddingSettings
 from docvec.embedders import make_embedder
-from docvec.embedders.builtin import BuiltinEmbedder, _check_sha256
+from docvec.embedders import builtin as builtin_module
+from docvec.embedders.builtin import (BuiltinEmbedder, WordPieceCounter, _check_sha256, count_wordpieces,
+                                      load_tokenizer)
 from docvec.errors import ConfigError, ModelUnavailable
-from tests.conftest import _tokenizer
 
 
 def test_vectors_are_normalised_and_batching_is_transparent(builtin: BuiltinEmbedder) -> None:
@@ -45,9 +46,27 @@ _SPACES = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs"
 @given(_ANY, st.tuples(_SPACES, st.sampled_from(" \t\n\r"), _SPACES).map("".join), _ANY)
 def test_token_counts_add_up_across_ascii_whitespace(a: str, gap: str, b: str) -> None:
     """The chunker's contract (docvec.chunker.TokenCounter): a chunk's count is the sum of its parts' when
-    whitespace joins them, so packed chunks and merged sections need not be tokenized again."""
-    count = _tokenizer().count_tokens
+    whitespace joins them, so packed chunks and merged sections need not be tokenized again. Checked on the
+    tokenizer itself: the embedder's counter sums words by this very rule."""
+    def count(texts: list[str]) -> list[int]:
+        return count_wordpieces(_RAW, texts)
     assert count([a + gap + b])[0] == count([a])[0] + count([b])[0] - count([""])[0]
+
+
+_RAW = load_tokenizer()
+_RAW.no_truncation()
+_COUNTER = WordPieceCounter(load_tokenizer())  # one for all examples: its word cache fills and starts afresh
+_PIECES = st.lists(st.one_of(_ANY, st.sampled_from(["token", "Tokenization", "x" * 150, "文档说明", "İ", " \t\r\n"])),
+                   max_size=12).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PIECES, max_size=8))
+def test_the_counter_counts_what_the_tokenizer_counts(texts: list[str]) -> None:
+    """Counting each distinct word once (and remembering it) gives the tokenizer's own count of every text."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(builtin_module, "MAX_CACHED_WORDS", 40)  # small: the cache is emptied often
+        assert _COUNTER(texts) == count_wordpieces(_RAW, texts)
 
 
 def test_corrupt_model_file_is_refused(tmp_path: Path) -> None:

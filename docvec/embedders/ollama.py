@@ -15,12 +15,15 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from docvec.embedders import EmbedderInfo, Vectors
 from docvec.errors import EmbeddingError, InputRejected, ModelUnavailable
+
+if TYPE_CHECKING:
+    from docvec.embedders.builtin import WordPieceCounter  # imported when first needed: it loads a tokenizer
 
 # Query / document prefixes from each model family's card, matched on the model name (first match wins).
 FAMILY_PREFIXES: list[tuple[str, str, str]] = [
@@ -93,7 +96,7 @@ class OllamaEmbedder:
 
         self.options = options
         self._client = ollama.Client(host=options.host, timeout=_timeout(options.timeout))
-        self._wordpieces: Any = None
+        self._wordpieces: WordPieceCounter | None = None
         self._name = model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"  # as /api/tags lists it
         self._dimension = 0  # unknown until pre-flight; then every response is checked against it
         self.facts = self._preflight(model)
@@ -131,13 +134,12 @@ class OllamaEmbedder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Estimated tokens (BERT word-pieces) of each text with the document prefix; Ollama checks the real count."""
-        from docvec.embedders.builtin import count_wordpieces, load_tokenizer
+        from docvec.embedders.builtin import WordPieceCounter, load_tokenizer
 
         if self._wordpieces is None:
-            self._wordpieces = load_tokenizer()
-            self._wordpieces.no_truncation()
+            self._wordpieces = WordPieceCounter(load_tokenizer())
         prefix = self.info.document_prefix
-        return count_wordpieces(self._wordpieces, [prefix + t for t in texts])
+        return self._wordpieces([prefix + t for t in texts])
 
     def embed_documents(self, texts: Sequence[str]) -> Vectors:
         """Vectors of texts (document prefix added), in input order; requests run `concurrency` at a time."""
