@@ -32,6 +32,7 @@ from query.spans import point  # noqa: E402
 
 Ranges = list[tuple[int, int]]
 SPANS = "words"
+FUSION = Fusion()
 
 
 def line_starts(path: Path) -> list[int]:
@@ -82,11 +83,11 @@ def evaluate(store: Store, keyword: KeywordIndex, embedder: object, corpora: Pat
     for q in questions:
         question, source = str(q["query"]), str(q["relevant"][0])  # type: ignore[index]
         first, last = q["answer_lines"]  # type: ignore[misc]
-        hits = search(store, embedder, question, 5, -1.0, None, mode, keyword, Fusion(), None,  # type: ignore[arg-type]
+        hits = search(store, embedder, question, 5, -1.0, None, mode, keyword, FUSION, None,  # type: ignore[arg-type]
                       per_file)
         pointed = point(hits, question, embedder if SPANS == "model" else None)  # type: ignore[arg-type]
         for k in (10, 20, 100):
-            deeper = search(store, embedder, question, k, -1.0, None, mode, keyword, Fusion(), None,  # type: ignore[arg-type]
+            deeper = search(store, embedder, question, k, -1.0, None, mode, keyword, FUSION, None,  # type: ignore[arg-type]
                             per_file)
             if [h.id for h in deeper[:5]] != [h.id for h in hits]:
                 unstable += 1
@@ -111,9 +112,10 @@ def main() -> None:
     parser.add_argument("--mode", default="hybrid")
     parser.add_argument("--per-file", type=int, nargs="*", default=[0, 1, 2, 3])
     parser.add_argument("--spans", choices=["words", "model"], default="words")
+    parser.add_argument("--file-penalty", type=float, default=Fusion.file_penalty)
     ns = parser.parse_args()
-    global SPANS
-    SPANS = ns.spans
+    global SPANS, FUSION
+    SPANS, FUSION = ns.spans, Fusion(file_penalty=ns.file_penalty)
     config = HERE / "results" / "corpora.yaml"
     config.parent.mkdir(exist_ok=True)
     config.write_text(f"docs:\n  path: {ns.corpora.resolve()}\nstore:\n  path: {HERE / 'results' / 'corpora-index'}\n"
@@ -127,11 +129,12 @@ def main() -> None:
     with KeywordIndex.of(store, read_only=True) as keyword:
         for per_file in ns.per_file:
             t0 = time.perf_counter()
-            results[f"{ns.mode} per_file={per_file} spans={ns.spans}"] = evaluate(store, keyword, embedder, ns.corpora, questions,
+            results[f"{ns.mode} per_file={per_file} spans={ns.spans} file_penalty={ns.file_penalty}"] = evaluate(store, keyword, embedder, ns.corpora, questions,
                                                                  ns.mode, per_file)
-            name = f"{ns.mode} per_file={per_file} spans={ns.spans}"
+            name = f"{ns.mode} per_file={per_file} spans={ns.spans} file_penalty={ns.file_penalty}"
             print(f"{name} ({time.perf_counter() - t0:.0f} s):", json.dumps(results[name]))
-    out = HERE / "results" / f"span-eval-{ns.mode}-{ns.spans}.json"
+    other = "" if ns.file_penalty == Fusion.file_penalty else f"-file-penalty-{ns.file_penalty}"
+    out = HERE / "results" / f"span-eval-{ns.mode}-{ns.spans}{other}.json"
     out.write_text(json.dumps(results, indent=1))
 
 

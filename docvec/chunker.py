@@ -114,11 +114,12 @@ def chunk_markdown(text: str, count_tokens: TokenCounter, params: ChunkParams) -
     """Split a markdown document into chunks that each fit `params.max_tokens` model tokens."""
     front, body_start, warnings = _front_matter(text)
     title_value = front.get("title")
-    sections = _sections(text, body_start)
+    starts = _line_starts(text)
+    sections = _sections(text, body_start, starts)
     title = str(title_value) if title_value else _first_h1(sections)
     if not text[body_start:].strip() and _summary(front):  # a section page: its description is its text
         return ParsedDocument(front, title, [_summary_chunk(text, front, title, body_start, count_tokens)], warnings)
-    packer = _Packer(text, count_tokens, params)
+    packer = _Packer(text, count_tokens, params, starts)
     packer.prefetch(sections)
     chunks = [c for s in sections for c in packer.pack_section(s)]
     return ParsedDocument(front, title, packer.merge_small(chunks), warnings)
@@ -282,9 +283,9 @@ def _line_starts(text: str) -> list[int]:
     return [0] + [m.end() for m in _NEWLINE.finditer(text)]
 
 
-def _blocks(text: str, body_start: int) -> Iterator[tuple[int, int, str, dict[str, str]]]:
-    """Top-level blocks of the body as (start char, end char, kind, info), gaps with text included."""
-    starts = _line_starts(text)
+def _blocks(text: str, body_start: int, starts: list[int]) -> Iterator[tuple[int, int, str, dict[str, str]]]:
+    """Top-level blocks of the body as (start char, end char, kind, info), gaps with text included; `starts` are
+    the text's line starts."""
     first_line = bisect.bisect_right(starts, body_start) - 1
     # Only block structure is needed; inline parsing (links, emphasis) is most of markdown-it's time.
     from markdown_it import MarkdownIt  # imported here: `docvec query` never parses markdown
@@ -319,10 +320,10 @@ def _char(starts: list[int], line: int, text: str) -> int:
     return starts[line] if line < len(starts) else len(text)
 
 
-def _sections(text: str, body_start: int) -> list[_Section]:
+def _sections(text: str, body_start: int, starts: list[int]) -> list[_Section]:
     sections = [_Section((), False, [])]
     stack: list[tuple[int, str]] = []
-    for start, end, kind, info in _blocks(text, body_start):
+    for start, end, kind, info in _blocks(text, body_start, starts):
         if kind == "heading":
             level = int(info["level"])
             while stack and stack[-1][0] >= level:
@@ -353,12 +354,12 @@ def _first_h1(sections: list[_Section]) -> str | None:
 class _Packer:
     """Packs a section's blocks into chunks under the token limit."""
 
-    def __init__(self, text: str, count_tokens: TokenCounter, params: ChunkParams) -> None:
+    def __init__(self, text: str, count_tokens: TokenCounter, params: ChunkParams, starts: list[int]) -> None:
         self.text = text
         self.count = count_tokens
         self.params = params
         self.overhead = count_tokens([""])[0]  # special tokens the counter adds to any text
-        self.starts = _line_starts(text)
+        self.starts = starts  # the text's line starts
         self.groups = 0
         self.cache: dict[str, int] = {}
 

@@ -89,6 +89,7 @@ class QuerySettings:
     rrf_k: int = 60
     candidates: int = 0
     per_file: int = 0
+    file_penalty: float = 0.05
     spans: str = "words"
 
 
@@ -151,6 +152,7 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("query", "rrf_k"): (1, 10_000),
     ("query", "candidates"): (0, 10_000),
     ("query", "per_file"): (0, 1000),
+    ("query", "file_penalty"): (0.0, 2.0),
     ("serve", "debounce_ms"): (0, 600_000),
 }
 # Chroma's own rule for collection names, checked here so the error names the setting.

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
               help="Drop hits whose score (the number shown, which orders the list) is below this.")
 @click.option("--per-file", type=click.IntRange(0, 1000), metavar="N",
               help="At most N hits from one file; 0: no cap (query.per_file).")
+@click.option("--file-penalty", type=FiniteFloat(0.0, 2.0), metavar="P",
+              help="Lower a hit's score by P for each hit of its file above it; 0: off (query.file_penalty, "
+                   "default 0.05).")
 @click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
               help="Filter: source=FILE_OR_FOLDER/, tag=NAME, or a front-matter KEY=VALUE. Repeatable.")
 @click.option("--mode", type=click.Choice(MODES),
@@ -51,7 +54,7 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit, one per line.")
 def query_command(question: tuple[str, ...], config_path: Path | None, index_path: Path | None,
                   collection: str | None, top_k: int | None, min_score: float | None, per_file: int | None,
-                  where: tuple[str, ...], mode: str | None, explain: bool, spans: str | None, files_only: bool,
+                  file_penalty: float | None, where: tuple[str, ...], mode: str | None, explain: bool, spans: str | None, files_only: bool,
                   no_server: bool, as_json: bool) -> None:
     """Print the chunks that best answer QUESTION (- reads it from stdin): score, label, source:lines, text."""
     text = sys.stdin.read().strip() if question == ("-",) else " ".join(question).strip()
@@ -61,7 +64,8 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
         raise click.UsageError(f"the question is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
     settings = load(config_path, {"store.path": index_path, "store.collection": collection,
                                   "query.top_k": top_k, "query.min_score": min_score, "query.mode": mode,
-                                  "query.per_file": 1 if files_only else per_file, "query.spans": spans})
+                                  "query.per_file": 1 if files_only else per_file, "query.spans": spans,
+                                  "query.file_penalty": file_penalty})
     view = _View(explain, as_json, files_only, settings.resolve(settings.docs.path))
     where_clause = parse_where(list(where))
     served = None if no_server else from_server(settings, text, list(where))
@@ -247,8 +251,9 @@ def _also(hit: Hit) -> str:
 def _explanation(hit: Hit) -> str:
     sim = "-" if hit.similarity is None else f"{hit.similarity:.3f}"
     kw = "-" if hit.keyword_score is None else f"{hit.keyword_score:.2f}"
+    lowered = f" · -{hit.penalty:.3f} for hits of its file above" if hit.penalty else ""
     return (f"similarity {sim} (vector rank {hit.vector_rank or '-'}) · bm25 {kw} "
-            f"(keyword rank {hit.keyword_rank or '-'}) · chunk lines {hit.start_line}-{hit.end_line}")
+            f"(keyword rank {hit.keyword_rank or '-'}){lowered} · chunk lines {hit.start_line}-{hit.end_line}")
 
 
 @click.command(cls=DocvecCommand)

@@ -10,10 +10,11 @@ time) until every hit returned provably beats every chunk not yet read (Fagin's 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -39,6 +40,11 @@ class Fusion:
     question's words, at most 1. Chosen by measurement among pool-independent rules (bench/ranking_sweep.py,
     bench/README.md). 'rrf': reciprocal-rank fusion, sum of weight / (rrf_k + rank) over each ranking's first
     `candidates` (default 100) chunks; chunks deeper in both are not ranked.
+
+    `file_penalty` (every mode but rrf): a chunk's score drops by this much for each hit of its file listed above
+    it, so a second passage of one file must beat the next file's best by that margin (measured in
+    bench/README.md: ten chunks of one long file no longer fill the list, and a file's second chunk still shows
+    when it is clearly better).
     """
 
     method: str = "score"
@@ -46,11 +52,12 @@ class Fusion:
     keyword_weight: float = 0.3
     rrf_k: int = 60
     candidates: int = 0  # first read depth per ranking (rrf: the fixed depth); 0 = 50 (rrf: 100)
+    file_penalty: float = 0.05
 
     @classmethod
     def of(cls, q: QuerySettings) -> "Fusion":
         """The fusion the query settings describe."""
-        return cls(q.fusion, q.vector_weight, q.keyword_weight, q.rrf_k, q.candidates)
+        return cls(q.fusion, q.vector_weight, q.keyword_weight, q.rrf_k, q.candidates, q.file_penalty)
 
 
 @dataclass(frozen=True)
@@ -86,13 +93,14 @@ class Hit:
     also: tuple[Location, ...] = ()  # other places with exactly this text
     answer_lines: tuple[int, int] | None = None  # the lines of the chunk that best answer the question
     answer_span: tuple[int, int] | None = None  # the same as [start, end) characters of `text`
+    penalty: float = 0.0  # taken off the score for the hits of the same file above it (Fusion.file_penalty)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "rank": self.rank, "score": round(self.score, 6), "id": self.id, "label": self.label,
             "source": self.source, "line": self.start_line, "end_line": self.end_line, "text": self.text,
             "similarity": _rounded(self.similarity), "keyword_score": _rounded(self.keyword_score),
-            "vector_rank": self.vector_rank, "keyword_rank": self.keyword_rank,
+            "vector_rank": self.vector_rank, "keyword_rank": self.keyword_rank, "penalty": round(self.penalty, 6),
             "metadata": dict(sorted(self.metadata.items()))}  # Chroma's key order varies between reads
         if self.answer_lines is not None:
             out["answer_lines"], out["answer_span"] = list(self.answer_lines), list(self.answer_span or ())
@@ -110,7 +118,8 @@ def hit_from_dict(d: Mapping[str, Any]) -> Hit:
                d.get("keyword_score"), d.get("vector_rank"), d.get("keyword_rank"),
                tuple(Location(str(a["source"]), int(a["line"]), int(a["end_line"]), str(a["label"]))
                      for a in d.get("also") or ()),
-               (int(answer[0]), int(answer[1])) if answer else None, (int(span[0]), int(span[1])) if span else None)
+               (int(answer[0]), int(answer[1])) if answer else None, (int(span[0]), int(span[1])) if span else None,
+               float(d.get("penalty") or 0.0))
 
 
 def _rounded(value: float | None) -> float | None:
@@ -194,7 +203,7 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
         _fill_exact(store, keyword, qvec, q, read, score, bound, known, prune=mode == "hybrid")
         for c in read.pool.values():
             c.score = score(c.similarity, c.keyword_score or 0.0)
-        hits = _select(store, read.pool, q, bound, known.documents)
+        hits = _select(store, read.pool, q, bound, known.documents, q.fusion.file_penalty)
         if len(hits) >= top_k or complete:
             if not hits and where:
                 check_where_keys(store, where)  # an empty answer because of a mistyped key is an error
@@ -292,35 +301,76 @@ def _look_up(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, A
 
 
 def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float,
-            known: dict[str, tuple[str, Metadata]] | None = None) -> list[Hit]:
-    """Walk the candidates that beat `bound` best first, folding duplicates and capping hits per file."""
+            known: dict[str, tuple[str, Metadata]] | None = None, penalty: float = 0.0) -> list[Hit]:
+    """The hits among the candidates, best first: duplicates folded, hits per file capped, and a chunk's score
+    lowered by `penalty` for each hit of its file above it. Only hits whose score beats `bound` (the best any
+    unread chunk could score) are certain; the walk stops at the first that does not."""
     order = sorted((kv for kv in pool.items() if kv[1].score > bound and kv[1].score >= q.min_score
                     and (q.mode != "keyword" or kv[1].keyword_rank)), key=lambda kv: (-kv[1].score, kv[0]))
-    kept: list[tuple[str, _Candidate]] = []
+    walk = _Walk(store, order, {} if known is None else known, q.top_k + 10)
+    kept: list[Hit] = []
     also: dict[str, list[Location]] = {}
     by_text: dict[str, str] = {}
     per_source: dict[str, int] = {}
-    known = {} if known is None else known
-    start, step = 0, q.top_k + 10
-    while start < len(order):  # text is read only as far as the walk goes (twice as far each time: duplicates)
-        batch = order[start:start + step]
-        start, step = start + step, step * 2
-        _fill_documents(store, batch, known)
-        for rid, c in batch:
-            if c.document is None:  # deleted by a concurrent ingest since it was ranked
-                continue
-            source, text_key = str(c.metadata.get("source", "")), _text_key(c.document)
-            if text_key in by_text:
-                also[by_text[text_key]].append(_location(c.metadata))
-                continue
-            if q.per_file and per_source.get(source, 0) >= q.per_file:
-                continue
-            by_text[text_key], also[rid] = rid, []
-            per_source[source] = per_source.get(source, 0) + 1
-            kept.append((rid, c))
-        if len(kept) >= q.top_k:
+    for rid, c, lowered in walk.best_first(lambda c: penalty * per_source.get(_source(c), 0)):
+        if c.score - lowered <= bound or c.score - lowered < q.min_score:
+            break  # every later chunk scores no more than this one
+        source, text_key = _source(c), _text_key(c.document or "")
+        if text_key in by_text:
+            also[by_text[text_key]].append(_location(c.metadata))
+            continue
+        if q.per_file and per_source.get(source, 0) >= q.per_file:
+            continue
+        by_text[text_key], also[rid] = rid, []
+        per_source[source] = per_source.get(source, 0) + 1
+        kept.append(_hit(len(kept) + 1, rid, c, q, lowered))
+        if len(kept) == q.top_k:
             break
-    return [_hit(n, rid, c, q, tuple(also[rid])) for n, (rid, c) in enumerate(kept[:q.top_k], 1)]
+    return [replace(h, also=tuple(also[h.id])) for h in kept]
+
+
+class _Walk:
+    """Candidates in order of score minus a penalty that only grows as hits are kept (lazily re-ranked: a
+    candidate whose penalty grew since it was queued goes back in the queue). Texts are read only as far as
+    the walk goes, twice as many each time (duplicates)."""
+
+    def __init__(self, store: Store, order: list[tuple[str, _Candidate]],
+                 known: dict[str, tuple[str, Metadata]], step: int) -> None:
+        self.store, self.order, self.known = store, order, known
+        self.fetched = 0
+        self.step = step
+
+    def best_first(self, penalty: Callable[[_Candidate], float]) -> Iterator[tuple[str, _Candidate, float]]:
+        queue: list[tuple[float, str, int]] = []  # (-(score - penalty), id, position in order)
+        next_in = 0
+        while True:
+            # Queue every candidate that could beat the queue's best: its score bounds its lowered score.
+            while next_in < len(self.order) and (not queue or self.order[next_in][1].score >= -queue[0][0]):
+                rid, c = self._read(next_in)
+                if c.document is not None:  # None: deleted by a concurrent ingest since it was ranked
+                    heapq.heappush(queue, (penalty(c) - c.score, rid, next_in))
+                next_in += 1
+            if not queue:
+                return
+            neg, rid, at = heapq.heappop(queue)
+            c = self.order[at][1]
+            lowered = penalty(c)
+            if lowered - c.score > neg:  # its file gained a hit since it was queued
+                heapq.heappush(queue, (lowered - c.score, rid, at))
+                continue
+            yield rid, c, lowered
+
+    def _read(self, at: int) -> tuple[str, _Candidate]:
+        if at >= self.fetched:
+            batch = self.order[self.fetched:self.fetched + self.step]
+            _fill_documents(self.store, batch, self.known)
+            self.fetched += len(batch)
+            self.step *= 2
+        return self.order[at]
+
+
+def _source(c: _Candidate) -> str:
+    return str(c.metadata.get("source", ""))
 
 
 def _text_key(text: str) -> str:
@@ -334,11 +384,12 @@ def _location(m: Metadata) -> Location:
                     str(m.get("label", "")))
 
 
-def _hit(rank: int, rid: str, c: _Candidate, q: Query, also: tuple[Location, ...]) -> Hit:
+def _hit(rank: int, rid: str, c: _Candidate, q: Query, penalty: float) -> Hit:
     m = c.metadata
-    return Hit(rank, c.score, rid, str(m.get("label", "")), str(m.get("source", "")), int(m.get("start_line", 0)),
+    return Hit(rank, c.score - penalty, rid, str(m.get("label", "")), str(m.get("source", "")), int(m.get("start_line", 0)),
                int(m.get("end_line", 0)), c.document or "", m, c.similarity,
-               None if q.mode == "vector" else c.keyword_score, c.vector_rank, c.keyword_rank, also)
+               None if q.mode == "vector" else c.keyword_score, c.vector_rank, c.keyword_rank, (), None, None,
+               penalty)
 
 
 def _fill_documents(store: Store, chosen: list[tuple[str, _Candidate]],

@@ -196,10 +196,12 @@ def _fusion(spec: Any) -> Fusion | None:
         return None
     try:
         fusion = Fusion(str(spec["method"]), float(spec["vector_weight"]), float(spec["keyword_weight"]),
-                        int(spec["rrf_k"]), int(spec["candidates"]))
+                        int(spec["rrf_k"]), int(spec["candidates"]),
+                        float(spec.get("file_penalty", Fusion.file_penalty)))  # absent: an older client
     except (KeyError, TypeError, ValueError) as exc:
         raise HttpError(400, "'fusion' must hold method, vector_weight, keyword_weight, rrf_k, candidates") from exc
-    numbers = {k: getattr(fusion, k) for k in ("vector_weight", "keyword_weight", "rrf_k", "candidates")}
+    numbers = {k: getattr(fusion, k) for k in ("vector_weight", "keyword_weight", "rrf_k", "candidates",
+                                               "file_penalty")}
     if fusion.method not in FUSIONS or not all(math.isfinite(v) and _range(k)[0] <= v <= _range(k)[1]
                                                for k, v in numbers.items()):
         raise HttpError(400, "'fusion' has a value out of range")

@@ -34,11 +34,12 @@ def _index(root: Path, docs: Path, embedder: RecordingEmbedder) -> Store:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=6), n=st.integers(1, 8),
        extra=st.integers(1, 60), mode=st.sampled_from(["vector", "keyword", "hybrid", "rrf"]),
-       first_depth=st.sampled_from([0, 1, 3]), per_file=st.sampled_from([0, 1, 2]))
+       first_depth=st.sampled_from([0, 1, 3]), per_file=st.sampled_from([0, 1, 2]),
+       penalty=st.sampled_from([0.0, 0.05, 0.3]))
 def test_top_n_is_the_first_n_of_any_longer_list(tmp_path_factory: object, words: list[str], n: int, extra: int,
-                                                  mode: str, first_depth: int, per_file: int) -> None:
+                                                  mode: str, first_depth: int, per_file: int, penalty: float) -> None:
     store, index, embedder = _shared_index(tmp_path_factory)
-    fusion = Fusion(method="rrf" if mode == "rrf" else "score", candidates=first_depth)
+    fusion = Fusion(method="rrf" if mode == "rrf" else "score", candidates=first_depth, file_penalty=penalty)
     mode = "hybrid" if mode == "rrf" else mode
     question = " ".join(words)
 
@@ -46,7 +47,7 @@ def test_top_n_is_the_first_n_of_any_longer_list(tmp_path_factory: object, words
         return [h.id for h in search(store, embedder, question, k, -1.0, None, mode, index, how, None, per_file)]
     assert ids(n) == ids(n + extra)[:n]
     if fusion.method == "score":  # and it is the order of scoring every chunk (a read deeper than the index)
-        assert ids(n) == ids(n, Fusion(candidates=100_000))
+        assert ids(n) == ids(n, Fusion(candidates=100_000, file_penalty=penalty))
 
 
 _SHARED: dict[str, object] = {}
@@ -89,6 +90,28 @@ def test_per_file_caps_hits_from_one_file(tmp_path: Path, recorder: RecordingEmb
         free = search(store, recorder, "cache eviction policy", 4, mode="hybrid", keyword=index)
     assert [h.source for h in capped].count("long.md") == 2 and "short.md" in {h.source for h in capped}
     assert [h.source for h in free].count("long.md") >= 3
+
+
+def test_file_penalty_lowers_each_later_hit_of_a_file_by_the_hits_above_it(tmp_path: Path,
+                                                                           recorder: RecordingEmbedder) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "long.md").write_text("# Cache\n\n" + "\n\n".join(
+        f"## Part {i}\n\nThe cache eviction policy part {i} keeps hot keys in memory." for i in range(8)))
+    (docs / "short.md").write_text("# Memory\n\nThe cache eviction policy drops cold keys first.\n")
+    store = _index(tmp_path / "idx", docs, recorder)
+    question = "cache eviction policy part hot keys"
+    with KeywordIndex.of(store) as index:
+        raw = search(store, recorder, question, 20, -1.0, mode="hybrid", keyword=index, fusion=Fusion(file_penalty=0))
+        lowered = search(store, recorder, question, 5, -1.0, mode="hybrid", keyword=index,
+                         fusion=Fusion(file_penalty=0.3))
+    unlowered = {h.id: h.score for h in raw}
+    assert [h.source for h in raw[:5]].count("long.md") == 5  # one long file fills the list
+    assert "short.md" in [h.source for h in lowered[:2]]
+    for n, hit in enumerate(lowered):
+        above = [h.source for h in lowered[:n]].count(hit.source)
+        assert hit.penalty == 0.3 * above and abs(hit.score - (unlowered[hit.id] - hit.penalty)) < 1e-9
+    assert [h.score for h in lowered] == sorted((h.score for h in lowered), reverse=True)  # the shown score orders
 
 
 @given(st.text(alphabet=st.sampled_from(list("ab .!?\n#`-|:Z1")), max_size=300))
