@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from docvec.chunker import ChunkParams
 from docvec.cli import cli
+from docvec.config import StoreSettings
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordIndex
 from docvec.store import Hnsw, Store, StoreLocation
@@ -186,3 +188,27 @@ def test_the_order_does_not_depend_on_k_when_the_vector_index_misses_chunks(tmp_
                                            fusion=Fusion(candidates=20))] for k in range(1, 4)]
             changed += [question for shorter in lists if shorter != lists[-1][: len(shorter)]]
     assert not changed
+
+
+def test_vector_lists_share_one_beam_whatever_k(tmp_path: Path, recorder: RecordingEmbedder) -> None:
+    """A read for a longer list goes deeper; HNSW explores max(ef_search, depth) candidates, so with Chroma's
+    ef_search 100 a deeper read found chunks the first one missed and reordered the top hits (4 of 68 span
+    questions in vector mode). docvec's default ef_search covers the deeper reads as well."""
+    ef_search = StoreSettings().hnsw_ef_search
+    location = StoreLocation(tmp_path / "idx", "sparse", hnsw=Hnsw(ef_search=ef_search, ef_construction=2,
+                                                                   max_neighbors=2))
+    docs = tmp_path / "docs"  # far more chunks than Chroma's beam of 100
+    docs.mkdir()
+    rng = random.Random(7)
+    for n in range(40):
+        (docs / f"f{n}.md").write_text("\n\n".join(f"## {rng.choice(WORDS)}\n\n" + " ".join(rng.choices(WORDS, k=12))
+                                                   for _ in range(25)))
+    tiny = ChunkParams(max_tokens=24, min_tokens=0, overlap_tokens=0)
+    store = open_for_writing(location, Fingerprint.build(recorder.info, tiny))
+    ingest(store, recorder, ScanOptions(docs), tiny)
+    changed = []
+    for i in range(0, len(WORDS) - 3, 7):
+        question = " ".join(WORDS[i:i + 3])
+        lists = [[h.id for h in search(store, recorder, question, k, mode="vector")] for k in (1, 5, 60)]
+        changed += [question for shorter in lists if shorter != lists[-1][: len(shorter)]]
+    assert store.count() > 500 and not changed
