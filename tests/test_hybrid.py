@@ -109,13 +109,14 @@ def test_a_zero_weight_leaves_the_other_ranking(tmp_path: Path, docs: Path, reco
     store = _ingest(tmp_path / "idx", docs, recorder)
     index = KeywordIndex(keyword_path(store.location, store.name))
     question = "rotate API keys revoke"
+    flat = Fusion(file_penalty=0)  # rrf takes no same-file penalty: compare the rankings without it
     keyword_only = search(store, recorder, question, 10, mode="hybrid", keyword=index,
-                          fusion=Fusion(method=method, vector_weight=0.0, keyword_weight=1.0))
+                          fusion=Fusion(method=method, vector_weight=0.0, keyword_weight=1.0, file_penalty=0))
     assert [h.id for h in keyword_only][:3] == [h.id for h in search(
-        store, recorder, question, 3, mode="keyword", keyword=index)]
+        store, recorder, question, 3, mode="keyword", keyword=index, fusion=flat)]
     vector_only = search(store, recorder, question, 10, mode="hybrid", keyword=index,
-                         fusion=Fusion(method=method, vector_weight=1.0, keyword_weight=0.0))
-    assert [h.id for h in vector_only][:3] == [h.id for h in search(store, recorder, question, 3)]
+                         fusion=Fusion(method=method, vector_weight=1.0, keyword_weight=0.0, file_penalty=0))
+    assert [h.id for h in vector_only][:3] == [h.id for h in search(store, recorder, question, 3, fusion=flat)]
     index.close()
 
 
@@ -127,10 +128,11 @@ def test_score_fusion_adds_a_keyword_bonus_relative_to_the_best_match(tmp_path: 
     hits = search(store, recorder, question, 50, mode="hybrid", keyword=index,
                   fusion=Fusion(method="score", vector_weight=0.6, keyword_weight=0.4, candidates=2))
     best_kw = index.search(question, 1)[0].score
-    for h in hits:
+    for n, h in enumerate(hits):
         assert h.similarity is not None and h.keyword_score is not None
-        expected = 0.6 * h.similarity + 0.4 * h.keyword_score / best_kw
-        assert h.score == pytest.approx(expected, abs=1e-6) and -0.6 <= h.score <= 1.0
+        assert h.penalty == Fusion.file_penalty * [x.source for x in hits[:n]].count(h.source)
+        expected = 0.6 * h.similarity + 0.4 * h.keyword_score / best_kw - h.penalty
+        assert h.score == pytest.approx(expected, abs=1e-6) and -0.6 <= h.score + h.penalty <= 1.0
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert hits[0].source == "guides/webhooks.md"
     assert len(hits) == store.count()  # a first read of 2 candidates was deepened until the order was certain
