@@ -80,13 +80,18 @@ def test_identical_passages_are_one_hit_listing_the_other_places(tmp_path: Path,
     assert places == {("a.md", 1), ("a.md", 7), ("b.md", 1)}  # where each chunk starts
 
 
-def test_per_file_caps_hits_from_one_file(tmp_path: Path, recorder: RecordingEmbedder) -> None:
+def _crowded(tmp_path: Path, recorder: RecordingEmbedder) -> Store:
+    """An index where one long file's eight similar sections outrank a short file on the same subject."""
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "long.md").write_text("# Cache\n\n" + "\n\n".join(
         f"## Part {i}\n\nThe cache eviction policy part {i} keeps hot keys in memory." for i in range(8)))
     (docs / "short.md").write_text("# Memory\n\nThe cache eviction policy drops cold keys first.\n")
-    store = _index(tmp_path / "idx", docs, recorder)
+    return _index(tmp_path / "idx", docs, recorder)
+
+
+def test_per_file_caps_hits_from_one_file(tmp_path: Path, recorder: RecordingEmbedder) -> None:
+    store = _crowded(tmp_path, recorder)
     with KeywordIndex.of(store) as index:
         capped = search(store, recorder, "cache eviction policy", 4, mode="hybrid", keyword=index, per_file=2)
         free = search(store, recorder, "cache eviction policy", 4, mode="hybrid", keyword=index)
@@ -96,12 +101,7 @@ def test_per_file_caps_hits_from_one_file(tmp_path: Path, recorder: RecordingEmb
 
 def test_file_penalty_lowers_each_later_hit_of_a_file_by_the_hits_above_it(tmp_path: Path,
                                                                            recorder: RecordingEmbedder) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "long.md").write_text("# Cache\n\n" + "\n\n".join(
-        f"## Part {i}\n\nThe cache eviction policy part {i} keeps hot keys in memory." for i in range(8)))
-    (docs / "short.md").write_text("# Memory\n\nThe cache eviction policy drops cold keys first.\n")
-    store = _index(tmp_path / "idx", docs, recorder)
+    store = _crowded(tmp_path, recorder)
     question = "cache eviction policy part hot keys"
     with KeywordIndex.of(store) as index:
         raw = search(store, recorder, question, 20, -1.0, mode="hybrid", keyword=index, fusion=Fusion(file_penalty=0))
