@@ -129,9 +129,8 @@ def main() -> None:
     with KeywordIndex.of(store, read_only=True) as keyword:
         for per_file in ns.per_file:
             t0 = time.perf_counter()
-            results[f"{ns.mode} per_file={per_file} spans={ns.spans} file_penalty={ns.file_penalty}"] = evaluate(store, keyword, embedder, ns.corpora, questions,
-                                                                 ns.mode, per_file)
             name = f"{ns.mode} per_file={per_file} spans={ns.spans} file_penalty={ns.file_penalty}"
+            results[name] = evaluate(store, keyword, embedder, ns.corpora, questions, ns.mode, per_file)
             print(f"{name} ({time.perf_counter() - t0:.0f} s):", json.dumps(results[name]))
     other = "" if ns.file_penalty == Fusion.file_penalty else f"-file-penalty-{ns.file_penalty}"
     out = HERE / "results" / f"span-eval-{ns.mode}-{ns.spans}{other}.json"

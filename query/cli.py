@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit, one per line.")
 def query_command(question: tuple[str, ...], config_path: Path | None, index_path: Path | None,
                   collection: str | None, top_k: int | None, min_score: float | None, per_file: int | None,
-                  file_penalty: float | None, where: tuple[str, ...], mode: str | None, explain: bool, spans: str | None, files_only: bool,
-                  no_server: bool, as_json: bool) -> None:
+                  file_penalty: float | None, where: tuple[str, ...], mode: str | None, explain: bool,
+                  spans: str | None, files_only: bool, no_server: bool, as_json: bool) -> None:
     """Print the chunks that best answer QUESTION (- reads it from stdin): score, label, source:lines, text."""
     text = sys.stdin.read().strip() if question == ("-",) else " ".join(question).strip()
     if not text:

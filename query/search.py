@@ -386,8 +386,8 @@ def _location(m: Metadata) -> Location:
 
 def _hit(rank: int, rid: str, c: _Candidate, q: Query, penalty: float) -> Hit:
     m = c.metadata
-    return Hit(rank, c.score - penalty, rid, str(m.get("label", "")), str(m.get("source", "")), int(m.get("start_line", 0)),
-               int(m.get("end_line", 0)), c.document or "", m, c.similarity,
+    return Hit(rank, c.score - penalty, rid, str(m.get("label", "")), str(m.get("source", "")),
+               int(m.get("start_line", 0)), int(m.get("end_line", 0)), c.document or "", m, c.similarity,
                None if q.mode == "vector" else c.keyword_score, c.vector_rank, c.keyword_rank, (), None, None,
                penalty)
 
