@@ -48,7 +48,6 @@ _WORDS = (re.compile(r"\S+(?:\s+\S+){0,7}"), re.compile(r"\S+"))
 _MAX_FRONT_MATTER = 64 * 1024
 _BREAK_CHARS = " \t\n\r"  # whitespace that token counts add up across (see TokenCounter)
 _BREAK = re.compile(f"[{_BREAK_CHARS}]")
-_PART_CHARS = 2048  # long texts are counted in parts of about this many characters
 _PIECE_TOKENS = 32  # word-level pieces are grouped up to this size (overlap granularity stays fine)
 _ATTR_LIST = re.compile(r"\s*\{\s*[#.][^{}]*\}\s*$")
 MAX_HEADING_CHARS = 200  # a heading longer than this is cut in trails and labels (its full text stays in the chunk)
@@ -553,14 +552,10 @@ class _Packer:
         return [p for p in (_trim(self.text, a, b) for a, b in zip(bounds, bounds[1:])) if p[0] < p[1]]
 
     def _count_all(self, texts: list[str]) -> None:
-        """Cache the cost of each text, in one batch. A long text is counted as the sum of its parts cut at
-        whitespace: the tokenizer reads one long string at half the speed of many short ones, on one core, and
-        the sum is exact (counts add up across whitespace, see TokenCounter)."""
+        """Cache the cost (without special tokens) of each text, in one batch."""
         todo = list({t for t in texts if t not in self.cache})
-        parts = [_parts(t) for t in todo]
-        counts = iter(self.count([p for ps in parts for p in ps]) if todo else [])
-        for t, ps in zip(todo, parts):
-            self.cache[t] = sum(next(counts) - self.overhead for _ in ps)
+        for t, n in zip(todo, self.count(todo) if todo else []):
+            self.cache[t] = n - self.overhead
 
     def _emit(self, section: _Section, units: list[_Unit]) -> Chunk | None:
         """The chunk made of `units`, or None when its exact token count exceeds the limit."""
@@ -642,19 +637,6 @@ def _surely_over(text: str, budget: int) -> bool:
     """True when `text` has more than `budget` tokens without counting them: each whitespace-separated word is
     at least one token (a long line need not be tokenized whole only to learn that it must be cut)."""
     return len(text) > 2 * budget and len(text.split(maxsplit=budget)) > budget
-
-
-def _parts(text: str) -> list[str]:
-    """`text` cut at the first whitespace after every _PART_CHARS characters (one part if it is short)."""
-    if len(text) <= 2 * _PART_CHARS:
-        return [text]
-    cuts = [0]
-    while cuts[-1] + _PART_CHARS < len(text):
-        found = _BREAK.search(text, cuts[-1] + _PART_CHARS)
-        if found is None:
-            break
-        cuts.append(found.start())
-    return [text[a:b] for a, b in zip(cuts, cuts[1:] + [len(text)])]
 
 
 def _context(shown: tuple[str, ...]) -> str:

@@ -39,13 +39,15 @@ class BuiltinEmbedder:
         self.batch_size = batch_size
         self._threads = threads or available_cpus()  # 0: the CPUs this process may use, not the host's
         self._tokenizer = load_tokenizer()
-        self._counter = WordPieceCounter(load_tokenizer())
+        self._counter: WordPieceCounter | None = None  # its own tokenizer, untruncated; made when first counting
         self._session: Any = None
         self._digest = ""
         self.info = EmbedderInfo("builtin", MODEL_NAME, DIMENSION, MAX_TOKENS, True, _expected_sha256())
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Word-pieces of each text including [CLS] and [SEP], without truncation."""
+        if self._counter is None:  # not at start-up: a query never counts (a tokenizer takes ~30 ms to load)
+            self._counter = WordPieceCounter(load_tokenizer())
         return self._counter(texts)
 
     def embed_documents(self, texts: Sequence[str]) -> Vectors:
