@@ -17,6 +17,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
+from itertools import accumulate, repeat
 from typing import Any, Callable, Iterator, Sequence
 
 import yaml
@@ -102,11 +103,23 @@ class _Unit:
     exact: bool = True  # `cost` is the exact count (else an estimate: the chunk is counted when emitted)
 
 
+@dataclass(slots=True)
+class _Merged:
+    """Chunks merged into one, built into a Chunk when nothing more merges into it."""
+
+    start_char: int
+    end_char: int
+    trail: tuple[str, ...]
+    shown: tuple[str, ...]
+    tokens: int
+
+
 @dataclass
 class _Section:
     trail: tuple[str, ...]
     has_heading: bool
     blocks: list[tuple[int, int, str, dict[str, str]]]  # (start, end, kind, info)
+    heading_at: int = -1  # where the heading's text starts (found when first needed)
 
 
 def chunk_markdown(text: str, count_tokens: TokenCounter, params: ChunkParams) -> ParsedDocument:
@@ -361,6 +374,7 @@ class _Packer:
         self.starts = starts  # the text's line starts
         self.groups = 0
         self.cache: dict[str, int] = {}
+        self.shown_for: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
 
     def cost(self, s: str) -> int:
         if s not in self.cache:
@@ -377,10 +391,13 @@ class _Packer:
         outer headings while the context would take more than max_tokens / CONTEXT_SHARE."""
         if not self.params.heading_context:
             return ()
-        shown = trail[:-1] if heading_in_text else trail
-        while shown and self.cost(_context(shown)) > self.params.max_tokens // CONTEXT_SHARE:
-            shown = shown[1:]
-        return shown
+        key = (trail, heading_in_text)
+        if key not in self.shown_for:  # asked several times for each unit and chunk of a section
+            shown = trail[:-1] if heading_in_text else trail
+            while shown and self.cost(_context(shown)) > self.params.max_tokens // CONTEXT_SHARE:
+                shown = shown[1:]
+            self.shown_for[key] = shown
+        return self.shown_for[key]
 
     def pack_section(self, section: _Section) -> list[Chunk]:
         budget = self.params.max_tokens - self.overhead - self.cost(_context(self.shown(section.trail, False)))
@@ -442,7 +459,11 @@ class _Packer:
         return estimate + (self.cost(wrap) if wrap else 0)
 
     def _heading_in(self, section: _Section, start: int) -> bool:
-        return section.has_heading and start == _trim(self.text, *section.blocks[0][:2])[0]
+        if not section.has_heading:
+            return False
+        if section.heading_at < 0:  # asked for every unit and chunk of the section: trimmed once
+            section.heading_at = _trim(self.text, *section.blocks[0][:2])[0]
+        return start == section.heading_at
 
     def _emit_or_cut(self, section: _Section, units: list[_Unit]) -> list[Chunk]:
         chunk = self._emit(section, units)
@@ -531,12 +552,16 @@ class _Packer:
             return self._split(start, mid, budget, level) + self._split(mid, end, budget, level)
         pieces = self._pieces(start, end, level)
         texts = [self.text[a:b] for a, b in pieces]
-        counted = [not _surely_over(t, budget) for t in texts]
-        self._count_all([t for t, c in zip(texts, counted) if c])  # one batch call for the whole level
+        short = 2 * budget  # a text this short is never surely over (inlined: this loop runs per line and word)
+        self._count_all([t for t in texts if len(t) <= short or not _surely_over(t, budget)])  # one batch call
+        # A text left uncounted is surely over the budget; one the cache holds anyway has its true cost.
+        costs = list(map(self.cache.get, texts, repeat(budget + 1)))
         out: list[_Span] = []
-        for (a, b), text, c in zip(pieces, texts, counted):
-            cost = self.cost(text) if c else budget + 1
-            out.extend([(a, b, cost, True)] if cost <= budget else self._split(a, b, budget, level + 1))
+        for (a, b), cost in zip(pieces, costs):
+            if cost <= budget:
+                out.append((a, b, cost, True))
+            else:
+                out.extend(self._split(a, b, budget, level + 1))
         # Word-level pieces are joined up to a few dozen tokens: a 5 MB line becomes thousands of units, not
         # a million.
         return _join(self.text, out, min(budget, _PIECE_TOKENS), separator=0) if level >= len(_SPLITTERS) else out
@@ -553,7 +578,7 @@ class _Packer:
 
     def _count_all(self, texts: list[str]) -> None:
         """Cache the cost (without special tokens) of each text, in one batch."""
-        todo = list({t for t in texts if t not in self.cache})
+        todo = list(set(texts).difference(self.cache))
         for t, n in zip(todo, self.count(todo) if todo else []):
             self.cache[t] = n - self.overhead
 
@@ -574,7 +599,7 @@ class _Packer:
 
     def merge_small(self, chunks: list[Chunk]) -> list[Chunk]:
         """Merge chunks under min_tokens into the previous one when the result still fits."""
-        out: list[Chunk] = []
+        out: list[Chunk | _Merged] = []
         for chunk in chunks:
             prev = out[-1] if out else None
             if prev is not None and min(prev.tokens, chunk.tokens) < self.params.min_tokens:
@@ -583,10 +608,12 @@ class _Packer:
                     out[-1] = merged
                     continue
             out.append(chunk)
-        return out
+        # A run of tiny sections is built into one chunk once, not once per section it swallows.
+        return [c if isinstance(c, Chunk) else self._chunk(self.text[c.start_char:c.end_char], c.trail, c.shown,
+                                                            c.start_char, c.end_char, c.tokens) for c in out]
 
-    def _merge(self, a: Chunk, b: Chunk) -> Chunk | None:
-        plain = all(self.text[c.start_char:c.end_char] == c.text for c in (a, b))
+    def _merge(self, a: Chunk | _Merged, b: Chunk) -> _Merged | None:
+        plain = all(isinstance(c, _Merged) or self.text[c.start_char:c.end_char] == c.text for c in (a, b))
         if not plain or b.start_char < a.end_char:
             return None  # wrapped pieces of split blocks, and overlapping chunks, stay as they are
         trail = _common_prefix(a.trail, b.trail)
@@ -594,9 +621,9 @@ class _Packer:
         tokens = self._merged_tokens(a, b, shown)
         if tokens > self.params.max_tokens:
             return None
-        return self._chunk(self.text[a.start_char:b.end_char], trail, shown, a.start_char, b.end_char, tokens)
+        return _Merged(a.start_char, b.end_char, trail, shown, tokens)
 
-    def _merged_tokens(self, a: Chunk, b: Chunk, shown: tuple[str, ...]) -> int:
+    def _merged_tokens(self, a: Chunk | _Merged, b: Chunk, shown: tuple[str, ...]) -> int:
         """Tokens of a and b as one chunk under the context `shown`: a sum when whitespace separates them (counts
         add up across it), so a run of tiny sections is not re-counted at each merge (a file of 250k headings
         read 65 characters per byte); counted when nothing does."""
@@ -608,16 +635,26 @@ class _Packer:
 
 def _join(text: str, pieces: list[_Span], limit: int, separator: int) -> list[_Span]:
     """Join adjacent pieces of `text` while their summed cost (plus `separator` tokens between two) stays within
-    `limit`; the sum is exact where whitespace separates them and no separator is added."""
+    `limit`, greedily; the sum is exact where whitespace separates them and no separator is added."""
+    # reach[i] = the cost of pieces[:i], each with its separator: a run i..j-1 costs reach[j] - reach[i] - separator,
+    # so where a run starting at i must end is one bisection (pieces run to a million words on one line).
+    reach = list(accumulate((p[2] + separator for p in pieces), initial=0))
     out: list[_Span] = []
-    for a, b, cost, exact in pieces:
-        if out and out[-1][2] + cost + separator <= limit:
-            start, end, total, was_exact = out[-1]
-            sure = was_exact and exact and not separator and _break_between(text, end, a)
-            out[-1] = (start, b, total + cost + separator, sure)
-        else:
-            out.append((a, b, cost, exact))
+    i = 0
+    while i < len(pieces):
+        j = max(bisect.bisect_right(reach, reach[i] + limit + separator, i) - 1, i + 1)
+        first, last = pieces[i], pieces[j - 1]
+        sure = j == i + 1 and first[3] or not separator and _all_exact_and_broken(text, pieces, i, j)
+        out.append((first[0], last[1], reach[j] - reach[i] - separator, sure))
+        i = j
     return out
+
+
+def _all_exact_and_broken(text: str, pieces: list[_Span], i: int, j: int) -> bool:
+    """Whether pieces[i:j] are each counted exactly and whitespace that counts add up across parts each one from
+    the next."""
+    return all(p[3] for p in pieces[i:j]) and all(
+        _break_between(text, pieces[k][1], pieces[k + 1][0]) for k in range(i, j - 1))
 
 
 def _break_between(text: str, end: int, start: int) -> bool:

@@ -7,7 +7,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from docvec.chunker import ChunkParams, chunk_ids, chunk_markdown
+from docvec.chunker import ChunkParams, _join, chunk_ids, chunk_markdown
 from tests.conftest import _tokenizer
 
 COUNT = _tokenizer().count_tokens
@@ -211,3 +211,31 @@ def test_a_long_code_block_packs_into_pieces_near_the_limit() -> None:
     assert len(doc.chunks) > 1
     assert all(c.text.startswith("```go\n") and c.text.rstrip().endswith("```") for c in doc.chunks)
     assert all(c.tokens >= 128 for c in doc.chunks[:-1]), [c.tokens for c in doc.chunks]
+
+
+def _join_one_by_one(text: str, pieces: list[tuple[int, int, int, bool]], limit: int,
+                     separator: int) -> list[tuple[int, int, int, bool]]:
+    """The greedy join as its definition reads: add the next piece while the run stays within the limit."""
+    out: list[tuple[int, int, int, bool]] = []
+    for a, b, cost, exact in pieces:
+        if out and out[-1][2] + cost + separator <= limit:
+            start, end, total, was_exact = out[-1]
+            sure = was_exact and exact and not separator and re.search(r"[ \t\n\r]", text[end:a]) is not None
+            out[-1] = (start, b, total + cost + separator, sure)
+        else:
+            out.append((a, b, cost, exact))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["w", "word", "x" * 9]), st.sampled_from([" ", "\xa0", "\n", " \u3000"]),
+                          st.integers(0, 40), st.booleans()), max_size=30),
+       st.integers(1, 64), st.sampled_from([0, 1]))
+def test_pieces_join_greedily_into_runs_within_the_limit(words: list[tuple[str, str, int, bool]], limit: int,
+                                                         separator: int) -> None:
+    """Joining pieces by bisection over their running cost gives the runs that adding them one by one gives."""
+    text, pieces = "", []
+    for word, gap, cost, exact in words:
+        pieces.append((len(text), len(text) + len(word), cost, exact))
+        text += word + gap
+    assert _join(text, pieces, limit, separator) == _join_one_by_one(text, pieces, limit, separator)
