@@ -119,7 +119,7 @@ class _Section:
     trail: tuple[str, ...]
     has_heading: bool
     blocks: list[tuple[int, int, str, dict[str, str]]]  # (start, end, kind, info)
-    heading_at: int = -1  # where the heading's text starts (found when first needed)
+    heading_at: int = -1  # where the heading's text starts (-1: no heading)
 
 
 def chunk_markdown(text: str, count_tokens: TokenCounter, params: ChunkParams) -> ParsedDocument:
@@ -341,7 +341,7 @@ def _sections(text: str, body_start: int, starts: list[int]) -> list[_Section]:
             while stack and stack[-1][0] >= level:
                 stack.pop()
             stack.append((level, _heading_text(info["heading"])))
-            sections.append(_Section(tuple(h for _, h in stack), True, []))
+            sections.append(_Section(tuple(h for _, h in stack), True, [], _trim(text, start, end)[0]))
         sections[-1].blocks.append((start, end, kind, info))
     return [s for s in sections if s.blocks]
 
@@ -435,9 +435,8 @@ class _Packer:
 
     def _exact(self, units: list[_Unit]) -> bool:
         """Whether the units' summed count is the exact count of the chunk they make."""
-        head, tail = units[0].head, units[-1].tail
-        return (all(u.exact for u in units) and _ends_at_break(head) and _starts_at_break(tail)
-                and all(_break_between(self.text, u.end, v.start) for u, v in zip(units, units[1:])))
+        return (_ends_at_break(units[0].head) and _starts_at_break(units[-1].tail)
+                and _adds_up(self.text, [(u.start, u.end, u.exact) for u in units]))
 
     def _draft(self, section: _Section, units: list[_Unit]) -> tuple[str, tuple[str, ...]]:
         """The chunk text of `units` and the headings prepended to it for the model."""
@@ -459,11 +458,7 @@ class _Packer:
         return estimate + (self.cost(wrap) if wrap else 0)
 
     def _heading_in(self, section: _Section, start: int) -> bool:
-        if not section.has_heading:
-            return False
-        if section.heading_at < 0:  # asked for every unit and chunk of the section: trimmed once
-            section.heading_at = _trim(self.text, *section.blocks[0][:2])[0]
-        return start == section.heading_at
+        return section.has_heading and start == section.heading_at
 
     def _emit_or_cut(self, section: _Section, units: list[_Unit]) -> list[Chunk]:
         chunk = self._emit(section, units)
@@ -552,8 +547,7 @@ class _Packer:
             return self._split(start, mid, budget, level) + self._split(mid, end, budget, level)
         pieces = self._pieces(start, end, level)
         texts = [self.text[a:b] for a, b in pieces]
-        short = 2 * budget  # a text this short is never surely over (inlined: this loop runs per line and word)
-        self._count_all([t for t in texts if len(t) <= short or not _surely_over(t, budget)])  # one batch call
+        self._count_all([t for t in texts if not _surely_over(t, budget)])  # one batch call for the whole level
         # A text left uncounted is surely over the budget; one the cache holds anyway has its true cost.
         costs = list(map(self.cache.get, texts, repeat(budget + 1)))
         out: list[_Span] = []
@@ -644,17 +638,17 @@ def _join(text: str, pieces: list[_Span], limit: int, separator: int) -> list[_S
     while i < len(pieces):
         j = max(bisect.bisect_right(reach, reach[i] + limit + separator, i) - 1, i + 1)
         first, last = pieces[i], pieces[j - 1]
-        sure = j == i + 1 and first[3] or not separator and _all_exact_and_broken(text, pieces, i, j)
+        sure = j == i + 1 and first[3] or not separator and _adds_up(text, [(p[0], p[1], p[3]) for p in pieces[i:j]])
         out.append((first[0], last[1], reach[j] - reach[i] - separator, sure))
         i = j
     return out
 
 
-def _all_exact_and_broken(text: str, pieces: list[_Span], i: int, j: int) -> bool:
-    """Whether pieces[i:j] are each counted exactly and whitespace that counts add up across parts each one from
-    the next."""
-    return all(p[3] for p in pieces[i:j]) and all(
-        _break_between(text, pieces[k][1], pieces[k + 1][0]) for k in range(i, j - 1))
+def _adds_up(text: str, spans: Sequence[tuple[int, int, bool]]) -> bool:
+    """Whether the summed counts of consecutive (start, end, counted exactly) spans of `text` are the exact count of
+    the text they cover: each counted exactly, and whitespace that counts add up across between each and the next."""
+    return all(exact for _, _, exact in spans) and all(
+        _break_between(text, a[1], b[0]) for a, b in zip(spans, spans[1:]))
 
 
 def _break_between(text: str, end: int, start: int) -> bool:
