@@ -122,22 +122,6 @@ def load_tokenizer() -> Any:
     return tokenizer
 
 
-def count_wordpieces(tokenizer: Any, texts: Sequence[str]) -> list[int]:
-    """Tokens of each text, encoded about COUNT_BATCH_CHARS characters at a time: an encoding keeps ~100 bytes
-    per token in Rust, so one call over a 50 MB file's blocks peaked at 2.5 GB."""
-    counts: list[int] = []
-    batch: list[str] = []
-    size = 0
-    for text in texts:
-        if batch and size + len(text) > COUNT_BATCH_CHARS:
-            counts.extend(len(e.ids) for e in tokenizer.encode_batch(batch))
-            batch, size = [], 0
-        batch.append(text)
-        size += len(text)
-    counts.extend(len(e.ids) for e in tokenizer.encode_batch(batch) if batch)
-    return counts
-
-
 class WordPieceCounter:
     """Word-pieces of texts ([CLS] and [SEP] included, no truncation), each text counted as the sum of its words'
     counts: words between ASCII whitespace tokenize alone (tests/test_embedder.py checks it), and a docs folder
