@@ -1,6 +1,6 @@
 """Markdown -> chunks, a pure function of (text, token counter, parameters).
 
-Structure comes from markdown-it-py's block parser (CommonMark + tables): a document is cut into sections at
+Structure comes from pulldown-cmark (CommonMark + tables, through pyromark): a document is cut into sections at
 headings, sections into blocks (paragraph, list, fence, table, ...), and only a block that alone exceeds the limit
 is cut further: lines, then sentences, then words, then characters. A split code fence repeats its fence lines and a
 split table its header, so each piece is still valid markdown. Sizes are measured with the model's own tokenizer on
@@ -27,8 +27,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-CHUNKER_VERSION = "3"  # 2: long headings capped in context, split code blocks packed; 3: TOML/JSON front
-# matter, description-only pages, MDX
+CHUNKER_VERSION = "4"  # 2: long headings capped in context, split code blocks packed; 3: TOML/JSON front
+# matter, description-only pages, MDX; 4: pulldown-cmark's blocks (markdown-it's differed on rare HTML/table cases)
 #: Counts model tokens (special tokens included) of each text in a batch. Counts must add up across ASCII
 #: whitespace: count(a + w + b) = count(a) + count(b) - count("") when w holds a space, tab, CR or LF. Word-piece
 #: tokenizers, whose words never span whitespace, do (tests/test_embedder.py checks the built-in one).
@@ -292,33 +292,101 @@ def _storable(value: Any) -> Any:
 
 
 def _line_starts(text: str) -> list[int]:
-    return [0] + [m.end() for m in _NEWLINE.finditer(text)]
+    if "\r" in text:
+        return [0] + [m.end() for m in _NEWLINE.finditer(text)]
+    # LF only (nearly every file): lengths of the split lines, summed in C (a match object per line was 0.8 s of
+    # a 50 MB file's chunking)
+    return list(accumulate(map((1).__add__, map(len, text.split("\n")[:-1])), initial=0))
 
 
 def _blocks(text: str, body_start: int, starts: list[int]) -> Iterator[tuple[int, int, str, dict[str, str]]]:
     """Top-level blocks of the body as (start char, end char, kind, info), gaps with text included; `starts` are
     the text's line starts."""
-    first_line = bisect.bisect_right(starts, body_start) - 1
-    # Only block structure is needed; inline parsing (links, emphasis) is most of markdown-it's time.
-    from markdown_it import MarkdownIt  # imported here: `docvec query` never parses markdown
-
-    parser = MarkdownIt("commonmark", {"maxNesting": 20}).enable("table").disable(["inline", "text_join"])
-    tokens = parser.parse(text[body_start:])
-    covered = first_line
-    for i, tok in enumerate(tokens):
-        if tok.level != 0 or tok.map is None or tok.nesting == -1:
-            continue
-        begin, end = tok.map[0] + first_line, tok.map[1] + first_line
+    covered = bisect.bisect_right(starts, body_start) - 1
+    for a, b, kind, level in _top_level(text, body_start):
+        begin = bisect.bisect_right(starts, a) - 1
+        end = bisect.bisect_right(starts, max(a, b - 1))  # the line after the block's last character
         if begin > covered:
             yield from _gap(text, starts, covered, begin)
-        info = {"heading": tokens[i + 1].content, "level": tok.tag[1:]} if tok.type == "heading_open" else {}
-        if tok.type == "fence":
-            info = {"fence": tok.markup}
-        kind = tok.type.removesuffix("_open")
+        info: dict[str, str] = {}
+        if kind == "heading":
+            info = {"heading": _heading_text_of(text, starts, begin, end), "level": level}
+        elif kind == "fence":
+            opener = _FENCE_OPENER.match(text, starts[begin])
+            info = {"fence": opener.group(1) if opener else "```"}
         yield _char(starts, begin, text), _char(starts, end, text), kind, info
         covered = max(covered, end)
     if covered < len(starts):
         yield from _gap(text, starts, covered, len(starts))
+
+
+_KINDS = {"Heading": "heading", "CodeBlock": "code_block", "Table": "table", "BlockQuote": "blockquote",
+          "HtmlBlock": "html_block", "Paragraph": "paragraph"}
+
+
+def _top_level(text: str, body_start: int) -> Iterator[tuple[int, int, str, str]]:
+    """(start char, end char, kind, heading level or "") of each top-level block of text[body_start:], in order."""
+    import pyromark  # imported here: `docvec query` never parses markdown
+
+    body = _LONE_CR.sub("\n", text[body_start:])  # the parser mishandles CR-only line ends (same length)
+    try:
+        data = body.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: parse a copy with the same characters counted
+        body = body.encode("utf-8", "replace").decode("utf-8")
+        data = body.encode("utf-8")
+    to_char = _byte_to_char(body, data)
+    depth = 0
+    event: Any
+    for event, span in pyromark.events_with_range(body, options=pyromark.Options.ENABLE_TABLES):
+        opens = isinstance(event, dict) and "Start" in event
+        if depth == 0 and (opens or event == "Rule"):  # a top-level block, or a thematic break
+            kind = _kind(event["Start"]) if opens else "hr"
+            level = event["Start"]["Heading"]["level"][1:] if kind == "heading" else ""  # "H2" -> "2"
+            yield body_start + to_char(span["start"]), body_start + to_char(span["end"]), kind, level
+        depth += 1 if opens else -1 if isinstance(event, dict) and "End" in event else 0
+
+
+def _kind(tag: Any) -> str:
+    """markdown-it's name for a pulldown-cmark block tag (what _Packer and _sections look for)."""
+    name = tag if isinstance(tag, str) else next(iter(tag))
+    if name == "CodeBlock":
+        return "code_block" if tag["CodeBlock"] == "Indented" else "fence"
+    if name == "List":
+        return "bullet_list" if tag["List"] is None else "ordered_list"
+    return _KINDS.get(name, name.lower())
+
+
+def _byte_to_char(body: str, data: bytes) -> Callable[[int], int]:
+    """Maps UTF-8 byte offsets of `body` (ascending, as blocks come) to character offsets."""
+    if len(data) == len(body):
+        return lambda offset: offset
+    state = [0, 0]  # (byte, char) of the last offset mapped
+
+    def to_char(offset: int) -> int:
+        if offset < state[0]:
+            state[0] = state[1] = 0
+        state[1] += len(data[state[0]:offset].decode("utf-8"))
+        state[0] = offset
+        return state[1]
+    return to_char
+
+
+_LONE_CR = re.compile(r"\r(?!\n)")
+_FENCE_OPENER = re.compile(r" {0,3}(`{3,}|~{3,})")  # (no ^: matched at a line start inside the text)
+_ATX = re.compile(r" {0,3}#{1,6}(?=[ \t\r\n]|$)")
+
+
+def _heading_text_of(text: str, starts: list[int], begin: int, end: int) -> str:
+    """A heading's raw text (ATX: between its # marks; setext: its lines above the underline)."""
+    first = text[starts[begin]:_char(starts, begin + 1, text)].rstrip("\r\n")
+    atx = _ATX.match(first)
+    if atx is None:
+        return text[starts[begin]:starts[end - 1]].strip()
+    rest = first[atx.end():].rstrip(" \t")
+    unclosed = rest.rstrip("#")
+    if len(unclosed) < len(rest) and unclosed[-1:] in (" ", "\t"):
+        rest = unclosed
+    return rest.strip()
 
 
 def _gap(text: str, starts: list[int], begin: int, end: int) -> Iterator[tuple[int, int, str, dict[str, str]]]:

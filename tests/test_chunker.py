@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from docvec.chunker import ChunkParams, _join, chunk_ids, chunk_markdown
+from docvec.chunker import ChunkParams, _blocks, _join, _line_starts, _trim, chunk_ids, chunk_markdown
 from tests.conftest import _tokenizer
 
 COUNT = _tokenizer().count_tokens
@@ -239,3 +240,70 @@ def test_pieces_join_greedily_into_runs_within_the_limit(words: list[tuple[str, 
         pieces.append((len(text), len(text) + len(word), cost, exact))
         text += word + gap
     assert _join(text, pieces, limit, separator) == _join_one_by_one(text, pieces, limit, separator)
+
+
+STRUCTURE = """\
+Ünïcode — préface
+# Title ü #
+Two-line *setext*
+heading
+---
+```py
+~~~
+```
+
+    indented code
+
+> quoted
+> lines
+
+- one
+- two
+
+3. three
+
+| a | b |
+|---|---|
+| é | 😀 |
+
+<div>
+html
+</div>
+
+***
+[ref]: http://example.com
+## Last ##
+"""
+# (first line, last line, kind, heading text, level) of each top-level block, lines 1-based.
+EXPECTED = [(1, 1, "paragraph", None, None), (2, 2, "heading", "Title ü", "1"),
+            (3, 5, "heading", "Two-line *setext*\nheading", "2"), (6, 8, "fence", None, None),
+            (10, 10, "code_block", None, None), (12, 13, "blockquote", None, None), (15, 16, "bullet_list", None, None),
+            (18, 18, "ordered_list", None, None), (20, 22, "table", None, None), (24, 26, "html_block", None, None),
+            (28, 28, "hr", None, None), (29, 29, "other", None, None), (30, 30, "heading", "Last", "2")]
+
+
+def test_blocks_are_found_on_the_same_lines_whatever_the_line_ends() -> None:
+    """Block structure with its lines, under LF, CRLF and CR-only line ends (the parser reports UTF-8 byte ranges
+    of a text with non-ASCII characters; lines are counted as `source:line` counts them). A parser upgrade that
+    cuts differently fails here, and must bump CHUNKER_VERSION."""
+    for newline in ("\n", "\r\n", "\r"):
+        text = STRUCTURE.replace("\n", newline)
+        starts = _line_starts(text)
+        found = []
+        for start, end, kind, info in _blocks(text, 0, starts):
+            start, end = _trim(text, start, end)
+            first, last = (bisect.bisect_right(starts, i) for i in (start, end - 1))
+            heading = " ".join(info["heading"].split("\r\n" if newline == "\r\n" else newline)) if info.get(
+                "heading") else None
+            found.append((first, last, kind, heading, info.get("level")))
+        expected = [(a, b, k, h.replace("\n", " ") if h else h, lv) for a, b, k, h, lv in EXPECTED]
+        assert found == expected, repr(newline)
+        assert {info.get("fence") for *_, info in _blocks(text, 0, starts)} >= {"```"}
+
+
+def test_a_lone_surrogate_does_not_stop_the_parse_nor_shift_offsets() -> None:
+    text = "# A \udcff heading\n\nbody \udcff text\n\n# Next\n\nmore"
+    blocks = list(_blocks(text, 0, _line_starts(text)))
+    assert [(text[a:b].strip(), kind) for a, b, kind, _ in blocks] == [
+        ("# A \udcff heading", "heading"), ("body \udcff text", "paragraph"), ("# Next", "heading"), ("more", "paragraph")]
+    assert blocks[0][3]["heading"] == "A \udcff heading"

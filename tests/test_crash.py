@@ -109,8 +109,12 @@ def test_second_ingest_is_refused_while_the_first_writes(tmp_path: Path) -> None
     deadline = time.monotonic() + 60
     while not holder.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = _docvec(["ingest", "-q"], cfg)
-    _, err = second.communicate(timeout=120)
+    first.send_signal(signal.SIGSTOP)  # still holding the lock, however fast it would have finished
+    try:
+        second = _docvec(["ingest", "-q"], cfg)
+        _, err = second.communicate(timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 1
     assert f"another docvec process is writing this index (pid {first.pid}" in err
     assert first.wait(timeout=300) == 0
