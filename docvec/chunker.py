@@ -181,7 +181,7 @@ def content_hash(embed_text: str) -> str:
 
 # --- MDX -----------------------------------------------------------------------------------------------------
 
-_FENCE_LINE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_FENCE_LINE = re.compile(r" {0,3}(`{3,}|~{3,})")  # matched at a line's start (no ^: also at a position)
 _ESM_LINE = re.compile(r"^(import|export)\s")
 _JSX_TAG = re.compile(r"</?[A-Z][\w.]*(?:\s+(?:[^<>\"'{}]|\"[^\"]*\"|'[^']*'|\{[^{}]*\})*)?/?>|\{/\*.*?\*/\}")
 
@@ -305,14 +305,15 @@ def _blocks(text: str, body_start: int, starts: list[int]) -> Iterator[tuple[int
     covered = bisect.bisect_right(starts, body_start) - 1
     for a, b, kind, level in _top_level(text, body_start):
         begin = bisect.bisect_right(starts, a) - 1
-        end = bisect.bisect_right(starts, max(a, b - 1))  # the line after the block's last character
+        # The line after the block's last visible character: a range may run on into the next line's indent.
+        end = bisect.bisect_right(starts, max(a, _trim(text, a, b)[1] - 1))
         if begin > covered:
             yield from _gap(text, starts, covered, begin)
         info: dict[str, str] = {}
         if kind == "heading":
             info = {"heading": _heading_text_of(text, starts, begin, end), "level": level}
         elif kind == "fence":
-            opener = _FENCE_OPENER.match(text, starts[begin])
+            opener = _FENCE_LINE.match(text, starts[begin])
             info = {"fence": opener.group(1) if opener else "```"}
         yield _char(starts, begin, text), _char(starts, end, text), kind, info
         covered = max(covered, end)
@@ -357,22 +358,23 @@ def _kind(tag: Any) -> str:
 
 
 def _byte_to_char(body: str, data: bytes) -> Callable[[int], int]:
-    """Maps UTF-8 byte offsets of `body` (ascending, as blocks come) to character offsets."""
+    """Maps UTF-8 byte offsets of `body` to character offsets, decoding only the bytes between one offset asked and
+    the next (blocks come in order; a range may end a little past where the next block starts)."""
     if len(data) == len(body):
         return lambda offset: offset
     state = [0, 0]  # (byte, char) of the last offset mapped
 
     def to_char(offset: int) -> int:
-        if offset < state[0]:
-            state[0] = state[1] = 0
-        state[1] += len(data[state[0]:offset].decode("utf-8"))
+        if offset >= state[0]:
+            state[1] += len(data[state[0]:offset].decode("utf-8"))
+        else:
+            state[1] -= len(data[offset:state[0]].decode("utf-8"))
         state[0] = offset
         return state[1]
     return to_char
 
 
 _LONE_CR = re.compile(r"\r(?!\n)")
-_FENCE_OPENER = re.compile(r" {0,3}(`{3,}|~{3,})")  # (no ^: matched at a line start inside the text)
 _ATX = re.compile(r" {0,3}#{1,6}(?=[ \t\r\n]|$)")
 
 

@@ -307,3 +307,12 @@ def test_a_lone_surrogate_does_not_stop_the_parse_nor_shift_offsets() -> None:
     assert [(text[a:b].strip(), kind) for a, b, kind, _ in blocks] == [
         ("# A \udcff heading", "heading"), ("body \udcff text", "paragraph"), ("# Next", "heading"), ("more", "paragraph")]
     assert blocks[0][3]["heading"] == "A \udcff heading"
+
+
+def test_a_block_ends_on_its_last_visible_line() -> None:
+    """The parser's range of a list can run on into the indent of the next line; that line is not the list's (and
+    the byte offset the range ends at, past a non-ASCII character, maps back to the right character)."""
+    text = "é\n\n2) two ü\n\n  ü para\n\n- x\n\n  é more\n"
+    blocks = [(text[a:b].strip(), kind) for a, b, kind, _ in _blocks(text, 0, _line_starts(text))]
+    assert blocks == [("é", "paragraph"), ("2) two ü", "ordered_list"), ("ü para", "paragraph"),
+                      ("- x\n\n  é more", "bullet_list")]
