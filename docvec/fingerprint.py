@@ -37,6 +37,12 @@ class Fingerprint:
                    info.document_prefix, info.max_tokens, CHUNKER_VERSION, params.max_tokens, params.min_tokens,
                    params.overlap_tokens, params.heading_context)
 
+    def same_vectors(self, other: "Fingerprint") -> bool:
+        """Whether the two embed a document text to the same vector: only chunking differs, which changes what
+        texts there are, not the vector of a given text (so a reindex may copy the vectors of texts it keeps)."""
+        chunking = {"chunker_version", "max_tokens", "min_tokens", "overlap_tokens", "heading_context"}
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self) if f.name not in chunking)
+
     def short_hash(self) -> str:
         """12 hex digits identifying this fingerprint, stored on every record it built."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]

@@ -137,12 +137,38 @@ class IndexedFile:
 
 
 @dataclass
+class VectorLender:
+    """Another collection whose vectors a run may copy: one built by the same model, so the same text has the same
+    vector there (a reindex that changes only the chunking re-embeds only the texts that are new)."""
+
+    store: Store
+    by_hash: dict[str, str]  # content hash of an embedded text → a record id holding its vector
+
+    @classmethod
+    def of(cls, store: Store) -> "VectorLender":
+        """The records of `store` that its own fingerprint built (a record of another lends nothing)."""
+        fp = store.fingerprint().short_hash()
+        by_hash: dict[str, str] = {}
+        for rid, meta in store.iter_metadata():
+            if isinstance(meta.get("hash"), str) and meta.get("fp") == fp:
+                by_hash.setdefault(str(meta["hash"]), rid)
+        return cls(store, by_hash)
+
+    def vectors(self, hashes: Iterable[str]) -> dict[str, Vectors]:
+        """The vectors this collection holds for `hashes`, by hash."""
+        wanted = {h: self.by_hash[h] for h in hashes if h in self.by_hash}
+        stored = self.store.get_embeddings(sorted(set(wanted.values())))
+        return {h: stored[rid] for h, rid in wanted.items() if rid in stored}
+
+
+@dataclass
 class IndexState:
     """The index's records grouped by source file, and one record id per content hash (for vector reuse)."""
 
     files: dict[str, IndexedFile] = field(default_factory=lambda: defaultdict(IndexedFile))
     by_hash: dict[str, str] = field(default_factory=dict)
     orphans: list[str] = field(default_factory=list)
+    lender: VectorLender | None = None  # lends the vectors of texts this collection has none for
     # Where a completed run left it: the physical collection, its generation and the fingerprint hash.
     left_at: tuple[str, object, str] | None = None
 
@@ -206,27 +232,32 @@ def check_fingerprint(store: Store, fingerprint: Fingerprint) -> None:
     built = store.fingerprint()
     if built != fingerprint:
         changes = "; ".join(built.differences(fingerprint))
+        work = ("re-chunk into a new index (vectors of unchanged texts are copied)" if built.same_vectors(fingerprint)
+                else "re-embed into a new index")
         raise IndexMismatch(f"{store.location.describe()} was built with another configuration ({changes}): "
-                            f"run `docvec reindex` to re-embed into a new index (the current one keeps answering "
+                            f"run `docvec reindex` to {work} (the current one keeps answering "
                             f"until it is complete), or restore the old settings")
 
 
 def ingest(store: Store | None, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
            dry_run: bool = False, on_progress: ProgressCallback | None = None,
-           guard: SyncGuard = SyncGuard(), known: IndexState | None = None) -> IngestReport:
+           guard: SyncGuard = SyncGuard(), known: IndexState | None = None,
+           lender: VectorLender | None = None) -> IngestReport:
     """Bring the index in line with the docs folder; with dry_run, only report what would be done.
 
     `store` may be None only for a dry run against an index that does not exist yet. Raises Refused when the
     folder is not the one the index was built from, or the run would delete most of the index (see SyncGuard).
     `known` is the `state` a previous report of this process returned: used instead of reading every record's
     bookkeeping (~80 µs each) when no one wrote since (a long-lived process syncing often: watch mode).
+    `lender` is a collection of the same model whose vectors are copied for texts this one has none for.
     """
     started = time.perf_counter()
     report = IngestReport(dry_run=dry_run)
     if store is not None:
         check_docs_root(store, scan_options.root, guard)
     try:
-        _sync(store, embedder, scan_options, params, dry_run, on_progress or (lambda p: None), report, guard, known)
+        _sync(store, embedder, scan_options, params, dry_run, on_progress or (lambda p: None), report, guard, known,
+              lender)
     except KeyboardInterrupt:
         # Chroma writes are atomic per call and a signal lands between calls: what is stored is consistent.
         report.seconds = time.perf_counter() - started
@@ -270,7 +301,8 @@ def _count_quietly(store: Store) -> int:
 
 
 def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams, dry_run: bool,
-          progress: ProgressCallback, report: IngestReport, guard: SyncGuard, known: IndexState | None) -> None:
+          progress: ProgressCallback, report: IngestReport, guard: SyncGuard, known: IndexState | None,
+          lender: VectorLender | None) -> None:
     """Scan, sort the files out, then (unless a dry run) chunk, embed and write them a window at a time; fills
     `report` as it goes. Only one window's chunks are held at once: memory does not grow with the folder."""
     fp = Fingerprint.build(embedder.info, params).short_hash()
@@ -279,6 +311,7 @@ def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, pa
         state = known
     else:
         state = IndexState.read(store, fp)
+    state.lender = lender
     report.files_seen, report.skipped = len(files) + len(skipped), list(skipped)
     todo, keep_sources = _triage(files, state, fp, report, progress)
     removed = sorted(s for s in state.files if s not in keep_sources)
@@ -395,7 +428,7 @@ def _fill_dry_run(report: IngestReport, work: Iterable[FileWork], stale: list[st
                 kept += 1
                 continue
             new += 1
-            if m["hash"] not in state.by_hash:
+            if m["hash"] not in state.by_hash and not (state.lender and m["hash"] in state.lender.by_hash):
                 to_embed.add(str(m["hash"]))
         deleted += len(set(fw.old) - set(fw.ids))
     report.chunks_embedded = len(to_embed)
@@ -455,6 +488,8 @@ def _flush(store: Store, embedder: Embedder, window: list[FileWork], state: Inde
     copy_from = {h: state.by_hash[h] for h in needed if h in state.by_hash}
     stored = store.get_embeddings(sorted(set(copy_from.values())))
     vectors = {h: stored[rid] for h, rid in copy_from.items() if rid in stored}
+    if state.lender is not None:
+        vectors.update(state.lender.vectors([h for h in needed if h not in vectors]))
     # Embed what is new, and what could not be copied (its source record was replaced meanwhile).
     todo = sorted((h for h in needed if h not in vectors), key=lambda h: len(needed[h]))
     while todo:

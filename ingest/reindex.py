@@ -17,8 +17,8 @@ from docvec.errors import IndexNotFound, StoreError
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import remove_keyword_index
 from docvec.store import Store, StoreLocation, physical_name
-from ingest.pipeline import (IngestReport, ProgressCallback, SyncGuard, check_docs_root, check_fingerprint, ingest,
-                             open_for_writing)
+from ingest.pipeline import (IngestReport, ProgressCallback, SyncGuard, VectorLender, check_docs_root,
+                             check_fingerprint, ingest, open_for_writing)
 from ingest.scan import ScanOptions
 from ingest.verify import verify
 
@@ -58,12 +58,17 @@ def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptio
     new = Store.open_physical(location, name, target)
     check_fingerprint(new, target)
     report = ReindexReport(name, live.name, live.fingerprint().differences(target), resumed)
+    lender = None
     if live.fingerprint() == target:  # only the HNSW build settings differ: the vectors are still good
         report.changes.append(f"hnsw: {live.hnsw_rebuild_needed() or 'rebuilt'}")
         new.copy_from(live)
+    elif live.fingerprint().same_vectors(target):
+        # Same model, other chunking: a text the live index embedded has the same vector here; copy, do not embed.
+        lender = VectorLender.of(live)
     # The live index stays as it is (and is kept for rollback): deleting from the new one loses nothing.
     building = replace(guard, allow_mass_delete=True)
-    report.ingest = ingest(new, embedder, scan_options, params, on_progress=on_progress, guard=building)
+    report.ingest = ingest(new, embedder, scan_options, params, on_progress=on_progress, guard=building,
+                           lender=lender)
     found = verify(new, target, scan_options, guard)
     if found.problems:
         raise StoreError(f"the new index '{name}' has {found.problems} problems after building; the live index is "

@@ -59,8 +59,12 @@ def test_every_non_blank_character_is_in_a_chunk(text: str) -> None:
     assert not missing, repr(text[missing[0]:missing[0] + 40])
 
 
+# Prose that cannot open or hold a fence of its own ('```.' is an unclosed fence: one marker in its chunk, rightly)
+prose = paragraph.map(lambda p: p.replace("`", "'").replace("~", "-"))
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(paragraph, fence, heading), max_size=12).map("\n\n".join))
+@given(st.lists(st.one_of(prose, fence, heading), max_size=12).map("\n\n".join))
 def test_fences_are_split_only_when_too_big_alone(text: str) -> None:
     doc = chunk_markdown(text, COUNT, SMALL)
     for c in doc.chunks:

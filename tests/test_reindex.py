@@ -10,10 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from docvec.chunker import ChunkParams
+from docvec.chunker import ChunkParams, content_hash
 from docvec.cli import cli
 from docvec.embedders.builtin import BuiltinEmbedder
 from docvec.errors import IndexMismatch
@@ -22,6 +23,7 @@ from docvec.store import Store, StoreLocation
 from ingest.pipeline import ingest, open_for_writing
 from ingest.reindex import prune, reindex, rollback
 from ingest.scan import ScanOptions
+from ingest.verify import verify
 from query.search import search
 from tests.conftest import RecordingEmbedder
 from tests.test_crash import _corpus
@@ -65,6 +67,40 @@ def test_reindex_switches_and_rollback_restores_exactly(tmp_path: Path, docs: Pa
     assert second.resumed and second.switched and again.calls == 0
     assert prune(location) == [] and prune(location, keep_previous=False) == [second.previous]
     assert [c.name for c in Store.open(location).physical_collections()] == [second.live]
+
+
+def test_a_chunking_change_copies_the_vectors_of_texts_the_live_index_has(tmp_path: Path, docs: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    location = StoreLocation(tmp_path / "idx", "docs")
+    before = RecordingEmbedder("model-a")
+    ingest(open_for_writing(location, Fingerprint.build(before.info, PARAMS)), before, ScanOptions(docs), PARAMS)
+    old_live = Store.open(location)
+    old_metas = dict(old_live.iter_metadata())
+    old_vectors = {old_metas[rid]["hash"]: v for rid, v in old_live.get_embeddings(list(old_metas)).items()}
+    # A new chunker version cutting the same texts: nothing to embed, every vector the live one's
+    monkeypatch.setattr("docvec.fingerprint.CHUNKER_VERSION", "test-bump")
+    same = RecordingEmbedder("model-a")
+    report = reindex(location, same, ScanOptions(docs), PARAMS)
+    assert report.switched and report.changes == ["chunker_version: '4' → 'test-bump'"]
+    assert same.calls == 0 and report.ingest and report.ingest.chunks_reused == report.ingest.chunks_total > 0
+    live = Store.open(location)
+    metas = dict(live.iter_metadata())
+    stored = live.get_embeddings(list(metas))
+    # (Chroma's read of a stored vector can differ from what was written by an ulp)
+    assert all(np.allclose(stored[rid], old_vectors[m["hash"]], atol=1e-6) for rid, m in metas.items())
+    assert verify(live, live.fingerprint(), ScanOptions(docs)).problems == 0
+    # Smaller chunks: only the texts the live index does not have are embedded
+    smaller = ChunkParams(max_tokens=64, min_tokens=16, overlap_tokens=8)
+    resized = RecordingEmbedder("model-a")
+    known = {str(m["hash"]) for m in metas.values()}
+    second = reindex(location, resized, ScanOptions(docs), smaller)
+    new_hashes = {str(m["hash"]) for _, m in Store.open(location).iter_metadata()}
+    assert second.switched and 0 < len(resized.embedded) == len(new_hashes - known) < len(new_hashes)
+    assert {content_hash(t) for t in resized.embedded} == new_hashes - known
+    # Another model lends nothing
+    other = RecordingEmbedder("model-b")
+    reindex(location, other, ScanOptions(docs), smaller)
+    assert len(other.embedded) == len(new_hashes)
 
 
 def _docvec(args: list[str], config: Path) -> subprocess.Popen[str]:
