@@ -232,7 +232,7 @@ def check_fingerprint(store: Store, fingerprint: Fingerprint) -> None:
     built = store.fingerprint()
     if built != fingerprint:
         changes = "; ".join(built.differences(fingerprint))
-        work = ("re-chunk into a new index, copying the vectors of unchanged texts," if built.same_vectors(fingerprint)
+        work = ("re-chunk into a new index, copying the vectors of unchanged texts" if built.same_vectors(fingerprint)
                 else "re-embed into a new index")
         raise IndexMismatch(f"{store.location.describe()} was built with another configuration ({changes}): "
                             f"run `docvec reindex` to {work} (the current one keeps answering "
