@@ -80,7 +80,7 @@ def redact(message: str, ctx: click.Context | None = None) -> str:
     for secret in (ctx.meta.get("docvec.secrets", ()) if ctx is not None else ()):
         if len(secret) >= 4:
             message = message.replace(secret, "***")
-    return mask_userinfo(message)
+    return printable(mask_userinfo(message))  # a file name in a message can carry escapes too
 
 
 # C0/C1 controls (ESC starts every terminal escape sequence) and the bidi overrides that reorder what is shown.
@@ -91,6 +91,12 @@ def printable(text: str) -> str:
     """Text safe to print on a terminal: control characters become visible escapes (\\x1b), so a document
     cannot clear the screen, retitle the window or plant a hidden link. Newlines and tabs stay."""
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def echo(message: str = "", err: bool = False) -> None:
+    """Print a line of text output or a message (stderr with err): file names, headings and document text
+    can hold terminal escapes, so every line goes through `printable` (JSON goes through `emit_json`)."""
+    click.echo(printable(message), err=err)
 
 
 class FiniteFloat(click.ParamType):  # type: ignore[type-arg]
@@ -202,7 +208,10 @@ def load(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
 
 def emit_json(data: Any) -> None:
     """One JSON object on one line of stdout: strict JSON (a NaN or infinity is a bug, not output)."""
-    click.echo(json.dumps(data, ensure_ascii=False, default=str, allow_nan=False))
+    text = json.dumps(data, ensure_ascii=False, default=str, allow_nan=False)
+    # json escapes only C0 controls; C1 controls (\x9b is a CSI) and bidi overrides become \u escapes too: the
+    # same JSON value, and nothing a terminal acts on (they occur only inside strings)
+    click.echo(_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 @click.command(cls=DocvecCommand)
@@ -228,33 +237,33 @@ def _render_status(data: dict[str, Any]) -> None:
     when = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data["last_sync"])) + f" ({data['last_sync_seconds']:.1f} s)"
             if data["last_sync"] else "unknown (built before docvec recorded it)")
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(data["skipped"].items())) or "none"
-    click.echo(f"config     {data.get('config') or 'none (defaults and environment)'}")
-    click.echo(f"index      {data['index']}")
-    click.echo(f"docs       {data['docs_root'] or 'unknown (recorded at the next ingest)'}")
-    click.echo(f"last sync  {when}" + ("; a later run was interrupted: run `docvec ingest` to finish it"
+    echo(f"config     {data.get('config') or 'none (defaults and environment)'}")
+    echo(f"index      {data['index']}")
+    echo(f"docs       {data['docs_root'] or 'unknown (recorded at the next ingest)'}")
+    echo(f"last sync  {when}" + ("; a later run was interrupted: run `docvec ingest` to finish it"
                                           if data["interrupted_run"] else ""))
     files = data["files"] if data["files"] is not None else "?"
-    click.echo(f"contents   {files} files, {data['chunks']} chunks; skipped: {skipped}")
+    echo(f"contents   {files} files, {data['chunks']} chunks; skipped: {skipped}")
     since = data.get("folder_since_sync")
     if since is not None:
         known = (data["files"] or 0) + sum(data["skipped"].values())
         moved = since["modified_after_sync"] or since["files"] != known
-        click.echo("folder     " + (f"changed since the last sync ({since['modified_after_sync']} files modified, "
+        echo("folder     " + (f"changed since the last sync ({since['modified_after_sync']} files modified, "
                                     f"{since['files']} files now): run `docvec ingest`" if moved else
                                     "unchanged since the last sync (sizes and times)"))
-    click.echo(f"writer     {data['writer'] or 'none'}")
-    click.echo(f"model      {data['provider']}:{data['model']} ({data['dimension']} dimensions, digest "
+    echo(f"writer     {data['writer'] or 'none'}")
+    echo(f"model      {data['provider']}:{data['model']} ({data['dimension']} dimensions, digest "
                f"{fp['digest'][:12] or '-'}) on {data['runs_on']}, {data['cpus']} CPUs available")
-    click.echo(f"size       {_human(size) if size is not None else 'on server'}")
-    click.echo(f"chunking   max {fp['max_tokens']} tokens, min {fp['min_tokens']}, overlap {fp['overlap_tokens']}, "
+    echo(f"size       {_human(size) if size is not None else 'on server'}")
+    echo(f"chunking   max {fp['max_tokens']} tokens, min {fp['min_tokens']}, overlap {fp['overlap_tokens']}, "
                f"heading context {'on' if fp['heading_context'] else 'off'} (chunker v{fp['chunker_version']})")
     h = data["hnsw"]
-    click.echo(f"hnsw       {h.get('space')}, ef_search {h.get('ef_search')}, ef_construction "
+    echo(f"hnsw       {h.get('space')}, ef_search {h.get('ef_search')}, ef_construction "
                f"{h.get('ef_construction')}, max_neighbors {h.get('max_neighbors')}")
-    click.echo(f"built by   docvec {data['built_by']}")
+    echo(f"built by   docvec {data['built_by']}")
     for c in data["collections"]:
         role = "live" if c["live"] else "previous (rollback)" if c["previous"] else "backup (prune)"
-        click.echo(f"collection {c['name']}: {role}, {c['model']}, {c['chunks']} chunks")
+        echo(f"collection {c['name']}: {role}, {c['model']}, {c['chunks']} chunks")
 
 
 def _human(n: int) -> str:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import click
 
-from docvec.cli import DocvecCommand, config_options, emit_json, interrupted_exit_code, load
+from docvec.cli import DocvecCommand, config_options, echo, emit_json, interrupted_exit_code, load
 from docvec.settings import chunk_params, make_configured_embedder, store_location
 from docvec.config import Settings
 from docvec.errors import Interrupted, SourceError
@@ -75,7 +75,7 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
                 except Interrupted as exc:
                     if isinstance(exc.report, IngestReport):
                         _render(exc.report, settings, as_json, verbose)
-                    click.echo(str(exc), err=True)
+                    echo(str(exc), err=True)
                     sys.exit(interrupted_exit_code())
                 _check_some_indexed(report, settings, lambda: _render(report, settings, as_json, verbose))
     _render(report, settings, as_json, verbose)
@@ -91,7 +91,7 @@ def _watch(settings: Settings, embedder: Any, guard: SyncGuard) -> None:
 
     from ingest.watch import describe, watch_folder
 
-    click.echo(f"watching {settings.resolve(settings.docs.path)} (Ctrl-C stops)", err=True)
+    echo(f"watching {settings.resolve(settings.docs.path)} (Ctrl-C stops)", err=True)
 
     # The bookkeeping the last sync left: the next one takes it from here instead of reading every record.
     kept: list[IndexState | None] = [None]
@@ -104,12 +104,12 @@ def _watch(settings: Settings, embedder: Any, guard: SyncGuard) -> None:
         return report
 
     def log(event: Any) -> None:
-        click.echo(f"{time.strftime('%H:%M:%S')} {describe(event)}", err=True)
+        echo(f"{time.strftime('%H:%M:%S')} {describe(event)}", err=True)
 
     try:
         watch_folder(settings, sync, threading.Event(), log)
     except KeyboardInterrupt:
-        click.echo("watch stopped", err=True)
+        echo("watch stopped", err=True)
 
 
 def _check_some_indexed(report: IngestReport, settings: Settings, render: Callable[[], None]) -> None:
@@ -125,10 +125,10 @@ def _apply_hnsw(store: Store) -> None:
     """ef_search can change in place; ef_construction / max_neighbors need a rebuild, which reindex does."""
     old = store.apply_ef_search()
     if old is not None:
-        click.echo(f"hnsw ef_search {old} → {store.location.hnsw.ef_search}", err=True)
+        echo(f"hnsw ef_search {old} → {store.location.hnsw.ef_search}", err=True)
     rebuild = store.hnsw_rebuild_needed()
     if rebuild:
-        click.echo(f"note: the live collection was built with other HNSW settings ({rebuild}); "
+        echo(f"note: the live collection was built with other HNSW settings ({rebuild}); "
                    f"run `docvec reindex` to rebuild it with them (vectors are copied, nothing is re-embedded)",
                    err=True)
 
@@ -165,7 +165,7 @@ def _render(report: IngestReport, settings: Settings, as_json: bool, verbose: bo
         emit_json(report.as_dict())
     render_skipped(report.skipped, verbose)
     for w in report.warnings:
-        click.echo(f"warning {w}", err=True)
+        echo(f"warning {w}", err=True)
     lines = [
         f"{'plan' if report.dry_run else 'ingested'} {settings.resolve(settings.docs.path)}: {report.files_seen} files "
         f"({len(report.files_added)} added, {len(report.files_changed)} changed, {report.files_unchanged} unchanged, "
@@ -180,7 +180,7 @@ def _render(report: IngestReport, settings: Settings, as_json: bool, verbose: bo
     else:
         lines.append(f"time: {report.seconds:.1f} s ({report.embed_seconds:.1f} s embedding)")
     for line in lines:
-        click.echo(line, err=True)
+        echo(line, err=True)
 
 
 @click.command(cls=DocvecCommand)
@@ -210,7 +210,7 @@ def verify_command(docs_dir: Path | None, config_path: Path | None, index_path: 
         with writer_lock_of(location, wait), _progress_bar(as_json) as bar:
             store = open_for_writing(location, Fingerprint.build(embedder.info, params))
             report = repair_index(store, embedder, scan_options(settings), params, report, bar, guard)
-        click.echo("after repair:", err=True)
+        echo("after repair:", err=True)
         _render_verify(report, as_json)
     if report.problems:
         raise click.ClickException(f"{report.problems} problems in {location.describe()}"
@@ -222,17 +222,17 @@ def render_skipped(skipped: list[Skipped], verbose: bool) -> None:
     kinds = Counter(reason_kind(s.reason) for s in skipped)
     for s in skipped:
         if verbose or kinds[reason_kind(s.reason)] == 1:
-            click.echo(f"skipped {s.rel}: {s.reason}", err=True)
+            echo(f"skipped {s.rel}: {s.reason}", err=True)
     for kind, n in sorted(kinds.items()):
         if n > 1 and not verbose:
             example = next(s.rel for s in skipped if reason_kind(s.reason) == kind)
-            click.echo(f"skipped {n} files: {kind} (e.g. {example}; -v lists them)", err=True)
+            echo(f"skipped {n} files: {kind} (e.g. {example}; -v lists them)", err=True)
 
 
 def _render_verify(report: "VerifyReport", as_json: bool) -> None:
     if as_json:
         emit_json(report.as_dict())
-    click.echo(f"checked {report.files_checked} files and {report.chunks_checked} chunks", err=True)
+    echo(f"checked {report.files_checked} files and {report.chunks_checked} chunks", err=True)
     for kind, label in (("missing", "files not indexed"), ("stale", "files indexed at an older version"),
                         ("incomplete", "files partly indexed"), ("orphans", "chunks of removed files"),
                         ("duplicates", "duplicate chunks"), ("wrong_fingerprint", "chunks of another model/config"),
@@ -241,9 +241,9 @@ def _render_verify(report: "VerifyReport", as_json: bool) -> None:
         items = getattr(report, kind)
         if items:
             shown = ", ".join(items[:5]) + (f", … ({len(items) - 5} more)" if len(items) > 5 else "")
-            click.echo(f"  {len(items)} {label}: {shown}", err=True)
+            echo(f"  {len(items)} {label}: {shown}", err=True)
     if not report.problems:
-        click.echo("  ok: the index matches the docs folder", err=True)
+        echo("  ok: the index matches the docs folder", err=True)
 
 
 @click.command(cls=DocvecCommand)
@@ -266,17 +266,17 @@ def reindex_command(config_path: Path | None, index_path: Path | None, collectio
             report = reindex(location, embedder, scan_options(settings), chunk_params(settings), on_progress,
                              SyncGuard(docs_moved=docs_moved, allow_mass_delete=yes))
         except Interrupted as exc:
-            click.echo(str(exc), err=True)
+            echo(str(exc), err=True)
             sys.exit(interrupted_exit_code())
     if as_json:
         emit_json(report.as_dict())
     if report.ingest is not None:
         _render(report.ingest, settings, False)
     if report.switched and report.previous:
-        click.echo(f"live index is now '{report.live}' ({'; '.join(report.changes)}); "
+        echo(f"live index is now '{report.live}' ({'; '.join(report.changes)}); "
                    f"'{report.previous}' kept for `docvec rollback`", err=True)
     elif not report.previous:
-        click.echo(f"live index '{report.live}' already matches the configuration; synced", err=True)
+        echo(f"live index '{report.live}' already matches the configuration; synced", err=True)
 
 
 @click.command(cls=DocvecCommand)
@@ -290,7 +290,7 @@ def rollback_command(config_path: Path | None, index_path: Path | None, collecti
     location = store_location(settings)
     with writer_lock_of(location, wait):
         old, new = rollback(location)
-    click.echo(f"live index is now '{new}' (was '{old}', kept as previous)", err=True)
+    echo(f"live index is now '{new}' (was '{old}', kept as previous)", err=True)
 
 
 @click.command(cls=DocvecCommand)
@@ -308,9 +308,9 @@ def prune_command(config_path: Path | None, index_path: Path | None, collection:
     with writer_lock_of(location, wait):
         doomed = prune(location, keep_previous=not everything, dry_run=dry_run)
     for name in doomed:
-        click.echo(f"{'would delete' if dry_run else 'deleted'} {name}", err=True)
+        echo(f"{'would delete' if dry_run else 'deleted'} {name}", err=True)
     if not doomed:
-        click.echo("no backups to delete", err=True)
+        echo("no backups to delete", err=True)
 
 
 def main() -> None:

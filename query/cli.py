@@ -8,13 +8,13 @@ import sys
 import shutil
 import threading
 import textwrap
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
-from docvec.cli import DocvecCommand, FiniteFloat, config_options, emit_json, load, printable
+from docvec.cli import DocvecCommand, FiniteFloat, config_options, echo, emit_json, load, printable
 from docvec.settings import store_location
 from docvec.config import Settings
 from docvec.embedders import Embedder, make_embedder
@@ -70,7 +70,7 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
     where_clause = parse_where(list(where))
     served = None if no_server else from_server(settings, text, list(where))
     if served is not None:  # a warm `docvec serve` of this index answered: no Chroma, no model here
-        view.show(served)
+        view.of_index(served[1]).show(served[0])
         return
     preload = _Preload(settings, text)  # model load and question embedding overlap opening the index
     from docvec.store import Store
@@ -87,7 +87,7 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
                       fusion(settings), vector, q.per_file)
     if q.spans != "off":
         hits = point(hits, text, embedder if q.spans == "model" else None, vector)
-    view.show(hits)
+    view.of_index(store.docs_root()).show(hits)
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,12 @@ class _View:
     explain: bool
     as_json: bool
     files_only: bool
-    docs_root: Path
+    docs_root: Path  # the configured docs folder; the one the index records, once known (see of_index)
+
+    def of_index(self, recorded: str | None) -> "_View":
+        """The view with paths under the folder the index was built from (an index of another folder than the
+        configured one shows its own files, not paths that do not exist)."""
+        return replace(self, docs_root=Path(recorded)) if recorded else self
 
     def show(self, hits: list[Hit]) -> None:
         if self.as_json:
@@ -105,7 +110,7 @@ class _View:
                 emit_json(hit.as_dict())
         elif self.files_only:
             for hit in hits:
-                click.echo(f"{hit.score:.3f}  {printable(self.path(hit))}:{hit.start_line}  {printable(hit.label)}")
+                echo(f"{hit.score:.3f}  {printable(self.path(hit))}:{hit.start_line}  {printable(hit.label)}")
         else:
             _render(hits, self)
 
@@ -120,8 +125,9 @@ class _View:
 
 
 def from_server(settings: Settings, question: str, where: list[str], k: int | None = None,
-                mode: str | None = None) -> list[Hit] | None:
-    """The hits a running `docvec serve` of this index gives for the query settings, or None (no such server)."""
+                mode: str | None = None) -> tuple[list[Hit], str | None] | None:
+    """The hits a running `docvec serve` of this index gives for the query settings, and the docs folder the index
+    records; None when there is no such server."""
     from docvec.remote import advert_path, ask_server
 
     location = store_location(settings)
@@ -132,7 +138,8 @@ def from_server(settings: Settings, question: str, where: list[str], k: int | No
                         "/search", body, settings.serve.token)
     if not isinstance(answer, dict) or not isinstance(answer.get("hits"), list):
         return None
-    return [hit_from_dict(h) for h in answer["hits"]]
+    root = answer.get("docs_root")
+    return [hit_from_dict(h) for h in answer["hits"]], root if isinstance(root, str) else None
 
 
 def fusion(settings: Settings) -> Fusion:
@@ -190,24 +197,24 @@ def _index_embedder(store: "Store", settings: Settings, optional: bool = False) 
         return index_embedder(store, settings.embedding, optional, notes)
     finally:
         for note in notes:
-            click.echo(note if note.startswith("warning:") else f"note: {note}", err=True)
+            echo(note if note.startswith("warning:") else f"note: {note}", err=True)
 
 
 def _render(hits: list[Hit], view: _View) -> None:
     if not hits:
-        click.echo("no results (try a lower --min-score or fewer --where filters)", err=True)
+        echo("no results (try a lower --min-score or fewer --where filters)", err=True)
         return
     width = max(40, min(shutil.get_terminal_size((100, 20)).columns, 120))
     for hit in hits:  # document text and names are neutralised: a document must not drive the terminal
         click.echo(f"{hit.rank}. {hit.score:.3f}  " + click.style(printable(hit.label), bold=True))
         first, last = hit.answer_lines or (hit.start_line, hit.end_line)
         place = f"{first}" if first == last else f"{first}-{last}"
-        click.echo(f"   {printable(view.path(hit))}:{place}" + _also(hit))
+        echo(f"   {printable(view.path(hit))}:{place}" + _also(hit))
         if view.explain:
-            click.echo("   " + _explanation(hit))
+            echo("   " + _explanation(hit))
         for line in _excerpt(hit, width - 3):
             click.echo("   " + (click.style(line, bold=True) if hit.answer_span else line))
-        click.echo()
+        echo()
 
 
 def _excerpt(hit: Hit, width: int, max_lines: int = 6) -> list[str]:
@@ -319,10 +326,10 @@ def _eval_via_server(settings: Settings, labelled: list[Any], modes: tuple[str, 
     from query.evaluate import evaluate
 
     def retrieve(question: str, mode: str) -> list[Hit]:
-        hits = from_server(settings, question, [], k, mode)
-        if hits is None:
+        served = from_server(settings, question, [], k, mode)
+        if served is None:
             raise _ServerGone
-        return hits
+        return served[0]
     try:
         return [evaluate(f"{mode}" + (f" ({cfg.name})" if cfg else ""), labelled,
                          lambda question, mode=mode: retrieve(question, mode), k)  # type: ignore[misc]
@@ -333,14 +340,14 @@ def _eval_via_server(settings: Settings, labelled: list[Any], modes: tuple[str, 
 
 def _render_eval(reports: list["EvalReport"], per_query: bool) -> None:
     width = max(12, *(len(r.name) + 2 for r in reports))
-    click.echo(f"{len(reports[0].queries)} queries".ljust(14) + "".join(r.name.rjust(width) for r in reports))
+    echo(f"{len(reports[0].queries)} queries".ljust(14) + "".join(r.name.rjust(width) for r in reports))
     for metric in reports[0].means:
-        click.echo(metric.ljust(14) + "".join(f"{r.means[metric]:.4f}".rjust(width) for r in reports))
+        echo(metric.ljust(14) + "".join(f"{r.means[metric]:.4f}".rjust(width) for r in reports))
     for r in reports:
         for q in (r.queries if per_query else r.failures):
             status = {True: "PASS", False: "FAIL", None: "    "}[q.passed]
             ranks = ",".join("-" if x is None else str(x) for x in q.ranks)
-            click.echo(printable(f"{status} [{r.name}] {q.id}: rank {ranks} — {q.query[:70]} → top: "
+            echo(printable(f"{status} [{r.name}] {q.id}: rank {ranks} — {q.query[:70]} → top: "
                                  f"{', '.join(q.top[:3])}"))
 
 

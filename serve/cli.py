@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import click
 
-from docvec.cli import DocvecCommand, config_options, load
+from docvec.cli import DocvecCommand, config_options, echo, load
 from docvec.config import Settings
 from docvec.errors import ConfigError, LockHeld
 from ingest.watch import WatchEvent
@@ -77,7 +77,7 @@ def check_bind(host: str, token: str | None) -> None:
 
 def log(message: str) -> None:
     """Server messages go to stderr (stdout may be the MCP channel), with the time."""
-    click.echo(f"{time.strftime('%H:%M:%S')} docvec serve: {message}", err=True)
+    echo(f"{time.strftime('%H:%M:%S')} docvec serve: {message}", err=True)
 
 
 @contextlib.contextmanager

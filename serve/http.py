@@ -162,7 +162,7 @@ def _search(index: Index, body: dict[str, Any]) -> dict[str, Any]:
     hits = index.search(question, k=k, mode=body.get("mode"), where=_where(body.get("where")),
                         min_score=min_score, per_file=per_file, spans=body.get("spans"),
                         fusion=_fusion(body.get("fusion")))
-    return {"hits": [h.as_dict() for h in hits], "live": index.live}
+    return {"hits": [h.as_dict() for h in hits], "live": index.live, "docs_root": index.docs_root()}
 
 
 def _range(key: str) -> tuple[Any, Any]:

@@ -150,6 +150,11 @@ class Index:
             raise IndexNotFound("this index does not record its docs folder yet: run `docvec ingest` once")
         return _read_lines(Path(root), rel, start_line, end_line)
 
+    def docs_root(self) -> str | None:
+        """The docs folder the live index was built from (sources are relative to it)."""
+        with self._lock:
+            return self._current().docs_root()
+
     def status(self) -> dict[str, Any]:
         """What `docvec status --json` shows: docs folder, last sync, files, chunks, model, writer, ..."""
         with self._lock:

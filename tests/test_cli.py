@@ -193,3 +193,17 @@ def test_index_and_collection_flags_override_the_config(project: Path, tmp_path:
     assert (other / ".docvec-flagged.lock").exists() and not (project / "index").exists()
     status = json.loads(_run(["status", "--index", str(other), "--collection", "flagged", "--json"], project).stdout)
     assert status["live"].startswith("flagged--") and status["files"] == 12
+
+
+def test_query_shows_the_files_of_the_folder_the_index_was_built_from(project: Path, tmp_path: Path) -> None:
+    """An index of another folder than the configured one prints that folder's paths, not the configured one's."""
+    site = tmp_path / "site-docs"
+    site.mkdir()
+    (site / "keys.md").write_text("# Rotating keys\n\nRotate a leaked signing key at once.\n")
+    index = tmp_path / "idx-site"
+    assert _run(["ingest", str(site), "--index", str(index), "-q"], project).exit_code == 0
+    for args in (["--files"], []):
+        result = _run(["query", "rotate a leaked key", "--index", str(index), "-k", "1", *args], project)
+        assert result.exit_code == 0, result.output
+        shown = result.stdout.split()[1] if args else result.stdout.splitlines()[1].strip()
+        assert Path(shown.rsplit(":", 1)[0]).resolve() == (site / "keys.md").resolve(), result.stdout

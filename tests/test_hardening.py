@@ -134,6 +134,30 @@ def test_query_text_neutralises_terminal_escapes_and_json_keeps_them(tmp_path: P
     assert "\x1b[2J" in hit["text"]  # type: ignore[index]
 
 
+def test_names_with_terminal_escapes_are_neutralised_in_every_command(tmp_path: Path) -> None:
+    """File and folder names reach skip lines, summaries, status, verify, query and error messages: each prints
+    them escaped, and --json escapes C1 controls (\x9b is a CSI) as \u009b: the same JSON value."""
+    docs = tmp_path / "docs\x1b[2J"
+    docs.mkdir()
+    (docs / "ok\x9b31m.md").write_text("# Signing\n\nCheck the webhook signature.\n")
+    (docs / "fm\x1b]0;title\x07.md").write_text("---\ntitle: x\n---\n")
+    index = tmp_path / "idx"
+    cfg = _cfg(tmp_path / "p", tmp_path / "unused")
+    runs = [_run(["ingest", str(docs), "--index", str(index), "-v"], cfg),
+            _run(["status", "--index", str(index)], cfg),
+            _run(["verify", str(docs), "--index", str(index)], cfg),
+            _run(["query", "webhook signature", "--index", str(index)], cfg),
+            _run(["query", "webhook signature", "--index", str(index), "--files"], cfg),
+            _run(["ingest", str(tmp_path / "gone\x1b]0;t\x07"), "--index", str(index)], cfg)]
+    assert [r.exit_code for r in runs] == [0, 0, 0, 0, 0, 1], [r.output for r in runs]
+    assert "fm\\x1b]0;title\\x07.md" in runs[0].stderr and "\\x1b[2J" in runs[1].stdout  # shown, escaped
+    for r in runs:
+        assert not any(c in r.stdout + r.stderr for c in "\x1b\x07\x9b"), r.stdout + r.stderr
+    raw = _run(["query", "webhook signature", "--index", str(index), "--json"], cfg).stdout
+    assert "\x9b" not in raw and "\\u009b" in raw
+    assert _strict_json(raw)[0]["source"] == "ok\x9b31m.md"  # type: ignore[index]
+
+
 # --- 6, 7. read-only commands write nothing; a missing index is one line ----------------------------------------------
 
 

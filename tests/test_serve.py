@@ -78,6 +78,7 @@ def test_http_search_status_and_get(served: tuple[str, Path, subprocess.Popen[st
     found = httpx.post(f"{url}/search", json={"question": QUESTION, "k": 3, "where": {"source": "guides/"}})
     assert found.status_code == 200, found.text
     hits = found.json()["hits"]
+    assert found.json()["docs_root"] == str(project / "docs")
     assert hits[0]["source"] == "guides/webhooks.md" and len(hits) == 3
     assert all(h["source"].startswith("guides/") for h in hits)
     first, last = hits[0]["answer_lines"]
@@ -149,6 +150,19 @@ def test_query_through_the_server_equals_in_process_and_loads_no_chroma(
         local = subprocess.run([sys.executable, "-m", "docvec.cli", *args, "--no-server"], cwd=project,
                                capture_output=True, text=True)
         assert local.returncode == 0 and via.stdout == local.stdout and via.stdout
+
+
+def test_query_through_the_server_shows_the_files_of_the_indexed_folder(
+        served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    """A client whose configuration names another docs folder still prints the paths of the indexed files."""
+    _, project, _ = served
+    other = project / "other.yaml"
+    other.write_text(f"docs:\n  path: {project / 'elsewhere'}\nstore:\n  path: {project / 'index'}\n")
+    block = "import sys; sys.modules['chromadb'] = None; from docvec.cli import main; main()"
+    via = subprocess.run([sys.executable, "-c", block, "query", QUESTION, "--config", str(other), "--files", "-k", "1"],
+                         cwd=project, capture_output=True, text=True)
+    assert via.returncode == 0, via.stderr  # the server answered (Chroma cannot be imported here)
+    assert via.stdout.split()[1].startswith("docs/guides/"), via.stdout
 
 
 def test_second_serve_is_refused_naming_the_first(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
