@@ -13,6 +13,7 @@ import os
 import re
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
@@ -195,6 +196,7 @@ def load_settings(
         raw["embedding"]["host"] = environ.get(OLLAMA_HOST_ENV) or DEFAULT_OLLAMA_HOST
         origins[("embedding", "host")] = f"environment variable {OLLAMA_HOST_ENV}"
     sections = {name: _build_section(name, cls, raw[name], origins) for name, cls in SECTIONS.items()}
+    sections["store"] = _store_host(sections["store"], origins)
     settings = Settings(**sections, base_dir=path.parent if path else cwd, config_file=path)
     _check_relations(settings, str(path) if path else "settings")
     return settings
@@ -354,6 +356,44 @@ def _check_range(section: str, key: str, value: Any, origin: str) -> None:
     choices = CHOICES.get((section, key))
     if choices and value not in choices:
         raise ConfigError(f"{origin}: '{section}.{key}' is {value!r}; expected one of {', '.join(choices)}")
+
+
+_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")  # name, IPv4, IPv6
+
+
+def _store_host(store: StoreSettings, origins: Mapping[tuple[str, str], str]) -> StoreSettings:
+    """store.host as a bare host name. A URL (http://chroma:8000, as Chroma's own docs write it) gives the host,
+    the port and ssl; anything else is refused here, not by a connection error that quotes it back mangled."""
+    if store.host is None:
+        return store
+    origin = origins.get(("store", "host"), "settings")
+    if "://" not in store.host:
+        if not _HOST.fullmatch(store.host):
+            raise ConfigError(f"{origin}: 'store.host' is {store.host!r}; expected a host name or IP address, or "
+                              f"a URL http(s)://host[:port]")
+        return dataclasses.replace(store, host=_bracketed(store.host))
+    try:
+        url = urllib.parse.urlsplit(store.host)
+        port = url.port
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: 'store.host' is not a valid URL ({exc})") from exc
+    if url.username is not None or url.password is not None:  # the value is not shown: it holds a password
+        raise ConfigError(f"{origin}: 'store.host' must not hold credentials: send them as a header in "
+                          f"store.headers (e.g. Authorization), set from an environment variable")
+    if url.scheme not in ("http", "https") or not url.hostname or url.path.strip("/") or url.query or url.fragment:
+        raise ConfigError(f"{origin}: 'store.host' is {store.host!r}; expected a host name, or a URL "
+                          f"http(s)://host[:port] with nothing after the port")
+    explicit = ("store", "port") in origins
+    if port is not None and explicit and port != store.port:
+        raise ConfigError(f"{origin}: 'store.host' names port {port} and 'store.port' is {store.port}: keep one")
+    if port is None:  # https://host is port 443 as a browser reads it; http://host is Chroma's 8000
+        port = store.port if explicit or url.scheme == "http" else 443
+    return dataclasses.replace(store, host=_bracketed(url.hostname), port=port, ssl=url.scheme == "https")
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as URLs need it (Chroma builds http://HOST:PORT)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _check_relations(settings: Settings, origin: str) -> None:

@@ -107,8 +107,20 @@ def _chroma(action: str, location: StoreLocation) -> Iterator[None]:
     except StoreError:
         raise
     except Exception as exc:  # Chroma raises many unrelated types (ValueError, its own, sqlite's, httpx's)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StoreError(f"{action} failed on {location.describe()}: {first}") from exc
+        raise StoreError(f"{action} failed on {location.describe()}: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of the first message down the exception chain that says something: Chroma re-raises an HTTP
+    error from a server that is not Chroma as ValueError(its body), empty or an HTML page, while the chain holds
+    httpx's message (Client error '404 Not Found' for url ...)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen).strip()
+        if text and not text.startswith("<"):
+            return text.splitlines()[0]
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,37 @@ def test_server_flags_reach_the_settings(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["status", "--config", str(tmp_path / "c.yaml"), "--host", "127.0.0.1",
                                       "--port", str(port), "--ssl", "--header", "Authorization: Bearer x"])
     assert result.exit_code == 1 and "https://127.0.0.1:1" in result.output
+
+
+@pytest.mark.parametrize("env, host, port, ssl", [
+    ({"DOCVEC_STORE_HOST": "chroma.internal"}, "chroma.internal", 8000, False),
+    ({"DOCVEC_STORE_HOST": "http://chroma.internal:9000"}, "chroma.internal", 9000, False),
+    ({"DOCVEC_STORE_HOST": "https://chroma.example.com"}, "chroma.example.com", 443, True),
+    ({"DOCVEC_STORE_HOST": "https://chroma.example.com/", "DOCVEC_STORE_PORT": "8443"}, "chroma.example.com", 8443,
+     True),
+    ({"DOCVEC_STORE_HOST": "http://h"}, "h", 8000, False),
+    ({"DOCVEC_STORE_HOST": "::1"}, "[::1]", 8000, False),
+    ({"DOCVEC_STORE_HOST": "http://[::1]:8001"}, "[::1]", 8001, False),
+])
+def test_store_host_may_be_a_url(tmp_path: Path, env: dict[str, str], host: str, port: int, ssl: bool) -> None:
+    """A URL in store.host (as Chroma's docs write it) gives host, port and ssl: not http://http://h:8000."""
+    s = load_settings(None, env, cwd=tmp_path)
+    assert (s.store.host, s.store.port, s.store.ssl) == (host, port, ssl)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("http://user:hunter22@h:1", "must not hold credentials"),
+    ("ftp://h", "expected a host name, or a URL http(s)://host[:port]"),
+    ("http://h/api", "with nothing after the port"),
+    ("h/x", "expected a host name or IP address"),
+    ("http://h:99999", "not a valid URL"),
+])
+def test_bad_store_host_is_one_line_without_secrets(tmp_path: Path, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        load_settings(None, {"DOCVEC_STORE_HOST": value}, cwd=tmp_path)
+    assert "hunter22" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_store_host_port_and_store_port_must_agree(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="names port 9000 and 'store.port' is 8000: keep one"):
+        load_settings(None, {"DOCVEC_STORE_HOST": "http://h:9000", "DOCVEC_STORE_PORT": "8000"}, cwd=tmp_path)

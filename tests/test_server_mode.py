@@ -109,6 +109,29 @@ def test_unreachable_server_names_host_and_port(project: Path) -> None:
     assert result.exit_code == 1 and f"127.0.0.1:{port}" in result.output and "Traceback" not in result.output
 
 
+def test_something_else_on_the_port_is_named_not_an_empty_error(project: Path) -> None:
+    """Chroma re-raises a 404 from a server that is not Chroma as ValueError(''): the reason is the 404."""
+    import http.server
+
+    class NotChroma(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotChroma)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = project / "config.yaml"
+        cfg.write_text(cfg.read_text().replace("store:\n", f"store:\n  host: http://127.0.0.1:{server.server_port}\n"))
+        result = _run(["status"], cfg)
+    finally:
+        server.shutdown()
+    assert result.exit_code == 1 and "404 Not Found" in result.output, result.output
+    assert f"http://127.0.0.1:{server.server_port}:" in result.output  # the URL was taken apart, not doubled
+
+
 def _location(cfg: Path) -> StoreLocation:
     from docvec.cli import load
     from docvec.settings import store_location
