@@ -33,6 +33,9 @@ def lock_path_for(index_dir: Path, collection: str) -> Path:
 def writer_lock(path: Path, wait: bool = False, timeout: float | None = None) -> Iterator[None]:
     """Hold the writer lock at `path`; raise LockHeld at once (or after `timeout` when waiting)."""
     lock = FileLock(str(path), thread_local=False)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise StoreError(f"the index path {path.parent} is a file, not a folder: point --index (store.path) at a "
+                         f"folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=(-1 if timeout is None else timeout) if wait else 0)

@@ -288,7 +288,7 @@ def rollback_command(config_path: Path | None, index_path: Path | None, collecti
 
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
     location = store_location(settings)
-    with writer_lock_of(location, wait):
+    with writer_lock_of(location, wait, existing=True):
         old, new = rollback(location)
     echo(f"live index is now '{new}' (was '{old}', kept as previous)", err=True)
 
@@ -305,7 +305,7 @@ def prune_command(config_path: Path | None, index_path: Path | None, collection:
 
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
     location = store_location(settings)
-    with writer_lock_of(location, wait):
+    with writer_lock_of(location, wait, existing=True):
         doomed = prune(location, keep_previous=not everything, dry_run=dry_run)
     for name in doomed:
         echo(f"{'would delete' if dry_run else 'deleted'} {name}", err=True)

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 from docvec.chunker import ChunkParams
 from docvec.config import Settings
 from docvec.embedders import Embedder
-from docvec.errors import SourceError
+from docvec.errors import IndexNotFound, SourceError
 from docvec.fingerprint import Fingerprint
 from docvec.lock import lock_path_for, server_writer_lock, writer_lock
 from docvec.store import CHROMA_FILE, LeaseBoard, Store, StoreLocation
@@ -84,9 +84,14 @@ def _remove_index_files(folder: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def writer_lock_of(location: StoreLocation, wait: bool) -> contextlib.AbstractContextManager[object]:
+def writer_lock_of(location: StoreLocation, wait: bool,
+                   existing: bool = False) -> contextlib.AbstractContextManager[object]:
     """The one-writer lock of the configured index: a file lock beside a local index, a lease kept in the
-    Chroma server for a server-mode index (so writers on different machines exclude each other)."""
+    Chroma server for a server-mode index (so writers on different machines exclude each other). With `existing`
+    (commands that change an index but never make one: rollback, prune) a local folder without an index is
+    IndexNotFound before the lock file could create it."""
+    if existing and not location.host and not (location.path / CHROMA_FILE).is_file():
+        raise IndexNotFound(f"no index at {location.path}: build it with `docvec ingest`")
     if location.host:
         return server_writer_lock(LeaseBoard(location), wait=wait)
     return writer_lock(lock_path_for(location.path, location.collection), wait=wait)

@@ -173,8 +173,15 @@ def test_read_only_commands_create_and_change_nothing(tmp_path: Path, docs: Path
         assert result.exit_code == 1 and f"no index at {empty}" in result.output, result.output
         assert list(empty.iterdir()) == []
     gone = tmp_path / "gone"
-    assert CliRunner().invoke(cli, ["query", "token", "--index", str(gone)]).exit_code == 1
-    assert not gone.exists()
+    # ... nor do commands that change an index but never make one: a mistyped --index is not a new folder
+    for args in (["query", "token"], ["rollback"], ["prune"], ["prune", "--all"]):
+        result = CliRunner().invoke(cli, [args[0], "--index", str(gone), *args[1:]])
+        assert result.exit_code == 1 and f"no index at {gone}" in result.output, result.output
+        assert not gone.exists()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not an index")
+    result = CliRunner().invoke(cli, ["ingest", str(docs), "--index", str(a_file)])
+    assert result.exit_code == 1 and f"the index path {a_file} is a file, not a folder" in result.output
     cfg = _cfg(tmp_path / "p", docs)
     assert _run(["ingest", "-q"], cfg).exit_code == 0
     before = _tree(tmp_path / "p" / "index")
