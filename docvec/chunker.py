@@ -174,6 +174,16 @@ def chunk_ids(source: str, chunks: Sequence[Chunk]) -> list[str]:
     return ids
 
 
+def valid_text(text: str) -> str:
+    """The text with each lone surrogate (an undecodable byte in argv, a \\ud800 escape in JSON or YAML) replaced
+    by U+FFFD: the tokenizer, tantivy and Chroma are native code that refuses them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
 def content_hash(embed_text: str) -> str:
     """Hash of exactly what the model embeds: equal hashes mean equal vectors under one fingerprint."""
     return hashlib.sha256(embed_text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
@@ -284,7 +294,7 @@ def _storable(value: Any) -> Any:
     if isinstance(value, int) and not -2**63 <= value < 2**63 or isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate from a YAML escape
+        return valid_text(value)  # a lone surrogate from a YAML escape
     return value
 
 

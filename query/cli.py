@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import click
 
 from docvec.cli import DocvecCommand, FiniteFloat, config_options, echo, emit_json, load, printable
+from docvec.chunker import valid_text
 from docvec.settings import store_location
 from docvec.config import Settings
 from docvec.embedders import Embedder, make_embedder
@@ -57,7 +58,12 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
                   file_penalty: float | None, where: tuple[str, ...], mode: str | None, explain: bool,
                   spans: str | None, files_only: bool, no_server: bool, as_json: bool) -> None:
     """Print the chunks that best answer QUESTION (- reads it from stdin): score, label, source:lines, text."""
-    text = sys.stdin.read().strip() if question == ("-",) else " ".join(question).strip()
+    # Undecodable bytes become replacement characters, whatever the locale: read from stdin as bytes, and in argv
+    # they arrive as lone surrogates
+    if question == ("-",):
+        text = sys.stdin.buffer.read().decode("utf-8", "replace").strip()
+    else:
+        text = valid_text(" ".join(question)).strip()
     if not text:
         raise click.UsageError("the question is empty")
     if len(text) > MAX_QUERY_CHARS:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from docvec.chunker import valid_text
 from docvec.config import QuerySettings
 from docvec.embedders import Embedder, Vectors
 from docvec.errors import ConfigError
@@ -416,7 +417,7 @@ def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] 
 
 
 def _check_question(question: str) -> str:
-    question = question.strip()
+    question = valid_text(question).strip()
     if not question:
         raise ConfigError("the query is empty: pass a question, e.g. docvec query \"how do I rotate a token?\"")
     if len(question) > MAX_QUERY_CHARS:
@@ -427,7 +428,7 @@ def _check_question(question: str) -> str:
 def parse_where(filters: list[str]) -> dict[str, Any] | None:
     """`source=guides/` (a file or a folder), `tag=auth`, `KEY=VALUE` (front matter) -> a Chroma where clause."""
     clauses: list[dict[str, Any]] = []
-    for item in filters:
+    for item in map(valid_text, filters):
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
@@ -479,9 +480,10 @@ def check_where_keys(store: Store, clause: Mapping[str, Any] | None) -> None:
         names = sorted(k[3:] for k in present)
         close = difflib.get_close_matches(key[3:], names, n=1)
         hint = f" — did you mean '{close[0]}'?" if close else ""
-        shown = ", ".join(["source", "tag", *names[:30]])
-        raise ConfigError(f"--where {key[3:]}=…: no indexed file has a front-matter key '{key[3:]}'{hint} "
-                          f"(keys: {shown})")
+        shown = ", ".join(["source", *(["tag"] if "tags" in names else []), *names[:30]])
+        asked, what = ("tag", "tags (a `tags:` list in front matter)") if key == "fm.tags" else \
+            (key[3:], f"a front-matter key '{key[3:]}'")
+        raise ConfigError(f"--where {asked}=…: no indexed file has {what}{hint} (keys: {shown})")
 
 
 def _scalar(value: str) -> Any:

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from docvec.chunker import valid_text
 from docvec.embedders import Embedder, Vectors
 from docvec.keyword import question_words as content_words
 from query.search import Hit
@@ -113,6 +114,7 @@ SPAN_MODES = ("words", "model", "off")
 def point(hits: list[Hit], question: str, embedder: Embedder | None, vector: Vectors | None = None) -> list[Hit]:
     """The hits with `answer_lines` / `answer_span` set: sentences scored by the model and the question's words
     (by words alone when `embedder` is None: free, where the model costs about one embedding of each hit)."""
+    question = valid_text(question)
     pieces = [(h, units(h.text)) for h in hits]
     texts = [h.text[u.start:u.end] for h, us in pieces for u in us]
     sims: Any = np.zeros(len(texts), dtype=np.float32)

@@ -219,6 +219,30 @@ def test_where_nan_is_text_and_json_is_strict(tmp_path: Path, docs: Path) -> Non
     assert _strict_json(_run(["status", "--json"], cfg).output)
 
 
+def test_undecodable_bytes_in_a_question_or_filter_are_replaced_not_a_traceback(tmp_path: Path, docs: Path) -> None:
+    """A byte that is not UTF-8 in argv reaches Python as a lone surrogate, which the tokenizer, tantivy and Chroma
+    refuse: it is a replacement character from the first step on, in every mode, from argv and stdin alike."""
+    cfg = _cfg(tmp_path / "p", docs)
+    assert _run(["ingest", "-q"], cfg).exit_code == 0
+    for mode in ("hybrid", "vector", "keyword"):
+        result = _run(["query", "rotate a leaked \udcff key", "--mode", mode, "--json"], cfg)
+        assert result.exit_code == 0 and _strict_json(result.stdout), result.output
+    assert _run(["query", "-", "--json"], cfg, input=b"rotate a leaked \xff key").exit_code == 0  # type: ignore[arg-type]
+    filtered = _run(["query", "token", "--where", "tag=\udcff", "--json"], cfg)
+    assert filtered.exit_code == 0 and _strict_json(filtered.stdout) == [], filtered.output
+
+
+def test_a_tag_filter_on_an_index_without_tags_says_so(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nNo front matter here.\n")
+    cfg = _cfg(tmp_path / "p", docs)
+    assert _run(["ingest", "-q"], cfg).exit_code == 0
+    result = _run(["query", "front matter", "--where", "tag=auth"], cfg)
+    assert result.exit_code == 2 and "--where tag=…: no indexed file has tags" in result.output
+    assert "(keys: source)" in result.output and "'tags'" not in result.output
+
+
 @pytest.mark.parametrize("content,needle", [
     ("", "holds no queries"),
     ("- query: token\n  expect: {nonsense: 1}\n", "relevant item"),

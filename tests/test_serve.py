@@ -152,6 +152,15 @@ def test_query_through_the_server_equals_in_process_and_loads_no_chroma(
         assert local.returncode == 0 and via.stdout == local.stdout and via.stdout
 
 
+def test_a_lone_surrogate_in_json_is_a_replacement_character_not_a_500(
+        served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    url, _, _ = served
+    body = '{"question": "rotate a leaked \\ud800 key", "where": ["tag=\\udcff"]}'
+    for where in (body, body.replace(', "where": ["tag=\\udcff"]', "")):
+        found = httpx.post(f"{url}/search", content=where, headers={"Content-Type": "application/json"})
+        assert found.status_code == 200, found.text
+
+
 def test_query_through_the_server_shows_the_files_of_the_indexed_folder(
         served: tuple[str, Path, subprocess.Popen[str]]) -> None:
     """A client whose configuration names another docs folder still prints the paths of the indexed files."""
