@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping, Sequence
 
+from docvec.chunker import valid_text
 from docvec.config import Settings, load_settings
 from docvec.settings import chunk_params, make_configured_embedder, store_location
 from docvec.embedders import Embedder
@@ -212,7 +213,7 @@ def _relative_source(source: str) -> str:
     """A source path as the index stores it, or ConfigError for anything that could point elsewhere."""
     if not source or "\x00" in source or "\\" in source:
         raise ConfigError(f"source '{source}' is not a relative path of the docs folder")
-    path = PurePosixPath(source)
+    path = PurePosixPath(valid_text(source))  # a lone surrogate names no indexed file (and Chroma refuses it)
     if path.is_absolute() or ".." in path.parts or source.startswith("~"):
         raise ConfigError(f"source '{source}' must be a path relative to the docs folder, without '..'")
     return str(path)
