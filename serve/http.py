@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from docvec.chunker import valid_text
 from docvec.config import RANGES
 from docvec.errors import ConfigError, DocvecError, IndexNotFound, ModelUnavailable
 from docvec.status import mask_userinfo
@@ -84,7 +85,7 @@ class Gate:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = self._refusal(scope, headers)
         if refusal is not None:
-            await JSONResponse({"error": refusal[1]}, status_code=refusal[0])(scope, receive, send)
+            await _Json({"error": refusal[1]}, status_code=refusal[0])(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -108,16 +109,25 @@ class Gate:
 Handler = Callable[[Index, dict[str, Any]], Any]
 
 
+class _Json(JSONResponse):
+    """A JSON response that can always be sent: an error message may quote the request, and a \\ud800 escape in
+    the request is a lone surrogate that UTF-8 cannot encode (Starlette's own answer to it is a bare 500)."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return valid_text(text).encode("utf-8")
+
+
 def _endpoint(index: Index, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             body = await _json_body(request) if request.method == "POST" else {}
             result = await anyio.to_thread.run_sync(lambda: handler(index, body))
-            return JSONResponse(result)
+            return _Json(result)
         except HttpError as exc:
-            return JSONResponse({"error": exc.args[0]}, status_code=exc.status)
+            return _Json({"error": exc.args[0]}, status_code=exc.status)
         except DocvecError as exc:
-            return JSONResponse({"error": _clean(str(exc), index)}, status_code=_status_of(exc))
+            return _Json({"error": _clean(str(exc), index)}, status_code=_status_of(exc))
     return endpoint
 
 
@@ -224,7 +234,7 @@ def _status(index: Index, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _healthz(request: Request) -> Response:
-    return JSONResponse({"ok": True})
+    return _Json({"ok": True})
 
 
 def _status_of(exc: DocvecError) -> int:

@@ -145,7 +145,7 @@ class Index:
         with self._lock:
             store = self._current()
             if not store.has_source(rel):
-                raise IndexNotFound(f"'{source}' is not a file of this index: use a source path that search shows")
+                raise IndexNotFound(f"'{rel}' is not a file of this index: use a source path that search shows")
             root = store.docs_root()
         if root is None:
             raise IndexNotFound("this index does not record its docs folder yet: run `docvec ingest` once")
@@ -211,9 +211,10 @@ def _where_items(where: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
 
 def _relative_source(source: str) -> str:
     """A source path as the index stores it, or ConfigError for anything that could point elsewhere."""
+    source = valid_text(source)  # a lone surrogate names no indexed file (Chroma, and JSON out, refuse it)
     if not source or "\x00" in source or "\\" in source:
         raise ConfigError(f"source '{source}' is not a relative path of the docs folder")
-    path = PurePosixPath(valid_text(source))  # a lone surrogate names no indexed file (and Chroma refuses it)
+    path = PurePosixPath(source)
     if path.is_absolute() or ".." in path.parts or source.startswith("~"):
         raise ConfigError(f"source '{source}' must be a path relative to the docs folder, without '..'")
     return str(path)

@@ -159,6 +159,9 @@ def test_a_lone_surrogate_in_json_is_a_replacement_character_not_a_500(
     for where in (body, body.replace(', "where": ["tag=\\udcff"]', "")):
         found = httpx.post(f"{url}/search", content=where, headers={"Content-Type": "application/json"})
         assert found.status_code == 200, found.text
+    quoted = httpx.post(f"{url}/search", content='{"question": "x", "\\ud800": 1}',
+                        headers={"Content-Type": "application/json"})
+    assert quoted.status_code == 400 and "unknown field" in quoted.json()["error"], quoted.text
     read = httpx.post(f"{url}/get", content='{"source": "guides/webhooks\\ud800.md"}',
                       headers={"Content-Type": "application/json"})
     assert read.status_code == 404 and "is not a file of this index" in read.json()["error"], read.text
