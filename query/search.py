@@ -30,6 +30,11 @@ MODES = ("vector", "keyword", "hybrid")
 FUSIONS = ("score", "rrf")
 _HEADING = re.compile(r"^ {0,3}#{1,6}(\s|$)")
 FIRST_DEPTH = 50  # candidates read from each ranking at first; most questions need no deeper read
+# Every -k up to this makes the same reads: HNSW is approximate, so a deeper read (a wider beam, more keyword
+# candidates) can find a chunk that beats a hit the first read certified; with one read plan for -k 1 to 10 their
+# lists are prefixes of each other whatever the vector index misses (a -k 3 read deeper than -k 1 in CI and put a
+# missed chunk second).
+SAME_READS_UP_TO = 10
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,7 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
 
     `vector` is the question's embedding when the caller already has it (the CLI computes it while the index
     opens). `embedder` may be None in keyword mode only (the model is unavailable): similarities are then None."""
-    q = Query(_check_question(question), top_k, mode, where, min_score, per_file, fusion)
+    q = Query(_check_question(question), max(top_k, SAME_READS_UP_TO), mode, where, min_score, per_file, fusion)
     if mode not in MODES:
         raise ConfigError(f"query mode '{mode}' is unknown; expected one of {', '.join(MODES)}")
     if fusion.method not in FUSIONS:
@@ -191,7 +196,7 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
         vector = embedder.embed_query(q.question)
     qvec = None if vector is None else np.asarray(vector, dtype=np.float32)
     if mode == "hybrid" and fusion.method == "rrf":
-        return _rrf(store, keyword, qvec, q)
+        return _rrf(store, keyword, qvec, q)[:top_k]
     depth = max(fusion.candidates or FIRST_DEPTH, 1)
     known = _Known()  # what was looked up, kept across deeper reads
     while True:
@@ -205,11 +210,11 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
         for c in read.pool.values():
             c.score = score(c.similarity, c.keyword_score or 0.0)
         hits = _select(store, read.pool, q, bound, known.documents, q.fusion.file_penalty)
-        if len(hits) >= top_k or complete:
+        if len(hits) >= q.top_k or complete:
             if not hits and where:
                 check_where_keys(store, where)  # an empty answer because of a mistyped key is an error
             return hits[:top_k]
-        depth *= 4 if 4 * len(hits) >= top_k else 16  # few hits certified: duplicates or a flat ranking
+        depth *= 4 if 4 * len(hits) >= q.top_k else 16  # few hits certified: duplicates or a flat ranking
 
 
 def _scorer(q: Query, read: _Read) -> Callable[[float | None, float], float]:
