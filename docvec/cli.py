@@ -287,23 +287,27 @@ def completion_command(shell: str) -> None:
 
 
 READ_ONLY = {"query", "status", "eval"}  # commands that write nothing, so may skip interpreter teardown
-TERMINATED: list[int] = []  # the signal that stopped a run (SIGTERM), for its exit code
+TERMINATED: list[int] = []  # the signal that stopped a run (SIGTERM, SIGHUP), for its exit code
+# Signals that end a run from outside: docker stop, systemd and CI cancel send SIGTERM; a closed terminal or a
+# dropped ssh session sends SIGHUP. Each stops a run like Ctrl-C instead of killing it mid-write.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    """SIGTERM (docker stop, systemd, CI cancel) stops a run like Ctrl-C: between two atomic writes."""
+    """SIGTERM or SIGHUP stops a run like Ctrl-C: between two atomic writes."""
     TERMINATED.append(signum)
     raise KeyboardInterrupt
 
 
 def interrupted_exit_code() -> int:
-    """128 + the signal that stopped the run: 130 for Ctrl-C, 143 for SIGTERM."""
+    """128 + the signal that stopped the run: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
     return 128 + (TERMINATED[-1] if TERMINATED else signal.SIGINT)
 
 
 def main() -> None:
     """Entry point of the `docvec` script."""
-    signal.signal(signal.SIGTERM, _terminate)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _terminate)
     try:
         cli()
     except SystemExit as done:

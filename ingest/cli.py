@@ -85,7 +85,7 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
 
 
 def _watch(settings: Settings, embedder: Any, guard: SyncGuard) -> None:
-    """Sync after every settled burst of changes until Ctrl-C / SIGTERM (a sync then stops between writes)."""
+    """Sync after every settled burst of changes until Ctrl-C, SIGTERM or SIGHUP (a sync stops between writes)."""
     import threading
     import time
 

@@ -44,7 +44,7 @@ def serve_command(config_path: Path | None, index_path: Path | None, collection:
 
             try:
                 build_mcp(index).run("stdio")  # returns when the client closes stdin
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM (docvec's handler turns it into KeyboardInterrupt)
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (docvec's handler: KeyboardInterrupt)
                 log("stopped")
             return
         with _advertised(index, settings, host, port):
@@ -120,9 +120,11 @@ def _serve_http(index: Index, host: str, port: int, token: str | None) -> None:
     # handlers it found: make those no-ops, so that the cleanup below runs and the exit is a clean 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal: stop as for SIGTERM (uvicorn leaves SIGHUP to its default, death)
+        signal.signal(signal.SIGHUP, server.handle_exit)
     log(f"http://{host}:{port} — POST /search, POST /get, GET /status, GET /healthz, MCP at /mcp "
         f"({index.location.describe()}{', token required' if token else ''})")
-    server.run()  # SIGINT / SIGTERM: finish open requests, then return
+    server.run()  # SIGINT / SIGTERM / SIGHUP: finish open requests, then return
     log("stopped")
 
 

@@ -283,14 +283,15 @@ def test_cpus_follow_affinity_and_cgroup_quota(tmp_path: Path) -> None:
 # --- 13, 15. SIGTERM like Ctrl-C; a failed first ingest leaves nothing; truthful counts ---------------------------------
 
 
-def test_sigterm_stops_between_writes_with_a_truthful_summary(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])  # docker stop / CI cancel; a closed terminal
+def test_sigterm_stops_between_writes_with_a_truthful_summary(tmp_path: Path, signum: int) -> None:
     docs = tmp_path / "docs"
     _corpus(docs, 200, seed=11)
     cfg = _cfg(tmp_path / "p", docs)
     proc = subprocess.Popen([sys.executable, "-m", "docvec.cli", "ingest", "--config", str(cfg)], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    err = signal_while_indexing(proc, signal.SIGTERM, 1.0)
-    assert proc.returncode == 143, err
+    err = signal_while_indexing(proc, signum, 1.0)
+    assert proc.returncode == 128 + signum, err
     assert "interrupted: what was stored is kept" in err and "Traceback" not in err
     held = int(err.split("index holds ")[1].split()[0])
     status = json.loads(_run(["status", "--json"], cfg).output)

@@ -53,8 +53,8 @@ def _docvec(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "docvec.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
-def _stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGTERM)
+def _stop(proc: subprocess.Popen[str], signum: int = signal.SIGTERM) -> str:
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     return err
@@ -188,11 +188,13 @@ def test_second_serve_is_refused_naming_the_first(served: tuple[str, Path, subpr
     assert second.returncode == 1 and "already running" in err and str(first.pid) in err and url in err
 
 
-def test_sigterm_stops_cleanly_and_removes_the_advert(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])  # SIGHUP: the terminal was closed
+def test_sigterm_stops_cleanly_and_removes_the_advert(served: tuple[str, Path, subprocess.Popen[str]],
+                                                      signum: int) -> None:
     _, project, proc = served
     adverts = list((project / "index").glob("docvec-serve-*.json"))
     assert len(adverts) == 1 and json.loads(adverts[0].read_text())["pid"] == proc.pid
-    _stop(proc)
+    _stop(proc, signum)
     assert not adverts[0].exists()
     run = _docvec(["query", QUESTION, "--config", str(project / "config.yaml"), "-k", "1"], project)
     assert run.returncode == 0 and "webhooks.md" in run.stdout  # no server: answered in-process
