@@ -120,7 +120,7 @@ def _serve_http(index: Index, host: str, port: int, token: str | None) -> None:
     # handlers it found: make those no-ops, so that the cleanup below runs and the exit is a clean 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
-    if hasattr(signal, "SIGHUP"):  # a closed terminal: stop as for SIGTERM (uvicorn leaves SIGHUP to its default, death)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal: stop as for SIGTERM (uvicorn leaves SIGHUP deadly)
         signal.signal(signal.SIGHUP, server.handle_exit)
     log(f"http://{host}:{port} — POST /search, POST /get, GET /status, GET /healthz, MCP at /mcp "
         f"({index.location.describe()}{', token required' if token else ''})")
