@@ -128,13 +128,21 @@ def chunk_markdown(text: str, count_tokens: TokenCounter, params: ChunkParams) -
     title_value = front.get("title")
     starts = _line_starts(text)
     sections = _sections(text, body_start, starts)
-    title = str(title_value) if title_value else _first_h1(sections)
+    title = _title_of(title_value) or _first_h1(sections)
     if not text[body_start:].strip() and _summary(front):  # a section page: its description is its text
         return ParsedDocument(front, title, [_summary_chunk(text, front, title, body_start, count_tokens)], warnings)
     packer = _Packer(text, count_tokens, params, starts)
     packer.prefetch(sections)
     chunks = [c for s in sections for c in packer.pack_section(s)]
     return ParsedDocument(front, title, packer.merge_small(chunks), warnings)
+
+
+def _title_of(value: object) -> str | None:
+    """A front-matter title as a label: one line, cut like a heading; None unless it is text or a number (a list or
+    a mapping is no title, and 64 KB of title must not be repeated in every chunk's label)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    return _heading_text(str(value)) or None
 
 
 def has_body(text: str) -> bool:

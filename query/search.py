@@ -445,7 +445,8 @@ def parse_where(filters: list[str]) -> dict[str, Any] | None:
 
 
 def _clause(key: str, value: str) -> dict[str, Any]:
-    key = key[3:] if key.startswith("fm.") else key  # the name --json shows works as well
+    if key.startswith("fm."):  # the name --json shows: always a front-matter key (a page's own `source:` too)
+        return _front_matter_clause(key[3:], value)
     if key == "source":
         folder = value.rstrip("/")
         if value.endswith("/"):
@@ -453,6 +454,10 @@ def _clause(key: str, value: str) -> dict[str, Any]:
         return {"$or": [{"source": value}, {"dirs": {"$contains": folder}}]}
     if key in ("tag", "tags"):
         return {"fm.tags": {"$contains": value}}
+    return _front_matter_clause(key, value)
+
+
+def _front_matter_clause(key: str, value: str) -> dict[str, Any]:
     # A list-valued key (tags: [a, b]; stored as strings) matches by membership, a scalar one by equality.
     return {"$or": [{f"fm.{key}": _scalar(value)}, {f"fm.{key}": {"$contains": value}}]}
 

@@ -8,7 +8,8 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from docvec.chunker import ChunkParams, _blocks, _join, _line_starts, _trim, chunk_ids, chunk_markdown
+from docvec.chunker import (MAX_HEADING_CHARS, ChunkParams, _blocks, _join, _line_starts, _trim, chunk_ids,
+                            chunk_markdown)
 from tests.conftest import _tokenizer
 
 COUNT = _tokenizer().count_tokens
@@ -78,6 +79,16 @@ def test_front_matter_is_metadata_not_text() -> None:
     assert doc.title == "Tokens"
     assert all("tags:" not in c.embed_text for c in doc.chunks)
     assert doc.chunks[0].start_line == 6
+
+
+def test_a_front_matter_title_is_a_one_line_label_or_none() -> None:
+    """A hostile title (a list, a mapping, 10 KB over several lines) must not become "['1']" or a 10 KB label."""
+    body = "# Heading\n\nBody text here.\n"
+    for value in ("[1, {a: 2}]", "{a: 1}", "true", "''"):
+        assert chunk_markdown(f"---\ntitle: {value}\n---\n{body}", COUNT, ChunkParams()).title == "Heading"
+    long = chunk_markdown("---\ntitle: |\n  " + "word " * 2000 + "\n  second line\n---\n" + body, COUNT, ChunkParams())
+    assert long.title is not None and "\n" not in long.title and len(long.title) <= MAX_HEADING_CHARS
+    assert chunk_markdown(f"---\ntitle: 2024\n---\n{body}", COUNT, ChunkParams()).title == "2024"
 
 
 def test_malformed_front_matter_is_a_warning() -> None:

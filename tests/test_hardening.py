@@ -219,6 +219,21 @@ def test_where_nan_is_text_and_json_is_strict(tmp_path: Path, docs: Path) -> Non
     assert _strict_json(_run(["status", "--json"], cfg).output)
 
 
+def test_fm_prefix_always_names_a_front_matter_key(tmp_path: Path) -> None:
+    """A page's own `source:` or `tag:` in front matter is reachable as fm.source / fm.tag: `source=` filters on
+    the file's path, `tag=` on the tags list."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("---\nsource: upstream/wiki.md\ntag: legacy\n---\n# A\n\nToken text.\n")
+    (docs / "b.md").write_text("# B\n\nToken text too.\n")
+    cfg = _cfg(tmp_path / "p", docs)
+    assert _run(["ingest", "-q"], cfg).exit_code == 0
+    for where in ("fm.source=upstream/wiki.md", "fm.tag=legacy", "source=a.md"):
+        hits = _strict_json(_run(["query", "token", "--where", where, "--json"], cfg).output)
+        assert [h["source"] for h in hits] == ["a.md"], where
+    assert _strict_json(_run(["query", "token", "--where", "source=upstream/wiki.md", "--json"], cfg).output) == []
+
+
 def test_undecodable_bytes_in_a_question_or_filter_are_replaced_not_a_traceback(tmp_path: Path, docs: Path) -> None:
     """A byte that is not UTF-8 in argv reaches Python as a lone surrogate, which the tokenizer, tantivy and Chroma
     refuse: it is a replacement character from the first step on, in every mode, from argv and stdin alike."""
