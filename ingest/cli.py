@@ -247,17 +247,20 @@ def _render_verify(report: "VerifyReport", as_json: bool) -> None:
 
 
 @click.command(cls=DocvecCommand)
+@click.argument("docs_dir", required=False, type=click.Path(path_type=Path))
 @config_options
 @click.option("--wait", is_flag=True, help="Wait for another writer of this index instead of failing.")
 @guard_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def reindex_command(config_path: Path | None, index_path: Path | None, collection: str | None, wait: bool,
-                    docs_moved: bool, yes: bool, as_json: bool, quiet: bool) -> None:
-    """Re-embed everything with the configured model/chunking beside the live index, then switch to it."""
+def reindex_command(docs_dir: Path | None, config_path: Path | None, index_path: Path | None, collection: str | None,
+                    wait: bool, docs_moved: bool, yes: bool, as_json: bool, quiet: bool) -> None:
+    """Re-embed DOCS_DIR (default: docs.path) with the configured model/chunking beside the live index, then
+    switch to it."""
     from ingest.reindex import reindex
 
-    settings = load(config_path, {"store.path": index_path, "store.collection": collection})
+    settings = load(config_path, {"docs.path": str(docs_dir) if docs_dir else None, "store.path": index_path,
+                                  "store.collection": collection})
     embedder = make_configured_embedder(settings)
     location = store_location(settings)
     with writer_lock_of(location, wait), \

@@ -136,6 +136,7 @@ def _watching(index: Index, settings: Settings, enabled: bool) -> Iterator[None]
         return
     from ingest.watch import follow, watch_folder
 
+    index.check_docs_root()  # watching another folder than the index's could only fail, forever: say so now
     stop = threading.Event()
 
     def run() -> None:

@@ -23,11 +23,11 @@ from docvec.chunker import valid_text
 from docvec.config import Settings, load_settings
 from docvec.settings import chunk_params, make_configured_embedder, store_location
 from docvec.embedders import Embedder
-from docvec.errors import ConfigError, IndexNotFound
+from docvec.errors import ConfigError, IndexNotFound, Refused
 from docvec.keyword import KeywordIndex, sync_keyword_index
 from docvec.status import status_data
 from docvec.store import GENERATION_KEY, Store, StoreLocation, forget_cached_client
-from ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard
+from ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard, docs_root_of
 from ingest.sync import scan_options, sync_index
 from query.model import index_embedder
 from query.search import Fusion, Hit, parse_where, search
@@ -160,6 +160,16 @@ class Index:
         """What `docvec status --json` shows: docs folder, last sync, files, chunks, model, writer, ..."""
         with self._lock:
             return status_data(self._current(), self.settings)
+
+    def check_docs_root(self) -> None:
+        """Refused when the index was built from another folder than the configured one (no sync could succeed)."""
+        given = docs_root_of(self.settings.resolve(self.settings.docs.path))
+        with self._lock:
+            recorded = self._current().docs_root()
+        if recorded is not None and recorded != given:
+            raise Refused(f"{self.location.describe()} was built from {recorded}, not {given} (docs.path): set "
+                          f"docs.path to {recorded} to watch it, or run `docvec ingest {given} --docs-moved` once "
+                          "if the docs now live there")
 
     def sync(self, on_progress: Callable[[Progress], None] | None = None, guard: SyncGuard = SyncGuard(),
              wait: bool = False) -> IngestReport:

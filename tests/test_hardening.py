@@ -51,6 +51,9 @@ def test_an_index_refuses_another_docs_folder_and_verify_takes_the_folder(tmp_pa
         assert result.exit_code == 1, (args, result.output)
         assert f"was built from {site.resolve()}, not {docs.resolve()}" in result.output, result.output
         assert "--docs-moved" in result.output
+        # What the message says works for this very command (reindex took no DOCS_DIR while told to pass one).
+        assert f"pass {site.resolve()} as DOCS_DIR" in result.output
+        assert _run([*args, str(site.resolve()), "-q" if args[0] != "verify" else "--wait"], cfg).exit_code == 0, args
     assert _run(["verify", str(site)], cfg).exit_code == 0  # verify takes the folder like ingest
     status = json.loads(_run(["status", "--json"], cfg).output)
     assert status["chunks"] > 0 and status["docs_root"] == str(site.resolve()) and status["files"] == 6

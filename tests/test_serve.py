@@ -200,6 +200,20 @@ def test_sigterm_stops_cleanly_and_removes_the_advert(served: tuple[str, Path, s
     assert run.returncode == 0 and "webhooks.md" in run.stdout  # no server: answered in-process
 
 
+def test_watch_refuses_to_start_on_an_index_built_from_another_folder(project: Path, tmp_path: Path) -> None:
+    """It could only fail, forever ("sync failed, will retry" every minute while serving): say so at start."""
+    other = tmp_path / "other-docs"
+    other.mkdir()
+    (other / "page.md").write_text("# Other\n\nAnother folder's page.\n")
+    assert CliRunner().invoke(cli, ["ingest", str(other), "-q", "--config", str(project / "config.yaml")]).exit_code == 0
+    proc = _start(["serve", "--watch", "--config", str(project / "config.yaml"), "--listen",
+                   f"127.0.0.1:{_free_port()}"], project)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and f"built from {other.resolve()}" in err and "docs.path" in err, err
+    status = json.loads(_docvec(["status", "--json", "--config", str(project / "config.yaml")], project).stdout)
+    assert status["files"] == 1  # untouched
+
+
 def test_a_reindex_by_another_process_is_picked_up(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
     url, project, _ = served
     before = httpx.post(f"{url}/search", json={"question": QUESTION, "k": 1}).json()["live"]
