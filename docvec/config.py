@@ -164,6 +164,10 @@ PATTERNS: dict[tuple[str, str], tuple[str, str]] = {
     ("store", "collection"): (r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]",
                               "3-512 characters of a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"),
 }
+# Text settings that an empty (or blank) value would silently turn into something else: store.path "" is the
+# project folder itself, an empty model name Ollama's default, include [] no file at all (so every file "removed").
+NOT_EMPTY = {("docs", "path"), ("docs", "include"), ("store", "path"), ("store", "tenant"), ("store", "database"),
+             ("embedding", "model"), ("embedding", "host"), ("embedding", "keep_alive"), ("serve", "listen")}
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("embedding", "provider"): ("builtin", "ollama"),
     ("query", "mode"): ("vector", "keyword", "hybrid"),
@@ -230,9 +234,27 @@ def _looks_like_ours(path: Path) -> bool:
     return isinstance(data, dict) and bool(data) and set(data) <= set(SECTIONS)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one silently, so a
+    second `top_k:` further down would quietly win over the one the user is looking at)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then an override is not a duplicate
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key}' appears twice in one mapping: keep one", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -347,6 +369,11 @@ def _check_value(key: str, value: Any, expected: Any, origin: str) -> Any:
 def _check_range(section: str, key: str, value: Any, origin: str) -> None:
     if value is None:
         return
+    if (section, key) in NOT_EMPTY and _blank(value):
+        default = getattr(SECTIONS[section](), key)
+        hint = f" (the default is {default!r})" if default is not None and not key.endswith(SECRET_SUFFIXES) else ""
+        what = "holds an empty pattern" if isinstance(value, list) and value else "is empty"
+        raise ConfigError(f"{origin}: '{section}.{key}' {what}; give it a value or remove the key{hint}")
     low, high = RANGES.get((section, key), (None, None))
     if (low is not None and value < low) or (high is not None and value > high):
         raise ConfigError(f"{origin}: '{section}.{key}' is {value}; accepted range is {low}..{high}")
@@ -396,7 +423,18 @@ def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+def _blank(value: Any) -> bool:
+    """An empty or whitespace-only text, or a list that is empty or holds one."""
+    if isinstance(value, list):
+        return not value or any(_blank(v) for v in value)
+    return isinstance(value, str) and not value.strip()
+
+
 def _check_relations(settings: Settings, origin: str) -> None:
+    q = settings.query
+    if q.vector_weight + q.keyword_weight == 0:
+        raise ConfigError(f"{origin}: query.vector_weight and query.keyword_weight are both 0, so every hybrid "
+                          f"score would be 0: give one of them a weight above 0")
     e = settings.embedding
     if e.provider == "builtin" and (e.query_prefix or e.document_prefix):
         raise ConfigError(f"{origin}: embedding.query_prefix/document_prefix apply to the ollama provider; "

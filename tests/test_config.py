@@ -42,6 +42,15 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
     ("query: [1, 2\n", "line 2"),
     ("store:\n  collection: p\n", "'store.collection' is 'p'; expected 3-512 characters"),
     ("- just\n- a list\n", "expected a mapping of sections"),
+    # Values YAML takes silently that would index the wrong thing or nothing:
+    ("query:\n  top_k: 3\n  mode: vector\n  top_k: 9\n", "line 4: key 'top_k' appears twice"),
+    ("query:\n  top_k: 3\nstore:\n  path: x\nquery:\n  mode: vector\n", "line 5: key 'query' appears twice"),
+    ("store:\n  path: ''\n", "'store.path' is empty"),  # the project folder itself
+    ("docs:\n  path: '  '\n", "'docs.path' is empty"),
+    ("docs:\n  include: []\n", "'docs.include' is empty"),  # no file, so every indexed file "removed"
+    ("docs:\n  include: ['**/*.md', '']\n", "'docs.include' holds an empty pattern"),
+    ("embedding:\n  model: ''\n", "'embedding.model' is empty"),
+    ("query:\n  vector_weight: 0\n  keyword_weight: 0\n", "both 0"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path: Path, content: str, message: str) -> None:
     cfg = tmp_path / "bad.yaml"
@@ -57,6 +66,15 @@ def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
         load_settings(None, {"DOCVEC_STORE_PORT": "abc"}, cwd=tmp_path)
     with pytest.raises(ConfigError, match="DOCVEC_NOPE_X"):
         load_settings(None, {"DOCVEC_NOPE_X": "1"}, cwd=tmp_path)
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("query:\n  <<: {top_k: 3, mode: vector}\n  top_k: 2\n")
+    s = load_settings(cfg, {})
+    assert s.query.top_k == 2 and s.query.mode == "vector"
+    with pytest.raises(ConfigError, match="DOCVEC_STORE_PATH: 'store.path' is empty"):
+        load_settings(None, {"DOCVEC_STORE_PATH": ""}, cwd=tmp_path)
 
 
 def test_empty_section_means_defaults(tmp_path: Path) -> None:
