@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import yaml
 
+from docvec.config import load_yaml
 from docvec.errors import ConfigError
 from query.search import Hit
 
@@ -99,6 +100,8 @@ def _from_jsonl(path: Path, text: str) -> list[LabelledQuery]:
             continue
         try:
             row = json.loads(line)
+            if not isinstance(row["query"], str) or not row["query"].strip():
+                raise ValueError(f"'query' must be a question, got {row['query']!r}")
             out.append(LabelledQuery(str(row.get("id", n)), str(row["query"]), _relevant(row["relevant"])))
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path} line {n}: expected {{\"id\", \"query\", \"relevant\": [...]}} ({exc})") from exc
@@ -107,9 +110,11 @@ def _from_jsonl(path: Path, text: str) -> list[LabelledQuery]:
 
 def _from_yaml(path: Path, text: str) -> list[LabelledQuery]:
     try:
-        rows = yaml.safe_load(text)
+        rows = load_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML ({getattr(exc, 'problem', exc)})") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: malformed YAML ({getattr(exc, 'problem', None) or exc})") from exc
     if rows is None:
         return []
     if not isinstance(rows, list):
@@ -124,6 +129,8 @@ def _from_yaml(path: Path, text: str) -> list[LabelledQuery]:
         unknown = sorted(set(row) - {"id", "query", "expect", "within"})
         if unknown:
             raise ConfigError(f"{path} item {n}: unknown key '{unknown[0]}' — expected query, expect, within, id")
+        if not isinstance(row["query"], (str, int, float)) or not str(row["query"]).strip():
+            raise ConfigError(f"{path} item {n}: 'query' must be a question, got {row['query']!r}")
         expect = row["expect"] if isinstance(row["expect"], list) else [row["expect"]]
         try:
             out.append(LabelledQuery(str(row.get("id", n)), str(row["query"]), _relevant(expect), within))

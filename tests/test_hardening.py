@@ -265,6 +265,8 @@ def test_a_tag_filter_on_an_index_without_tags_says_so(tmp_path: Path) -> None:
     ("", "holds no queries"),
     ("- query: token\n  expect: {nonsense: 1}\n", "relevant item"),
     ("- query: token\n  expect: guides/x.md\n  wihtin: 3\n", "unknown key 'wihtin'"),
+    ("- query: ''\n  expect: guides/x.md\n", "item 1: 'query' must be a question"),  # named, not a query error
+    ("- query: token\n  expect: guides/x.md\n  expect: guides/y.md\n", "line 3: malformed YAML (key 'expect' appears"),
 ])
 def test_bad_eval_files_fail_with_one_line(tmp_path: Path, content: str, needle: str) -> None:
     path = tmp_path / "eval.yaml"
