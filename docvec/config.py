@@ -167,7 +167,10 @@ PATTERNS: dict[tuple[str, str], tuple[str, str]] = {
 # Text settings that an empty (or blank) value would silently turn into something else: store.path "" is the
 # project folder itself, an empty model name Ollama's default, include [] no file at all (so every file "removed").
 NOT_EMPTY = {("docs", "path"), ("docs", "include"), ("store", "path"), ("store", "tenant"), ("store", "database"),
-             ("embedding", "model"), ("embedding", "host"), ("embedding", "keep_alive"), ("serve", "listen")}
+             ("embedding", "model"), ("embedding", "host"), ("embedding", "keep_alive"), ("serve", "listen"),
+             ("serve", "token")}
+MIN_TOKEN_CHARS = 16  # a serve token guards an index reachable from other machines: no "abc", no "   "
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: sent verbatim in an Authorization header
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("embedding", "provider"): ("builtin", "ollama"),
     ("query", "mode"): ("vector", "keyword", "hybrid"),
@@ -379,6 +382,10 @@ def _check_range(section: str, key: str, value: Any, origin: str) -> None:
         hint = f" (the default is {default!r})" if default is not None and not key.endswith(SECRET_SUFFIXES) else ""
         what = "holds an empty pattern" if isinstance(value, list) and value else "is empty"
         raise ConfigError(f"{origin}: '{section}.{key}' {what}; give it a value or remove the key{hint}")
+    if (section, key) == ("serve", "token") and (len(value) < MIN_TOKEN_CHARS or not _TOKEN.fullmatch(value)):
+        raise ConfigError(f"{origin}: 'serve.token' must be at least {MIN_TOKEN_CHARS} visible ASCII characters "
+                          "without spaces, e.g. the output of: python -c \"import secrets; "
+                          "print(secrets.token_urlsafe())\"")  # the value itself is never shown
     low, high = RANGES.get((section, key), (None, None))
     if (low is not None and value < low) or (high is not None and value > high):
         raise ConfigError(f"{origin}: '{section}.{key}' is {value}; accepted range is {low}..{high}")

@@ -230,6 +230,11 @@ def test_non_loopback_bind_needs_a_token_and_checks_it(project: Path) -> None:
     refused = _start(["serve", "--config", str(project / "config.yaml"), "--listen", f"0.0.0.0:{port}"], project)
     _, err = refused.communicate(timeout=60)
     assert refused.returncode == 2 and "token" in err
+    for weak in ("   ", "abc123", "sixteen chars ok"):  # blank, short, a space: refused, never shown
+        result = CliRunner().invoke(cli, ["serve", "--config", str(project / "config.yaml"), "--listen",
+                                          f"0.0.0.0:{port}"], env={"DOCVEC_SERVE_TOKEN": weak})
+        assert result.exit_code == 2 and "'serve.token'" in result.output, weak
+        assert not weak.strip() or weak not in result.output
     token = "s3cret-token-value"
     proc = _start(["serve", "--config", str(project / "config.yaml"), "--listen", f"0.0.0.0:{port}"], project,
                   {"DOCVEC_SERVE_TOKEN": token})
