@@ -183,6 +183,7 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
 
     `vector` is the question's embedding when the caller already has it (the CLI computes it while the index
     opens). `embedder` may be None in keyword mode only (the model is unavailable): similarities are then None."""
+    _check_numbers(top_k, min_score, per_file)
     q = Query(_check_question(question), max(top_k, SAME_READS_UP_TO), mode, where, min_score, per_file, fusion)
     if mode not in MODES:
         raise ConfigError(f"query mode '{mode}' is unknown; expected one of {', '.join(MODES)}")
@@ -419,6 +420,17 @@ def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] 
         c.score = sum(w / (f.rrf_k + r) for w, r in ((f.vector_weight, c.vector_rank),
                                                     (f.keyword_weight, c.keyword_rank)) if r)
     return _select(store, read.pool, q, -math.inf)
+
+
+def _check_numbers(top_k: int, min_score: float, per_file: int) -> None:
+    """The numbers every entry point (CLI, HTTP, MCP, library) passes, checked once: NaN compares false with
+    everything, so `min_score` NaN silently dropped every hit."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"k must be a whole number of 1 or more, got {top_k!r}")
+    if isinstance(per_file, bool) or not isinstance(per_file, int) or per_file < 0:
+        raise ConfigError(f"per_file must be a whole number of 0 or more (0: no cap), got {per_file!r}")
+    if not isinstance(min_score, (int, float)) or math.isnan(min_score) or min_score > 1:
+        raise ConfigError(f"min_score must be a number up to 1 (scores lie in -1..1), got {min_score!r}")
 
 
 def _check_question(question: str) -> str:

@@ -222,6 +222,26 @@ def test_where_nan_is_text_and_json_is_strict(tmp_path: Path, docs: Path) -> Non
     assert _strict_json(_run(["status", "--json"], cfg).output)
 
 
+@pytest.mark.parametrize("k,min_score,per_file,needle", [
+    (5, float("nan"), 0, "min_score"), (5, 1.5, 0, "min_score"), (0, 0.0, 0, "k must be"), (True, 0.0, 0, "k must"),
+    (5, 0.0, -1, "per_file"),
+])
+def test_every_entry_point_shares_one_number_check(tmp_path: Path, docs: Path, k: int, min_score: float,
+                                                   per_file: int, needle: str) -> None:
+    """The MCP tool and library callers reach search() without the CLI's or HTTP's checks: NaN min_score
+    returned nothing at all, silently."""
+    from docvec.errors import ConfigError
+    from docvec.keyword import KeywordIndex
+    from docvec.store import Store, StoreLocation
+    from query.search import search
+
+    cfg = _cfg(tmp_path / "p", docs)
+    assert _run(["ingest", "-q"], cfg).exit_code == 0
+    store = Store.open_for_reading(StoreLocation(tmp_path / "p" / "index", "docvec"))
+    with KeywordIndex.of(store, read_only=True) as keyword, pytest.raises(ConfigError, match=needle):
+        search(store, None, "token", k, min_score, None, "keyword", keyword, per_file=per_file)
+
+
 def test_fm_prefix_always_names_a_front_matter_key(tmp_path: Path) -> None:
     """A page's own `source:` or `tag:` in front matter is reachable as fm.source / fm.tag: `source=` filters on
     the file's path, `tag=` on the tags list."""
