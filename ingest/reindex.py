@@ -13,7 +13,7 @@ from typing import Any
 
 from docvec.chunker import ChunkParams
 from docvec.embedders import Embedder
-from docvec.errors import IndexNotFound, StoreError
+from docvec.errors import IndexNotFound, Refused, StoreError
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import remove_keyword_index
 from docvec.store import Store, StoreLocation, physical_name
@@ -73,9 +73,27 @@ def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptio
     if found.problems:
         raise StoreError(f"the new index '{name}' has {found.problems} problems after building; the live index is "
                          f"unchanged: run `docvec reindex` again")
+    _check_files_kept(live, new, guard)
     live.point_to(name)
     report.switched = True
     return report
+
+
+def _sources(store: Store) -> set[str]:
+    return {str(meta.get("source", "")) for _, meta in store.iter_metadata()}
+
+
+def _check_files_kept(live: Store, new: Store, guard: SyncGuard) -> None:
+    """Switching to an index that lacks most of the live one's files deletes them from what queries see, as a
+    sync that removes them would: the same share needs --yes. (Chunk counts cannot tell: bigger chunks are
+    fewer.) The new index is kept, so the confirmed re-run embeds nothing again."""
+    if guard.allow_mass_delete:
+        return
+    before = _sources(live)
+    gone = len(before - _sources(new))
+    if gone and gone > guard.max_delete_share * len(before):
+        raise Refused(f"the new index lacks {gone} of the live index's {len(before)} files (gone from the docs "
+                      f"folder): if the docs folder is right, run again with --yes; the live index is unchanged")
 
 
 def rollback(location: StoreLocation) -> tuple[str, str]:

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from docvec.chunker import ChunkParams, content_hash
 from docvec.cli import cli
 from docvec.embedders.builtin import BuiltinEmbedder
-from docvec.errors import IndexMismatch
+from docvec.errors import IndexMismatch, Refused
 from docvec.fingerprint import Fingerprint
 from docvec.store import Store, StoreLocation
-from ingest.pipeline import ingest, open_for_writing
+from ingest.pipeline import SyncGuard, ingest, open_for_writing
 from ingest.reindex import prune, reindex, rollback
 from ingest.scan import ScanOptions
 from ingest.verify import verify
@@ -45,6 +45,27 @@ def test_same_dimension_model_switch_is_detected(tmp_path: Path, docs: Path, bui
     with pytest.raises(IndexMismatch, match=r"provider: 'builtin' → 'test'.*model: 'all-MiniLM-L6-v2' → "
                                             r"'other-minilm'.*docvec reindex"):
         open_for_writing(location, Fingerprint.build(other.info, PARAMS))
+
+
+def test_a_reindex_that_would_drop_most_files_asks_for_yes(tmp_path: Path) -> None:
+    """Switching to an index built from a half-empty folder (an unmounted volume, a wrong checkout) deletes those
+    files from what queries see, like a sync would: the same --yes. The built index is kept for the re-run."""
+    docs = tmp_path / "docs"
+    _corpus(docs, 10, seed=5)
+    location = StoreLocation(tmp_path / "idx", "docs")
+    embedder = RecordingEmbedder()
+    ingest(open_for_writing(location, Fingerprint.build(embedder.info, PARAMS)), embedder, ScanOptions(docs), PARAMS)
+    live_name = Store.open(location).name
+    for f in sorted(docs.glob("*.md"))[:7]:
+        f.unlink()
+    smaller = ChunkParams(max_tokens=128)
+    with pytest.raises(Refused, match=r"lacks 7 of the live index's 10 files.*--yes"):
+        reindex(location, embedder, ScanOptions(docs), smaller)
+    assert Store.open(location).name == live_name  # still answering from all ten files
+    embedder.embedded.clear()
+    report = reindex(location, embedder, ScanOptions(docs), smaller, guard=SyncGuard(allow_mass_delete=True))
+    assert report.switched and report.resumed and not embedder.embedded  # the kept build, nothing embedded again
+    assert Store.open(location).name != live_name
 
 
 def test_reindex_switches_and_rollback_restores_exactly(tmp_path: Path, docs: Path) -> None:
