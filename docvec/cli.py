@@ -318,10 +318,22 @@ def main() -> None:
             from docvec.store import remove_snapshots
 
             remove_snapshots()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(done.code or 0)
+            flushed = _flush_output()
+            os._exit(done.code or (0 if flushed else 1))
         raise
+
+
+def _flush_output() -> bool:
+    """Flush stdout and stderr before a fast exit; False when the output could not be written (a full disk, a
+    closed pipe). A stream closed at start (`docvec status >&-`) is None and has nothing to flush."""
+    ok = True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            ok = False
+    return ok
 
 
 if __name__ == "__main__":

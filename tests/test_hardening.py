@@ -242,6 +242,21 @@ def test_every_entry_point_shares_one_number_check(tmp_path: Path, docs: Path, k
         search(store, None, "token", k, min_score, None, "keyword", keyword, per_file=per_file)
 
 
+def test_output_that_cannot_be_written_is_one_line_or_nothing(tmp_path: Path, docs: Path) -> None:
+    """stdout closed (`>&-`), on a full disk (/dev/full) or cut by `head`: never a traceback. A closed stdout
+    crashed the read-only commands' fast exit ('NoneType' object has no attribute 'flush')."""
+    cfg = _cfg(tmp_path / "p", docs)
+    assert _run(["ingest", "-q"], cfg).exit_code == 0
+    docvec = f"{sys.executable} -m docvec.cli"
+    for command, redirect, code in (("status", ">&-", 0), ("query token -k 3", ">&-", 0),
+                                    ("query token -k 3", ">/dev/full", 1), ("status --json", ">/dev/full", 1),
+                                    ("query token -k 5 --json", "| head -c 10 >/dev/null; exit ${PIPESTATUS[0]}", 0)):
+        run = subprocess.run(["bash", "-c", f"{docvec} {command} --config {cfg} {redirect}"], capture_output=True,
+                             text=True)
+        assert "Traceback" not in run.stderr and len(run.stderr.splitlines()) <= 1, (command, redirect, run.stderr)
+        assert run.returncode == code, (command, redirect, run.returncode, run.stderr)
+
+
 def test_fm_prefix_always_names_a_front_matter_key(tmp_path: Path) -> None:
     """A page's own `source:` or `tag:` in front matter is reachable as fm.source / fm.tag: `source=` filters on
     the file's path, `tag=` on the tags list."""
