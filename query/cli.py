@@ -61,7 +61,7 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
     # Undecodable bytes become replacement characters, whatever the locale: read from stdin as bytes, and in argv
     # they arrive as lone surrogates
     if question == ("-",):
-        text = sys.stdin.buffer.read().decode("utf-8", "replace").strip()
+        text = _read_question()
     else:
         text = valid_text(" ".join(question)).strip()
     if not text:
@@ -94,6 +94,19 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
     if q.spans != "off":
         hits = point(hits, text, embedder if q.spans == "model" else None, vector)
     view.of_index(store.docs_root()).show(hits)
+
+
+def _read_question() -> str:
+    """The question piped in, read no further than a question may be long (`cat /dev/zero | docvec query -`
+    must not fill memory), as text whatever the locale."""
+    if sys.stdin is None:
+        raise click.UsageError("stdin is closed: pass the question as an argument, or pipe it in with -")
+    limit = 4 * MAX_QUERY_CHARS  # UTF-8 needs at most 4 bytes a character
+    raw = sys.stdin.buffer.read(limit + 1)
+    if len(raw) > limit:
+        raise click.UsageError(f"the question on stdin is over {MAX_QUERY_CHARS} characters; the limit is "
+                               f"{MAX_QUERY_CHARS}")
+    return raw.decode("utf-8", "replace").strip()
 
 
 @dataclass(frozen=True)

@@ -257,6 +257,15 @@ def test_output_that_cannot_be_written_is_one_line_or_nothing(tmp_path: Path, do
         assert run.returncode == code, (command, redirect, run.returncode, run.stderr)
 
 
+def test_a_question_on_stdin_is_bounded_and_a_closed_stdin_is_one_line(tmp_path: Path, docs: Path) -> None:
+    cfg = _cfg(tmp_path / "p", docs)
+    docvec = f"{sys.executable} -m docvec.cli query - --config {cfg}"
+    for shell, needle in ((f"{docvec} <&-", "stdin is closed"),  # was an AttributeError traceback
+                          (f"head -c 50000000 /dev/zero | {docvec}", "over 10000 characters")):  # read it all
+        run = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
 def test_fm_prefix_always_names_a_front_matter_key(tmp_path: Path) -> None:
     """A page's own `source:` or `tag:` in front matter is reachable as fm.source / fm.tag: `source=` filters on
     the file's path, `tag=` on the tags list."""
