@@ -17,8 +17,8 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
-from itertools import accumulate, repeat
-from typing import Any, Callable, Iterator, Sequence
+from itertools import accumulate, islice, repeat
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import yaml
 
@@ -31,7 +31,9 @@ CHUNKER_VERSION = "4"  # 2: long headings capped in context, split code blocks p
 # matter, description-only pages, MDX; 4: pulldown-cmark's blocks (markdown-it's differed on rare HTML/table cases)
 #: Counts model tokens (special tokens included) of each text in a batch. Counts must add up across ASCII
 #: whitespace: count(a + w + b) = count(a) + count(b) - count("") when w holds a space, tab, CR or LF. Word-piece
-#: tokenizers, whose words never span whitespace, do (tests/test_embedder.py checks the built-in one).
+#: tokenizers, whose words never span whitespace, do (tests/test_embedder.py checks the built-in one). Each
+#: character of ISOLATED must count at least one token: BERT's word-pieces split punctuation and CJK ideographs off
+#: one by one.
 TokenCounter = Callable[[Sequence[str]], list[int]]
 Scalar = str | int | float | bool
 _Span = tuple[int, int, int, bool]  # (start char, end char, model tokens without special tokens, count exact)
@@ -53,6 +55,13 @@ _PIECE_TOKENS = 32  # word-level pieces are grouped up to this size (overlap gra
 _ATTR_LIST = re.compile(r"\s*\{\s*[#.][^{}]*\}\s*$")
 MAX_HEADING_CHARS = 200  # a heading longer than this is cut in trails and labels (its full text stays in the chunk)
 CONTEXT_SHARE = 4  # the heading context prepended to a chunk takes at most max_tokens / CONTEXT_SHARE tokens
+# Characters a word-piece tokenizer makes a token of on their own, whatever surrounds them: ASCII and common
+# Unicode punctuation, CJK ideographs (a subset of BERT's is enough: it only proves a text too long without counting).
+ISOLATED = re.compile("[!-/:-@\\[-`{-~\u2010-\u2027\u2030-\u2043\u2045-\u2051\u2053-\u205e\u3001-\u3003\u3008-\u3011"
+                      "\u3014-\u301f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff01-\uff03\uff05-\uff0a\uff0c-\uff0f"
+                      "\uff1a\uff1b\uff1f\uff20\uff3b-\uff3d\uff3f\uff5b\uff5d\uff5f-\uff65]")
+_WINDOW = 2_000  # sections counted in one batch and packed before the next ones are read
+_CACHE_LIMIT = 200_000  # token counts kept (texts of blocks, contexts, pieces) before they are forgotten
 
 
 @dataclass(frozen=True)
@@ -125,16 +134,14 @@ class _Section:
 def chunk_markdown(text: str, count_tokens: TokenCounter, params: ChunkParams) -> ParsedDocument:
     """Split a markdown document into chunks that each fit `params.max_tokens` model tokens."""
     front, body_start, warnings = _front_matter(text)
-    title_value = front.get("title")
-    starts = _line_starts(text)
-    sections = _sections(text, body_start, starts)
-    title = _title_of(title_value) or _first_h1(sections)
+    title = _title_of(front.get("title"))
     if not text[body_start:].strip() and _summary(front):  # a section page: its description is its text
         return ParsedDocument(front, title, [_summary_chunk(text, front, title, body_start, count_tokens)], warnings)
-    packer = _Packer(text, count_tokens, params, starts)
-    packer.prefetch(sections)
-    chunks = [c for s in sections for c in packer.pack_section(s)]
-    return ParsedDocument(front, title, packer.merge_small(chunks), warnings)
+    starts = _line_starts(text)
+    first_h1: list[str] = []
+    sections = _noting_first_h1(_sections(text, body_start, starts), first_h1)
+    chunks = _Packer(text, count_tokens, params, starts).pack(sections)
+    return ParsedDocument(front, title or next(iter(first_h1), None), chunks, warnings)
 
 
 def _title_of(value: object) -> str | None:
@@ -420,18 +427,23 @@ def _char(starts: list[int], line: int, text: str) -> int:
     return starts[line] if line < len(starts) else len(text)
 
 
-def _sections(text: str, body_start: int, starts: list[int]) -> list[_Section]:
-    sections = [_Section((), False, [])]
+def _sections(text: str, body_start: int, starts: list[int]) -> Iterator[_Section]:
+    """The body's sections in order, each yielded once complete: what precedes the first heading (if anything), then
+    each heading with the blocks up to the next one."""
+    section = _Section((), False, [])
     stack: list[tuple[int, str]] = []
     for start, end, kind, info in _blocks(text, body_start, starts):
         if kind == "heading":
+            if section.blocks:
+                yield section
             level = int(info["level"])
             while stack and stack[-1][0] >= level:
                 stack.pop()
             stack.append((level, _heading_text(info["heading"])))
-            sections.append(_Section(tuple(h for _, h in stack), True, [], _trim(text, start, end)[0]))
-        sections[-1].blocks.append((start, end, kind, info))
-    return [s for s in sections if s.blocks]
+            section = _Section(tuple(h for _, h in stack), True, [], _trim(text, start, end)[0])
+        section.blocks.append((start, end, kind, info))
+    if section.blocks:
+        yield section
 
 
 def _heading_text(raw: str) -> str:
@@ -441,11 +453,12 @@ def _heading_text(raw: str) -> str:
     return text if len(text) <= MAX_HEADING_CHARS else text[: MAX_HEADING_CHARS - 1] + "…"
 
 
-def _first_h1(sections: list[_Section]) -> str | None:
+def _noting_first_h1(sections: Iterator[_Section], found: list[str]) -> Iterator[_Section]:
+    """The sections unchanged; the text of the first level-1 heading among them is appended to `found`."""
     for s in sections:
-        if s.has_heading and len(s.trail) == 1 and s.blocks[0][3].get("level") == "1":
-            return s.trail[0]
-    return None
+        if not found and s.has_heading and len(s.trail) == 1 and s.blocks[0][3].get("level") == "1":
+            found.append(s.trail[0])
+        yield s
 
 
 # --- packing -------------------------------------------------------------------------------------------------
@@ -470,7 +483,7 @@ class _Packer:
         return self.cache[s]
 
     def prefetch(self, sections: list[_Section]) -> None:
-        """Count every block of the document in one batch: one call instead of thousands."""
+        """Count every block of these sections in one batch: one call instead of thousands."""
         blocks = (self.text[slice(*_trim(self.text, a, b))] for s in sections for a, b, _, _ in s.blocks)
         self._count_all([t for t in blocks if not _surely_over(t, self.params.max_tokens)])
 
@@ -489,6 +502,9 @@ class _Packer:
 
     def pack_section(self, section: _Section) -> list[Chunk]:
         budget = self.params.max_tokens - self.overhead - self.cost(_context(self.shown(section.trail, False)))
+        whole = self._whole(section, budget)
+        if whole is not None:
+            return whole
         units = [u for b in section.blocks for u in self._units(b, budget)]
         groups: list[list[_Unit]] = []
         current: list[_Unit] = []
@@ -502,6 +518,30 @@ class _Packer:
         if current:
             groups.append(current)
         return self._emit_all(section, groups)
+
+    def _whole(self, section: _Section, budget: int) -> list[Chunk] | None:
+        """The section as the one chunk that packing would make of it, when each block fits whole and all of them
+        fit together (most sections), else None. A file of 12 M one-line sections spent most of its time building
+        units and groups only to make this chunk."""
+        spans: list[tuple[int, int, bool]] = []
+        total = 0
+        for a, b, _, _ in section.blocks:
+            a, b = _trim(self.text, a, b)
+            if a < b:
+                block = self.text[a:b]
+                cost = None if _surely_over(block, budget) else self.cache.get(block)  # as _units decides
+                if cost is None or cost > budget:
+                    return None
+                spans.append((a, b, True))
+                total += cost
+        if not spans:
+            return []
+        start, end = spans[0][0], spans[-1][1]
+        shown = self.shown(section.trail, self._heading_in(section, start))
+        tokens = self.overhead + self.cost(_context(shown)) + total
+        if tokens > self.params.max_tokens or not _adds_up(self.text, spans):
+            return None
+        return [self._chunk(self.text[start:end], section.trail, shown, start, end, tokens)]
 
     def _emit_all(self, section: _Section, groups: list[list[_Unit]]) -> list[Chunk]:
         """Chunks of the packed groups. A group's count is the sum of its units' when every one is exact and
@@ -679,20 +719,32 @@ class _Packer:
         return Chunk(text, embed, trail, shown, start, end, first, last,
                      self.count([embed])[0] if tokens is None else tokens)
 
-    def merge_small(self, chunks: list[Chunk]) -> list[Chunk]:
-        """Merge chunks under min_tokens into the previous one when the result still fits."""
+    def pack(self, sections: Iterable[_Section]) -> list[Chunk]:
+        """Chunks of the sections, each chunk under min_tokens merged into the previous one when the result still
+        fits. Sections are read, counted and packed a window at a time, and counts are forgotten past a bound: a
+        5 MB file of one-line sections held 1.25 M sections and their chunks at once (1.2 GB)."""
         out: list[Chunk | _Merged] = []
-        for chunk in chunks:
-            prev = out[-1] if out else None
-            if prev is not None and min(prev.tokens, chunk.tokens) < self.params.min_tokens:
-                merged = self._merge(prev, chunk)
-                if merged is not None:
-                    out[-1] = merged
-                    continue
-            out.append(chunk)
+        remaining = iter(sections)
+        while window := list(islice(remaining, _WINDOW)):
+            if len(self.cache) > _CACHE_LIMIT:
+                self.cache.clear()
+                self.shown_for.clear()
+            self.prefetch(window)
+            for chunk in (c for s in window for c in self.pack_section(s)):
+                self._merge_into(out, chunk)
         # A run of tiny sections is built into one chunk once, not once per section it swallows.
         return [c if isinstance(c, Chunk) else self._chunk(self.text[c.start_char:c.end_char], c.trail, c.shown,
                                                             c.start_char, c.end_char, c.tokens) for c in out]
+
+    def _merge_into(self, out: list[Chunk | _Merged], chunk: Chunk) -> None:
+        """Append `chunk` to `out`, or merge it into the last one when either is under min_tokens and both fit."""
+        prev = out[-1] if out else None
+        if prev is not None and min(prev.tokens, chunk.tokens) < self.params.min_tokens:
+            merged = self._merge(prev, chunk)
+            if merged is not None:
+                out[-1] = merged
+                return
+        out.append(chunk)
 
     def _merge(self, a: Chunk | _Merged, b: Chunk) -> _Merged | None:
         plain = all(isinstance(c, _Merged) or self.text[c.start_char:c.end_char] == c.text for c in (a, b))
@@ -753,9 +805,13 @@ def _starts_at_break(s: str) -> bool:
 
 
 def _surely_over(text: str, budget: int) -> bool:
-    """True when `text` has more than `budget` tokens without counting them: each whitespace-separated word is
-    at least one token (a long line need not be tokenized whole only to learn that it must be cut)."""
-    return len(text) > 2 * budget and len(text.split(maxsplit=budget)) > budget
+    """True when `text` has more than `budget` tokens without counting them: each whitespace-separated word is at
+    least one token, and so is each ISOLATED character (a long line need not be tokenized whole only to learn that
+    it must be cut; 5 MB of "!" were tokenized whole at each halving, 3.3 GB at once)."""
+    if len(text) <= 2 * budget:
+        return False
+    words_over = len(text.split(maxsplit=budget)) > budget
+    return words_over or next(islice(ISOLATED.finditer(text), budget, None), None) is not None
 
 
 def _context(shown: tuple[str, ...]) -> str:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from docvec.config import EmbeddingSettings
 from docvec.embedders import make_embedder
 from docvec.embedders import builtin as builtin_module
+from docvec.chunker import ISOLATED
 from docvec.embedders.builtin import BuiltinEmbedder, WordPieceCounter, _check_sha256, load_tokenizer
 from docvec.errors import ConfigError, ModelUnavailable
 
@@ -85,3 +86,16 @@ def test_unknown_model_and_provider_are_clear_errors() -> None:
         BuiltinEmbedder(model="bge-small")
     with pytest.raises(ConfigError, match="not supported"):
         make_embedder(EmbeddingSettings(provider="openai", model="x"))
+
+
+def test_every_isolated_character_is_a_token_of_its_own() -> None:
+    """The chunker proves a text too long without counting it from ISOLATED characters, each worth at least one
+    token wherever it stands: check each of them on the tokenizer, alone and in a run. (A run of 101 characters
+    that the tokenizer does not split off is one over-long word: a single [UNK].)"""
+    chars = [chr(c) for c in range(0x110000) if ISOLATED.fullmatch(chr(c))]
+    assert len(chars) > 20_000  # ASCII punctuation, general and CJK punctuation, the ideographs
+    nothing = _raw_counts([""])[0]
+    counts = [n - nothing for n in _raw_counts([t for c in chars for t in (c, c * 101)])]
+    wrong = [(hex(ord(c)), alone, run) for c, alone, run in zip(chars, counts[::2], counts[1::2])
+             if (alone, run) != (1, 101)]
+    assert not wrong
