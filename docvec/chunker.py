@@ -46,6 +46,8 @@ _NEWLINE = re.compile(r"\r\n|\r|\n")
 _LINES = re.compile(r"\n")
 _SPLITTERS = (re.compile(r"\n[ \t]*\n"), _LINES, re.compile(r"(?<=[.!?;:])\s+"))  # cut where they match
 _LINE = re.compile(r"\S(?:[^\n]*\S)?")  # a line without its surrounding whitespace (as _trim would leave it)
+_LINE_BREAKS = "\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # where str.splitlines cuts
+_LINE_BREAK = re.compile("\r\n|[" + _LINE_BREAKS + "]")
 # Then pieces are runs of up to eight words, then single words (a 5 MB line is ~120k runs, not ~1M words).
 _WORDS = (re.compile(r"\S+(?:\s+\S+){0,7}"), re.compile(r"\S+"))
 _MAX_FRONT_MATTER = 64 * 1024
@@ -99,7 +101,7 @@ class ParsedDocument:
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a block of a million lines is a million units
 class _Unit:
     """A span that is packed whole; `head`/`tail` re-open/close a block that was split."""
 
@@ -649,15 +651,19 @@ class _Packer:
 
     def _wrappers(self, start: int, end: int, kind: str, info: dict[str, str]) -> tuple[str, str, int, int]:
         """Text repeated on each piece of a split fence (its fence lines) or table (its header rows)."""
-        lines = self.text[start:end].splitlines(keepends=True)
-        if kind == "fence" and len(lines) > 1:
-            opening = lines[0]
-            closed = lines[-1].strip().startswith(info["fence"]) and len(lines) > 1
-            inner_end = end - len(lines[-1]) if closed else end
-            return opening, ("\n" + lines[-1].strip() if closed else ""), start + len(opening), inner_end
-        if kind == "table" and len(lines) > 2:
-            header = lines[0] + lines[1]
-            return header, "", start + len(header), end
+        # Only the first two lines and the last are looked for (str.splitlines' breaks): a block can be millions of
+        # lines. [start, end) is trimmed, so text follows every break found.
+        first = _LINE_BREAK.search(self.text, start, end)
+        if first is None:
+            return "", "", start, end
+        if kind == "fence":
+            last = self.text[max(self.text.rfind(c, start, end) for c in _LINE_BREAKS) + 1:end]
+            closed = last.strip().startswith(info["fence"])
+            inner_end = end - len(last) if closed else end
+            return self.text[start:first.end()], ("\n" + last.strip() if closed else ""), first.end(), inner_end
+        second = _LINE_BREAK.search(self.text, first.end(), end)
+        if kind == "table" and second is not None:
+            return self.text[start:second.end()], "", second.end(), end
         return "", "", start, end
 
     def _split(self, start: int, end: int, budget: int, level: int) -> list[_Span]:
@@ -678,6 +684,7 @@ class _Packer:
         self._count_all([t for t in texts if not _surely_over(t, budget)])  # one batch call for the whole level
         # A text left uncounted is surely over the budget; one the cache holds anyway has its true cost.
         costs = list(map(self.cache.get, texts, repeat(budget + 1)))
+        del texts  # a level can be millions of lines: hold what is needed only
         out: list[_Span] = []
         for (a, b), cost in zip(pieces, costs):
             if cost <= budget:
