@@ -27,8 +27,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-CHUNKER_VERSION = "4"  # 2: long headings capped in context, split code blocks packed; 3: TOML/JSON front
-# matter, description-only pages, MDX; 4: pulldown-cmark's blocks (markdown-it's differed on rare HTML/table cases)
+CHUNKER_VERSION = "5"  # 2: long headings capped in context, split code blocks packed; 3: TOML/JSON front
+# matter, description-only pages, MDX; 4: pulldown-cmark's blocks (markdown-it's differed on rare HTML/table cases);
+# 5: chunk text capped at CHARS_PER_TOKEN characters per token of the limit
 #: Counts model tokens (special tokens included) of each text in a batch. Counts must add up across ASCII
 #: whitespace: count(a + w + b) = count(a) + count(b) - count("") when w holds a space, tab, CR or LF. Word-piece
 #: tokenizers, whose words never span whitespace, do (tests/test_embedder.py checks the built-in one). Each
@@ -57,6 +58,10 @@ _PIECE_TOKENS = 32  # word-level pieces are grouped up to this size (overlap gra
 _ATTR_LIST = re.compile(r"\s*\{\s*[#.][^{}]*\}\s*$")
 MAX_HEADING_CHARS = 200  # a heading longer than this is cut in trails and labels (its full text stays in the chunk)
 CONTEXT_SHARE = 4  # the heading context prepended to a chunk takes at most max_tokens / CONTEXT_SHARE tokens
+# A chunk's text has at most max_tokens * CHARS_PER_TOKEN characters. Real prose and code take 3-8 per token (the
+# three sample corpora: at most 7.7), but a word over 100 characters is one [UNK] token, so a 5 MB run of letters
+# (a base64 blob, a generated file) was one 5 MB chunk, sent whole to every client that searched.
+CHARS_PER_TOKEN = 16
 # Characters a word-piece tokenizer makes a token of on their own, whatever surrounds them: ASCII and common
 # Unicode punctuation, CJK ideographs (a subset of BERT's is enough: it only proves a text too long without counting).
 ISOLATED = re.compile("[!-/:-@\\[-`{-~\u2010-\u2027\u2030-\u2043\u2045-\u2051\u2053-\u205e\u3001-\u3003\u3008-\u3011"
@@ -475,6 +480,7 @@ class _Packer:
         self.params = params
         self.overhead = count_tokens([""])[0]  # special tokens the counter adds to any text
         self.starts = starts  # the text's line starts
+        self.max_chars = params.max_tokens * CHARS_PER_TOKEN
         self.groups = 0
         self.cache: dict[str, int] = {}
         self.shown_for: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
@@ -487,7 +493,8 @@ class _Packer:
     def prefetch(self, sections: list[_Section]) -> None:
         """Count every block of these sections in one batch: one call instead of thousands."""
         blocks = (self.text[slice(*_trim(self.text, a, b))] for s in sections for a, b, _, _ in s.blocks)
-        self._count_all([t for t in blocks if not _surely_over(t, self.params.max_tokens)])
+        self._count_all([t for t in blocks if len(t) <= self.max_chars and
+                         not _surely_over(t, self.params.max_tokens)])
 
     def shown(self, trail: tuple[str, ...], heading_in_text: bool) -> tuple[str, ...]:
         """Headings prepended for the model: the trail, minus a heading the text already starts with, and minus
@@ -541,7 +548,7 @@ class _Packer:
         start, end = spans[0][0], spans[-1][1]
         shown = self.shown(section.trail, self._heading_in(section, start))
         tokens = self.overhead + self.cost(_context(shown)) + total
-        if tokens > self.params.max_tokens or not _adds_up(self.text, spans):
+        if tokens > self.params.max_tokens or end - start > self.max_chars or not _adds_up(self.text, spans):
             return None
         return [self._chunk(self.text[start:end], section.trail, shown, start, end, tokens)]
 
@@ -578,7 +585,8 @@ class _Packer:
         """Estimate from per-unit counts (exact for whitespace-separated text; checked on emit where it is not)."""
         if any(u.head for u in units[1:]) or any(u.tail for u in units[:-1]):
             return False  # a re-opened fence must start its chunk, a re-closed one must end it
-        return self._estimate(section, units) <= self.params.max_tokens
+        chars = units[-1].end - units[0].start + len(units[0].head) + len(units[-1].tail)
+        return chars <= self.max_chars and self._estimate(section, units) <= self.params.max_tokens
 
     def _estimate(self, section: _Section, units: list[_Unit]) -> int:
         """The chunk's count as the sum of its parts: special tokens, heading context, units, fence/header."""
@@ -602,7 +610,8 @@ class _Packer:
         unit = units[0]
         out: list[Chunk] = []
         budget = unit.cost - 1
-        pieces = (self._split(unit.start, unit.end, budget, 0) if budget > 0 else
+        pieces = (self._split(unit.start, unit.end, budget, 0, self.max_chars - len(unit.head + unit.tail))
+                  if budget > 0 else
                   [(unit.start, unit.end, unit.cost, unit.exact)])
         for a, b, cost, exact in pieces:
             piece = _Unit(a, b, cost, unit.group, unit.head, unit.tail, exact)
@@ -629,17 +638,18 @@ class _Packer:
         if start >= end:
             return []
         whole = self.text[start:end]
-        if not _surely_over(whole, budget) and self.cost(whole) <= budget:
+        if len(whole) <= self.max_chars and not _surely_over(whole, budget) and self.cost(whole) <= budget:
             return [_Unit(start, end, self.cost(whole), -1)]
         self.groups += 1
         head, tail, inner_start, inner_end = self._wrappers(start, end, kind, info)
-        if self.cost(head + tail) > budget // 2:  # a huge header/fence line is not repeated on every piece
-            head, tail, inner_start, inner_end = "", "", start, end
-        pieces = self._split(inner_start, inner_end, budget - self.cost(head + tail), 0)
+        if self.cost(head + tail) > budget // 2 or len(head + tail) > self.max_chars // 2:  # a huge header/fence
+            head, tail, inner_start, inner_end = "", "", start, end  # line is not repeated on every piece
+        chars = self.max_chars - len(head + tail)
+        pieces = self._split(inner_start, inner_end, budget - self.cost(head + tail), 0, chars)
         if not pieces:
             return [_Unit(start, end, self.cost(self.text[start:end]), -1)]
         if head or tail:  # pieces that repeat a fence/header cannot share a chunk: make each one nearly full
-            pieces = _join(self.text, pieces, budget - self.cost(head + tail), separator=1)
+            pieces = _join(self.text, pieces, budget - self.cost(head + tail), separator=1, chars=chars)
         # The first piece keeps the block's own opening lines, the last its closing line (their cost is the
         # wrapper's, which the first and last piece carry anyway).
         pieces[0] = (start, pieces[0][1], pieces[0][2] + self.cost(head), pieces[0][3] and _ends_at_break(head))
@@ -666,34 +676,38 @@ class _Packer:
             return self.text[start:second.end()], "", second.end(), end
         return "", "", start, end
 
-    def _split(self, start: int, end: int, budget: int, level: int) -> list[_Span]:
-        """Cut [start, end) into trimmed spans of at most `budget` tokens, at the coarsest boundary that works."""
+    def _split(self, start: int, end: int, budget: int, level: int, chars: int) -> list[_Span]:
+        """Cut [start, end) into trimmed spans of at most `budget` tokens and `chars` characters, at the coarsest
+        boundary that works."""
         start, end = _trim(self.text, start, end)
         if start >= end:
             return []
         whole = self.text[start:end]
-        if not _surely_over(whole, max(budget, 1)):  # never true of one character
+        chars = max(chars, 1)
+        if end - start <= chars and not _surely_over(whole, max(budget, 1)):  # never true of one character
             cost = self.cost(whole)
             if end - start == 1 or cost <= max(budget, 1):
                 return [(start, end, cost, True)]
         if level >= len(_SPLITTERS) + len(_WORDS):  # no boundary left: halve by characters
             mid = start + (end - start) // 2
-            return self._split(start, mid, budget, level) + self._split(mid, end, budget, level)
+            return self._split(start, mid, budget, level, chars) + self._split(mid, end, budget, level, chars)
         pieces = self._pieces(start, end, level)
         texts = [self.text[a:b] for a, b in pieces]
-        self._count_all([t for t in texts if not _surely_over(t, budget)])  # one batch call for the whole level
+        self._count_all([t for t in texts if len(t) <= chars and not _surely_over(t, budget)])  # one batch call
         # A text left uncounted is surely over the budget; one the cache holds anyway has its true cost.
         costs = list(map(self.cache.get, texts, repeat(budget + 1)))
         del texts  # a level can be millions of lines: hold what is needed only
         out: list[_Span] = []
         for (a, b), cost in zip(pieces, costs):
-            if cost <= budget:
+            if cost <= budget and b - a <= chars:
                 out.append((a, b, cost, True))
             else:
-                out.extend(self._split(a, b, budget, level + 1))
+                out.extend(self._split(a, b, budget, level + 1, chars))
         # Word-level pieces are joined up to a few dozen tokens: a 5 MB line becomes thousands of units, not
         # a million.
-        return _join(self.text, out, min(budget, _PIECE_TOKENS), separator=0) if level >= len(_SPLITTERS) else out
+        if level < len(_SPLITTERS):
+            return out
+        return _join(self.text, out, min(budget, _PIECE_TOKENS), separator=0, chars=chars)
 
     def _pieces(self, start: int, end: int, level: int) -> list[tuple[int, int]]:
         """[start, end) cut at one level's boundaries into trimmed, non-empty spans."""
@@ -755,7 +769,7 @@ class _Packer:
 
     def _merge(self, a: Chunk | _Merged, b: Chunk) -> _Merged | None:
         plain = all(isinstance(c, _Merged) or self.text[c.start_char:c.end_char] == c.text for c in (a, b))
-        if not plain or b.start_char < a.end_char:
+        if not plain or b.start_char < a.end_char or b.end_char - a.start_char > self.max_chars:
             return None  # wrapped pieces of split blocks, and overlapping chunks, stay as they are
         trail = _common_prefix(a.trail, b.trail)
         shown = a.shown[: len(trail)]
@@ -774,16 +788,20 @@ class _Packer:
         return self.overhead + self.cost(_context(shown)) + own
 
 
-def _join(text: str, pieces: list[_Span], limit: int, separator: int) -> list[_Span]:
+def _join(text: str, pieces: list[_Span], limit: int, separator: int, chars: int = sys.maxsize) -> list[_Span]:
     """Join adjacent pieces of `text` while their summed cost (plus `separator` tokens between two) stays within
-    `limit`, greedily; the sum is exact where whitespace separates them and no separator is added."""
+    `limit` and the text they cover within `chars` characters, greedily; the sum is exact where whitespace separates
+    them and no separator is added."""
     # reach[i] = the cost of pieces[:i], each with its separator: a run i..j-1 costs reach[j] - reach[i] - separator,
     # so where a run starting at i must end is one bisection (pieces run to a million words on one line).
     reach = list(accumulate((p[2] + separator for p in pieces), initial=0))
+    ends = [p[1] for p in pieces]
     out: list[_Span] = []
     i = 0
     while i < len(pieces):
-        j = max(bisect.bisect_right(reach, reach[i] + limit + separator, i) - 1, i + 1)
+        j = min(bisect.bisect_right(reach, reach[i] + limit + separator, i) - 1,
+                bisect.bisect_right(ends, pieces[i][0] + chars, i))
+        j = max(j, i + 1)
         first, last = pieces[i], pieces[j - 1]
         sure = j == i + 1 and first[3] or not separator and _adds_up(text, [(p[0], p[1], p[3]) for p in pieces[i:j]])
         out.append((first[0], last[1], reach[j] - reach[i] - separator, sure))

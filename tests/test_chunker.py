@@ -9,7 +9,7 @@ import tracemalloc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from docvec.chunker import (MAX_HEADING_CHARS, ChunkParams, _blocks, _join, _line_starts, _trim, chunk_ids,
+from docvec.chunker import (CHARS_PER_TOKEN, MAX_HEADING_CHARS, ChunkParams, _blocks, _join, _line_starts, _trim, chunk_ids,
                             chunk_markdown)
 from tests.conftest import _tokenizer
 
@@ -25,7 +25,9 @@ fence = st.tuples(st.sampled_from(["```", "~~~"]), st.lists(st.text("abc =();xyz
     lambda t: t[0] + "python\n" + "\n".join(t[1]) + "\n" + t[0])
 table = st.lists(st.text("abc 123", min_size=1, max_size=15), min_size=1, max_size=30).map(
     lambda rows: "| a | b |\n|---|---|\n" + "\n".join(f"| {r} | {r} |" for r in rows))
-block = st.one_of(paragraph, heading, fence, table, st.text(max_size=200))
+# Words over 100 characters are one [UNK] token each: text that is long in characters but short in tokens.
+unknown_words = st.lists(st.text("abcxyz", min_size=101, max_size=600), min_size=1, max_size=12).map(" ".join)
+block = st.one_of(paragraph, heading, fence, table, st.text(max_size=200), unknown_words)
 document = st.lists(block, max_size=25).map("\n\n".join)
 
 
@@ -41,6 +43,7 @@ def test_properties_hold_for_any_markdown(text: str) -> None:
     previous_start = -1
     for c in doc.chunks:
         assert c.tokens <= SMALL.max_tokens or c.end_char - c.start_char == 1  # the limit always holds
+        assert len(c.text) <= SMALL.max_tokens * CHARS_PER_TOKEN  # and so does the size of what clients are sent
         assert c.tokens == COUNT([c.embed_text])[0]
         assert c.start_char >= previous_start  # in document order
         previous_start = c.start_char
@@ -236,6 +239,23 @@ def test_a_file_of_many_sections_is_chunked_without_holding_them_all() -> None:
         tracemalloc.stop()
     assert peak < 8 * 2**20, peak / 2**20
     assert len(doc.chunks) == len(chunk_markdown(text, COUNT, ChunkParams()).chunks) > 100
+
+
+def test_a_word_of_megabytes_is_cut_to_the_character_limit() -> None:
+    """A word over 100 characters is one token, so a run of letters (a base64 blob, a generated line) fits any token
+    limit: it was one chunk of the whole run. Chunks stay within max_tokens * CHARS_PER_TOKEN characters, cut at
+    spaces where there are some."""
+    limit = ChunkParams().max_tokens * CHARS_PER_TOKEN
+    for text in ("x" * 1_000_000 + "\n", " ".join(["y" * 150] * 2_000) + "\n",
+                 "```\n" + "\n".join(["z" * 300] * 300) + "\n```\n"):
+        doc = chunk_markdown(text, COUNT, ChunkParams())
+        assert all(len(c.text) <= limit for c in doc.chunks), max(len(c.text) for c in doc.chunks)
+        covered = bytearray(len(text))
+        for c in doc.chunks:
+            covered[c.start_char:c.end_char] = b"\x01" * (c.end_char - c.start_char)
+        assert all(covered[i] or text[i].isspace() for i in range(len(text)))  # all of it, cut
+        assert all(c.text == c.text.strip() for c in doc.chunks)
+    assert all(c.text.startswith("```\n") and c.text.endswith("\n```") for c in doc.chunks)  # each piece a fence
 
 
 def test_a_long_code_block_packs_into_pieces_near_the_limit() -> None:
