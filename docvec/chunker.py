@@ -537,9 +537,8 @@ class _Packer:
         for a, b, _, _ in section.blocks:
             a, b = _trim(self.text, a, b)
             if a < b:
-                block = self.text[a:b]
-                cost = None if _surely_over(block, budget) else self.cache.get(block)  # as _units decides
-                if cost is None or cost > budget:
+                cost = self._whole_cost(self.text[a:b], budget)
+                if cost is None:
                     return None
                 spans.append((a, b, True))
                 total += cost
@@ -637,9 +636,9 @@ class _Packer:
         start, end = _trim(self.text, start, end)
         if start >= end:
             return []
-        whole = self.text[start:end]
-        if len(whole) <= self.max_chars and not _surely_over(whole, budget) and self.cost(whole) <= budget:
-            return [_Unit(start, end, self.cost(whole), -1)]
+        cost = self._whole_cost(self.text[start:end], budget)
+        if cost is not None:
+            return [_Unit(start, end, cost, -1)]
         self.groups += 1
         head, tail, inner_start, inner_end = self._wrappers(start, end, kind, info)
         if self.cost(head + tail) > budget // 2 or len(head + tail) > self.max_chars // 2:  # a huge header/fence
@@ -658,6 +657,14 @@ class _Packer:
             _Unit(a, b, cost, self.groups, head if i else "", tail if i < len(pieces) - 1 else "", exact)
             for i, (a, b, cost, exact) in enumerate(pieces)
         ]
+
+    def _whole_cost(self, block: str, budget: int) -> int | None:
+        """The cost of a trimmed block that is packed as one unit (within `budget` tokens and the character cap),
+        else None: the block must be cut."""
+        if len(block) > self.max_chars or _surely_over(block, budget):
+            return None
+        cost = self.cost(block)
+        return cost if cost <= budget else None
 
     def _wrappers(self, start: int, end: int, kind: str, info: dict[str, str]) -> tuple[str, str, int, int]:
         """Text repeated on each piece of a split fence (its fence lines) or table (its header rows)."""
