@@ -160,17 +160,20 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("serve", "debounce_ms"): (0, 600_000),
 }
 # Chroma's own rule for collection names, checked here so the error names the setting.
+MIN_TOKEN_CHARS = 16  # a serve token guards an index reachable from other machines: no "abc", no "   "
 PATTERNS: dict[tuple[str, str], tuple[str, str]] = {
     ("store", "collection"): (r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]",
                               "3-512 characters of a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"),
+    # visible ASCII: sent verbatim in an Authorization header
+    ("serve", "token"): (rf"[\x21-\x7e]{{{MIN_TOKEN_CHARS},}}",
+                         f"at least {MIN_TOKEN_CHARS} visible ASCII characters without spaces, e.g. the output of: "
+                         "python -c \"import secrets; print(secrets.token_urlsafe())\""),
 }
 # Text settings that an empty (or blank) value would silently turn into something else: store.path "" is the
 # project folder itself, an empty model name Ollama's default, include [] no file at all (so every file "removed").
 NOT_EMPTY = {("docs", "path"), ("docs", "include"), ("store", "path"), ("store", "tenant"), ("store", "database"),
              ("embedding", "model"), ("embedding", "host"), ("embedding", "keep_alive"), ("serve", "listen"),
              ("serve", "token")}
-MIN_TOKEN_CHARS = 16  # a serve token guards an index reachable from other machines: no "abc", no "   "
-_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: sent verbatim in an Authorization header
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("embedding", "provider"): ("builtin", "ollama"),
     ("query", "mode"): ("vector", "keyword", "hybrid"),
@@ -382,16 +385,13 @@ def _check_range(section: str, key: str, value: Any, origin: str) -> None:
         hint = f" (the default is {default!r})" if default is not None and not key.endswith(SECRET_SUFFIXES) else ""
         what = "holds an empty pattern" if isinstance(value, list) and value else "is empty"
         raise ConfigError(f"{origin}: '{section}.{key}' {what}; give it a value or remove the key{hint}")
-    if (section, key) == ("serve", "token") and (len(value) < MIN_TOKEN_CHARS or not _TOKEN.fullmatch(value)):
-        raise ConfigError(f"{origin}: 'serve.token' must be at least {MIN_TOKEN_CHARS} visible ASCII characters "
-                          "without spaces, e.g. the output of: python -c \"import secrets; "
-                          "print(secrets.token_urlsafe())\"")  # the value itself is never shown
     low, high = RANGES.get((section, key), (None, None))
     if (low is not None and value < low) or (high is not None and value > high):
         raise ConfigError(f"{origin}: '{section}.{key}' is {value}; accepted range is {low}..{high}")
     pattern = PATTERNS.get((section, key))
     if pattern and not re.fullmatch(pattern[0], value):
-        raise ConfigError(f"{origin}: '{section}.{key}' is {value!r}; expected {pattern[1]}")
+        shown = "not valid" if key.endswith(SECRET_SUFFIXES) else repr(value)  # a secret is never echoed
+        raise ConfigError(f"{origin}: '{section}.{key}' is {shown}; expected {pattern[1]}")
     choices = CHOICES.get((section, key))
     if choices and value not in choices:
         raise ConfigError(f"{origin}: '{section}.{key}' is {value!r}; expected one of {', '.join(choices)}")
