@@ -276,18 +276,30 @@ def docs_root_of(root: Path) -> str:
     return str(root.resolve())
 
 
+def other_docs_root(store: Store, root: Path) -> tuple[str, str] | None:
+    """(the folder the index was built from, `root`'s) when they differ; None when they match or none is recorded."""
+    recorded, given = store.docs_root(), docs_root_of(root)
+    return None if recorded is None or recorded == given else (recorded, given)
+
+
 def check_docs_root(store: Store, root: Path, guard: SyncGuard = SyncGuard()) -> None:
     """Refuse to sync (or verify) an index against another folder than the one it was built from."""
-    recorded, given = store.docs_root(), docs_root_of(root)
-    if recorded is None or recorded == given or guard.docs_moved:
+    other = other_docs_root(store, root)
+    if other is None or guard.docs_moved:
         return
+    recorded, given = other
     raise Refused(f"{store.location.describe()} was built from {recorded}, not {given}: pass {recorded} as DOCS_DIR "
                   f"(or set docs.path), or add --docs-moved if the docs now live in {given}")
 
 
+def exceeds_share(deleting: int, total: int, guard: SyncGuard) -> bool:
+    """Whether losing `deleting` of `total` (chunks, files) is more than the guard allows without --yes."""
+    return not guard.allow_mass_delete and deleting > 0 and deleting > guard.max_delete_share * total
+
+
 def check_deletions(deleting: int, total: int, what: str, guard: SyncGuard) -> None:
     """Refuse a run that would delete more than the allowed share of the index, unless confirmed."""
-    if guard.allow_mass_delete or deleting == 0 or deleting <= guard.max_delete_share * total:
+    if not exceeds_share(deleting, total, guard):
         return
     raise Refused(f"this run would delete {deleting} of the index's {total} chunks ({what}): if the docs folder "
                   f"is right, run again with --yes; nothing was changed")

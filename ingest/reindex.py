@@ -17,7 +17,7 @@ from docvec.errors import IndexNotFound, Refused, StoreError
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import remove_keyword_index
 from docvec.store import Store, StoreLocation, physical_name
-from ingest.pipeline import (IngestReport, ProgressCallback, SyncGuard, VectorLender, check_docs_root,
+from ingest.pipeline import (IngestReport, ProgressCallback, SyncGuard, VectorLender, check_docs_root, exceeds_share,
                              check_fingerprint, ingest, open_for_writing)
 from ingest.scan import ScanOptions
 from ingest.verify import verify
@@ -88,10 +88,10 @@ def _check_files_kept(live: Store, new: Store, guard: SyncGuard) -> None:
     sync that removes them would: the same share needs --yes. (Chunk counts cannot tell: bigger chunks are
     fewer.) The new index is kept, so the confirmed re-run embeds nothing again."""
     if guard.allow_mass_delete:
-        return
+        return  # reading every record's source is the costly part
     before = _sources(live)
     gone = len(before - _sources(new))
-    if gone and gone > guard.max_delete_share * len(before):
+    if exceeds_share(gone, len(before), guard):
         raise Refused(f"the new index lacks {gone} of the live index's {len(before)} files (gone from the docs "
                       f"folder): if the docs folder is right, run again with --yes; the live index is unchanged")
 

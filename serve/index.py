@@ -27,7 +27,7 @@ from docvec.errors import ConfigError, IndexNotFound, Refused
 from docvec.keyword import KeywordIndex, sync_keyword_index
 from docvec.status import status_data
 from docvec.store import GENERATION_KEY, Store, StoreLocation, forget_cached_client
-from ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard, docs_root_of
+from ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard, other_docs_root
 from ingest.sync import scan_options, sync_index
 from query.model import index_embedder
 from query.search import Fusion, Hit, parse_where, search
@@ -163,10 +163,10 @@ class Index:
 
     def check_docs_root(self) -> None:
         """Refused when the index was built from another folder than the configured one (no sync could succeed)."""
-        given = docs_root_of(self.settings.resolve(self.settings.docs.path))
         with self._lock:
-            recorded = self._current().docs_root()
-        if recorded is not None and recorded != given:
+            other = other_docs_root(self._current(), self.settings.resolve(self.settings.docs.path))
+        if other is not None:
+            recorded, given = other
             raise Refused(f"{self.location.describe()} was built from {recorded}, not {given} (docs.path): set "
                           f"docs.path to {recorded} to watch it, or run `docvec ingest {given} --docs-moved` once "
                           "if the docs now live there")
