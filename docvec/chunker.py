@@ -27,9 +27,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-CHUNKER_VERSION = "5"  # 2: long headings capped in context, split code blocks packed; 3: TOML/JSON front
+CHUNKER_VERSION = "6"  # 2: long headings capped in context, split code blocks packed; 3: TOML/JSON front
 # matter, description-only pages, MDX; 4: pulldown-cmark's blocks (markdown-it's differed on rare HTML/table cases);
-# 5: chunk text capped at CHARS_PER_TOKEN characters per token of the limit
+# 5: chunk text capped at CHARS_PER_TOKEN characters per token of the limit; 6: a description-only page's
+# description cut to the limits too
 #: Counts model tokens (special tokens included) of each text in a batch. Counts must add up across ASCII
 #: whitespace: count(a + w + b) = count(a) + count(b) - count("") when w holds a space, tab, CR or LF. Word-piece
 #: tokenizers, whose words never span whitespace, do (tests/test_embedder.py checks the built-in one). Each
@@ -143,7 +144,8 @@ def chunk_markdown(text: str, count_tokens: TokenCounter, params: ChunkParams) -
     front, body_start, warnings = _front_matter(text)
     title = _title_of(front.get("title"))
     if not text[body_start:].strip() and _summary(front):  # a section page: its description is its text
-        return ParsedDocument(front, title, [_summary_chunk(text, front, title, body_start, count_tokens)], warnings)
+        return ParsedDocument(front, title, _summary_chunks(text, front, title, body_start, count_tokens, params),
+                              warnings)
     starts = _line_starts(text)
     first_h1: list[str] = []
     sections = _noting_first_h1(_sections(text, body_start, starts), first_h1)
@@ -170,13 +172,17 @@ def _summary(front: dict[str, Scalar | list[str]]) -> str:
                     str(front[k]).strip())
 
 
-def _summary_chunk(text: str, front: dict[str, Scalar | list[str]], title: str | None, end: int,
-                   count_tokens: TokenCounter) -> Chunk:
-    """One chunk of title + description for a page whose body is empty (its front matter's lines)."""
+def _summary_chunks(text: str, front: dict[str, Scalar | list[str]], title: str | None, end: int,
+                    count_tokens: TokenCounter, params: ChunkParams) -> list[Chunk]:
+    """Title + description of a page whose body is empty, cut like any paragraph where it is over the limits (a
+    64 KiB description was one chunk the model truncated), the title as the heading of the pieces after the first;
+    every chunk points at the front matter's lines."""
     shown = f"{title}\n\n{_summary(front)}" if title else _summary(front)
     lines = text.count("\n", 0, max(end - 1, 0)) + 1
     trail = (title,) if title else ()
-    return Chunk(shown, shown, trail, (), 0, end, 1, lines, count_tokens([shown])[0])
+    section = _Section(trail, bool(title), [(0, len(shown), "paragraph", {})], 0 if title else -1)
+    pieces = _Packer(shown, count_tokens, params, _line_starts(shown)).pack([section])
+    return [Chunk(c.text, c.embed_text, c.trail, c.shown, 0, end, 1, lines, c.tokens) for c in pieces]
 
 
 def chunk_id(source: str, chunk: Chunk, occurrence: int) -> str:
@@ -517,13 +523,16 @@ class _Packer:
         units = [u for b in section.blocks for u in self._units(b, budget)]
         groups: list[list[_Unit]] = []
         current: list[_Unit] = []
+        total = 0  # the summed cost of `current`, kept as it grows (a 50 MB line is a million units)
         for unit in units:
-            if current and not self._fits(section, current + [unit]):
+            if current and not self._fits(section, current, total, unit):
                 groups.append(current)
                 current = self._overlap(current, unit)
-                if current and not self._fits(section, current + [unit]):
-                    current = []
+                total = sum(u.cost for u in current)
+                if current and not self._fits(section, current, total, unit):
+                    current, total = [], 0
             current.append(unit)
+            total += unit.cost
         if current:
             groups.append(current)
         return self._emit_all(section, groups)
@@ -560,7 +569,8 @@ class _Packer:
         exact = [self._exact(units) for units in groups]
         unsure = [_context(shown) + text for (text, shown), sure in zip(drafts, exact) if not sure]
         counted = iter(self.count(unsure) if unsure else [])
-        tokens = [self._estimate(section, units) if sure else next(counted) for units, sure in zip(groups, exact)]
+        tokens = [self._estimate(section, units[0], units[-1], sum(u.cost for u in units)) if sure else next(counted)
+                  for units, sure in zip(groups, exact)]
         chunks: list[Chunk] = []
         for units, (text, shown), n in zip(groups, drafts, tokens):
             if n <= self.params.max_tokens:
@@ -580,19 +590,22 @@ class _Packer:
         shown = self.shown(section.trail, self._heading_in(section, start))
         return units[0].head + self.text[start:end] + units[-1].tail, shown
 
-    def _fits(self, section: _Section, units: list[_Unit]) -> bool:
-        """Estimate from per-unit counts (exact for whitespace-separated text; checked on emit where it is not)."""
-        if any(u.head for u in units[1:]) or any(u.tail for u in units[:-1]):
+    def _fits(self, section: _Section, current: list[_Unit], total: int, unit: _Unit) -> bool:
+        """Whether `unit` joins the group `current` (whose units cost `total`): the sum of the parts estimates the
+        chunk (exact for whitespace-separated text; checked on emit where it is not)."""
+        if unit.head or current[-1].tail:
             return False  # a re-opened fence must start its chunk, a re-closed one must end it
-        chars = units[-1].end - units[0].start + len(units[0].head) + len(units[-1].tail)
-        return chars <= self.max_chars and self._estimate(section, units) <= self.params.max_tokens
+        first = current[0]
+        if unit.end - first.start + len(first.head) + len(unit.tail) > self.max_chars:
+            return False
+        return self._estimate(section, first, unit, total + unit.cost) <= self.params.max_tokens
 
-    def _estimate(self, section: _Section, units: list[_Unit]) -> int:
-        """The chunk's count as the sum of its parts: special tokens, heading context, units, fence/header."""
-        shown = self.shown(section.trail, self._heading_in(section, units[0].start))
-        wrap = units[0].head + units[-1].tail
-        estimate = self.overhead + self.cost(_context(shown)) + sum(u.cost for u in units)
-        return estimate + (self.cost(wrap) if wrap else 0)
+    def _estimate(self, section: _Section, first: _Unit, last: _Unit, units_cost: int) -> int:
+        """The count of the chunk from `first` to `last` (its units costing `units_cost`) as the sum of its parts:
+        special tokens, heading context, units, fence/header."""
+        shown = self.shown(section.trail, self._heading_in(section, first.start))
+        wrap = first.head + last.tail
+        return self.overhead + self.cost(_context(shown)) + units_cost + (self.cost(wrap) if wrap else 0)
 
     def _heading_in(self, section: _Section, start: int) -> bool:
         return section.has_heading and start == section.heading_at

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from docvec.chunker import ChunkParams, chunk_markdown, mdx_to_markdown
+from docvec.chunker import CHARS_PER_TOKEN, ChunkParams, chunk_markdown, mdx_to_markdown
 from docvec.cli import cli
 from tests.conftest import RecordingEmbedder
 
@@ -91,6 +91,23 @@ def test_a_description_only_page_is_indexed_from_title_and_description() -> None
     doc = chunk_markdown(SECTION_PAGE, COUNT, ChunkParams())
     assert len(doc.chunks) == 1 and doc.chunks[0].text.startswith("Content management\n\nHow pages")
     assert (doc.chunks[0].start_line, doc.chunks[0].end_line) == (1, 4)
+
+
+def test_a_description_over_the_limits_is_cut_like_a_body() -> None:
+    """A 64 KiB description (the front matter's limit) was one chunk: thousands of tokens the model truncated, or
+    60 KB of text in every result that showed it."""
+    params = ChunkParams()
+    words = [f"word{i}" for i in range(3000)]
+    for description in (" ".join(words), "x" * 60_000):
+        doc = chunk_markdown(f"---\ntitle: Long page\ndescription: {description}\n---\n", COUNT, params)
+        assert len(doc.chunks) > 1
+        for c in doc.chunks:
+            assert c.tokens <= params.max_tokens and len(c.text) <= params.max_tokens * CHARS_PER_TOKEN
+            assert (c.start_line, c.end_line, c.trail) == (1, 4, ("Long page",))
+        assert doc.chunks[0].text.startswith("Long page\n\n")
+        assert doc.chunks[1].embed_text.startswith("Long page\n\n")  # the title heads the later pieces too
+    cut = chunk_markdown(f"---\ntitle: Long page\ndescription: {' '.join(words)}\n---\n", COUNT, params)
+    assert set(words) <= {w for c in cut.chunks for w in c.text.split()}  # nothing is lost
 
 
 def test_mdx_keeps_prose_and_fences_and_drops_imports_and_jsx() -> None:

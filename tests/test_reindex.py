@@ -102,7 +102,7 @@ def test_a_chunking_change_copies_the_vectors_of_texts_the_live_index_has(tmp_pa
     monkeypatch.setattr("docvec.fingerprint.CHUNKER_VERSION", "test-bump")
     same = RecordingEmbedder("model-a")
     report = reindex(location, same, ScanOptions(docs), PARAMS)
-    assert report.switched and report.changes == ["chunker_version: '5' → 'test-bump'"]
+    assert report.switched and report.changes == ["chunker_version: '6' → 'test-bump'"]
     assert same.calls == 0 and report.ingest and report.ingest.chunks_reused == report.ingest.chunks_total > 0
     live = Store.open(location)
     metas = dict(live.iter_metadata())
