@@ -48,7 +48,8 @@ def is_unwritable(exc: BaseException) -> bool:
     return any(m in text for m in _UNWRITABLE)
 
 Metadata = dict[str, Any]
-DEFAULT_EF_CONSTRUCTION = 100  # Chroma's HNSW defaults
+DEFAULT_EF_SEARCH = 100  # Chroma's HNSW defaults
+DEFAULT_EF_CONSTRUCTION = 100
 DEFAULT_MAX_NEIGHBORS = 16
 
 
@@ -423,6 +424,11 @@ class Store:
         """The live collection's HNSW configuration as Chroma reports it."""
         with _chroma("reading the collection configuration", self.location):
             return dict((self._collection.configuration or {}).get("hnsw") or {})
+
+    def beam(self) -> int:
+        """How deep a vector read stays inside one HNSW beam (the live ef_search): Chroma widens the beam to a
+        deeper read's depth, so reads up to this deep are prefixes of one list and a deeper one may reorder them."""
+        return int(self.hnsw_settings().get("ef_search") or DEFAULT_EF_SEARCH)
 
     def hnsw_rebuild_needed(self) -> str | None:
         """Which configured HNSW build settings the live collection lacks (they take a `docvec reindex`)."""

@@ -276,6 +276,8 @@ def _also(hit: Hit) -> str:
 
 def _explanation(hit: Hit) -> str:
     sim = "-" if hit.similarity is None else f"{hit.similarity:.3f}"
+    if hit.counted_similarity is not None:
+        sim += f" (counted as {hit.counted_similarity:.3f}: the vector index's search missed it)"
     kw = "-" if hit.keyword_score is None else f"{hit.keyword_score:.2f}"
     lowered = f" · -{hit.penalty:.3f} for hits of its file above" if hit.penalty else ""
     return (f"similarity {sim} (vector rank {hit.vector_rank or '-'}) · bm25 {kw} "

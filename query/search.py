@@ -23,7 +23,7 @@ from docvec.config import QuerySettings
 from docvec.embedders import Embedder, Vectors
 from docvec.errors import ConfigError
 from docvec.keyword import KeywordIndex
-from docvec.store import Metadata, Store
+from docvec.store import Metadata, QueryResult, Store
 
 MAX_QUERY_CHARS = 10_000
 MODES = ("vector", "keyword", "hybrid")
@@ -100,6 +100,7 @@ class Hit:
     answer_lines: tuple[int, int] | None = None  # the lines of the chunk that best answer the question
     answer_span: tuple[int, int] | None = None  # the same as [start, end) characters of `text`
     penalty: float = 0.0  # taken off the score for the hits of the same file above it (Fusion.file_penalty)
+    counted_similarity: float | None = None  # what the score counted instead, when the vector beam missed it
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -112,6 +113,8 @@ class Hit:
             out["answer_lines"], out["answer_span"] = list(self.answer_lines), list(self.answer_span or ())
         if self.also:
             out["also"] = [loc.as_dict() for loc in self.also]
+        if self.counted_similarity is not None:
+            out["similarity_counted"] = _rounded(self.counted_similarity)
         return out
 
 
@@ -125,7 +128,7 @@ def hit_from_dict(d: Mapping[str, Any]) -> Hit:
                tuple(Location(str(a["source"]), int(a["line"]), int(a["end_line"]), str(a["label"]))
                      for a in d.get("also") or ()),
                (int(answer[0]), int(answer[1])) if answer else None, (int(span[0]), int(span[1])) if span else None,
-               float(d.get("penalty") or 0.0))
+               float(d.get("penalty") or 0.0), d.get("similarity_counted"))
 
 
 def _rounded(value: float | None) -> float | None:
@@ -134,13 +137,14 @@ def _rounded(value: float | None) -> float | None:
 
 @dataclass
 class _Candidate:
-    similarity: float | None = None  # None: not looked up (yet)
+    similarity: float | None = None  # None: not looked up (yet); what the score counts
     keyword_score: float | None = None
     vector_rank: int | None = None
     keyword_rank: int | None = None
     score: float = 0.0
     document: str | None = None
     metadata: Metadata = field(default_factory=dict)
+    missed: float | None = None  # the exact cosine of a chunk the HNSW beam missed (counted as the beam's last)
 
 
 @dataclass
@@ -152,6 +156,7 @@ class _Read:
     keyword_bound: float | None  # no unread chunk has a higher bm25 than this (None: no unread chunk matches)
     best_keyword: float  # the best bm25 of any chunk in the index for this question: the keyword side's scale
     everything: bool = False  # the vector side returned every chunk (that passes the filter)
+    vector_capped: bool = False  # the vector side returned its whole beam: it reads no deeper (_Known.beam)
 
 
 @dataclass
@@ -161,6 +166,10 @@ class _Known:
     bm25: dict[str, float] = field(default_factory=dict)
     cosine: dict[str, float] = field(default_factory=dict)
     documents: dict[str, tuple[str, Metadata]] = field(default_factory=dict)
+    beam: int = 0  # the deepest vector read: the index's ef_search, or -k when more is asked
+    vector: dict[int, list[QueryResult]] = field(default_factory=dict)  # vector reads by depth
+    in_beam: dict[str, tuple[int, float]] = field(default_factory=dict)  # hybrid: the whole beam, id: rank, cosine
+    beam_last: float | None = None  # hybrid: the whole beam's last similarity (None: it holds every chunk)
 
 
 @dataclass(frozen=True)
@@ -199,11 +208,12 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
     if mode == "hybrid" and fusion.method == "rrf":
         return _rrf(store, keyword, qvec, q)[:top_k]
     depth = max(fusion.candidates or FIRST_DEPTH, 1)
-    known = _Known()  # what was looked up, kept across deeper reads
+    known = _known(store, q)  # what was looked up, kept across deeper reads
     while True:
-        read = _read(store, keyword, qvec, q, depth)
+        read = _read(store, keyword, qvec, q, depth, known)
         score = _scorer(q, read)
-        complete = read.everything or (read.vector_bound is None and read.keyword_bound is None)
+        vector_done = read.vector_bound is None or read.vector_capped
+        complete = read.everything or (vector_done and read.keyword_bound is None)
         bound = -math.inf if complete else score(read.vector_bound, read.keyword_bound or 0.0)
         if bound < q.min_score:
             complete, bound = True, -math.inf  # nothing unread can pass min_score
@@ -233,19 +243,28 @@ def _scorer(q: Query, read: _Read) -> Callable[[float | None, float], float]:
     return hybrid
 
 
+def _known(store: Store, q: Query) -> _Known:
+    """A search's memory, with the vector side's deepest read: the HNSW beam (ef_search) unless -k asks more.
+    A deeper read would widen the beam, find chunks the shallower reads of smaller -k missed, and reorder their
+    hits (a -k 60 read 800 deep in CI put a chunk first that -k 1 and -k 5 never saw)."""
+    return _Known(beam=max(store.beam(), q.top_k) if q.mode != "keyword" else 0)
+
+
 def _read(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
-          depth: int) -> _Read:
-    """Both rankings read `depth` deep; each candidate has the score of the side(s) that found it."""
+          depth: int, known: _Known) -> _Read:
+    """Both rankings read `depth` deep (the vector side at most its beam); each candidate has the score of the
+    side(s) that found it."""
     pool: dict[str, _Candidate] = {}
     vector_bound = keyword_bound = None
     best_kw = 0.0
-    everything = False
+    everything = capped = False
     if q.mode != "keyword" and qvec is not None:
-        found = store.query(qvec.tolist(), depth, q.where, with_text=False)
+        n = min(depth, known.beam)
+        found = _vector_read(store, qvec, q, n, known)
         for rank, r in enumerate(found, 1):
             pool[r.id] = _Candidate(r.similarity, None, rank)
-        vector_bound = found[-1].similarity if len(found) == depth else None
-        everything = vector_bound is None
+        vector_bound = found[-1].similarity if len(found) == n else None
+        everything, capped = vector_bound is None, vector_bound is not None and n == known.beam
     if q.mode != "vector" and keyword is not None:
         raw = keyword.search(q.question, depth)
         keyword_bound = raw[-1].score if len(raw) == depth else None
@@ -254,10 +273,26 @@ def _read(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any]
         for rank, h in enumerate((h for h in raw if allowed is None or h.id in allowed), 1):
             c = pool.setdefault(h.id, _Candidate())
             c.keyword_rank, c.keyword_score = rank, h.score
+            if c.vector_rank is None and h.id in known.in_beam:  # deeper in the vector side's beam than this read
+                c.vector_rank, c.similarity = known.in_beam[h.id]
     if q.mode == "vector" or keyword_bound is None:  # every chunk with one of the words was read: the rest have 0
         for c in pool.values():
             c.keyword_score = 0.0 if c.keyword_score is None else c.keyword_score
-    return _Read(pool, vector_bound, keyword_bound, best_kw, everything)
+    return _Read(pool, vector_bound, keyword_bound, best_kw, everything, capped)
+
+
+def _vector_read(store: Store, qvec: np.ndarray[Any, Any], q: Query, n: int, known: _Known) -> list[QueryResult]:
+    """The vector ranking's first n (n at most the beam). Hybrid scores read the whole beam once and take its
+    first n: whether a chunk is in the beam, and the beam's last similarity, decide what a chunk the keyword side
+    found counts as (_settle_beam); Chroma reads the whole beam for any n anyway (~1 ms more to return it)."""
+    hybrid = q.mode == "hybrid" and q.fusion.method == "score"
+    whole = known.beam if hybrid else n
+    if whole not in known.vector:  # a keyword side going deeper reads the capped vector side again
+        beam = known.vector[whole] = store.query(qvec.tolist(), whole, q.where, with_text=False)
+        if hybrid:
+            known.in_beam = {r.id: (rank, r.similarity) for rank, r in enumerate(beam, 1)}
+            known.beam_last = beam[-1].similarity if len(beam) == known.beam else None
+    return known.vector[whole][:n]
 
 
 def _fill_exact(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
@@ -284,6 +319,18 @@ def _fill_exact(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any
         for rid in [rid for rid in pending if upper(pool[rid]) <= bound]:
             del pool[rid]
     _look_up(store, keyword, qvec, q, pool, [rid for rid in pending if rid in pool], known)
+    _settle_beam(pool, known)  # (hybrid scores only: other modes keep no beam)
+
+
+def _settle_beam(pool: dict[str, _Candidate], known: _Known) -> None:
+    """A chunk only the keyword side read that is not in the vector side's whole beam but more similar than its
+    last was missed by HNSW (approximate): it counts as that last similarity, which is all any read of the beam
+    can assume of it, so every -k scores it alike. Counted exactly, a missed chunk came second for -k 60, which
+    read it, and nowhere for -k 5, which did not."""
+    for c in pool.values():
+        if c.vector_rank is None and c.similarity is not None and known.beam_last is not None \
+                and c.similarity > known.beam_last:
+            c.missed, c.similarity = c.similarity, known.beam_last
 
 
 def _look_up(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
@@ -394,9 +441,9 @@ def _location(m: Metadata) -> Location:
 def _hit(rank: int, rid: str, c: _Candidate, q: Query, penalty: float) -> Hit:
     m = c.metadata
     return Hit(rank, c.score - penalty, rid, str(m.get("label", "")), str(m.get("source", "")),
-               int(m.get("start_line", 0)), int(m.get("end_line", 0)), c.document or "", m, c.similarity,
-               None if q.mode == "vector" else c.keyword_score, c.vector_rank, c.keyword_rank, (), None, None,
-               penalty)
+               int(m.get("start_line", 0)), int(m.get("end_line", 0)), c.document or "", m,
+               c.similarity if c.missed is None else c.missed, None if q.mode == "vector" else c.keyword_score,
+               c.vector_rank, c.keyword_rank, (), None, None, penalty, None if c.missed is None else c.similarity)
 
 
 def _fill_documents(store: Store, chosen: list[tuple[str, _Candidate]],
@@ -413,7 +460,7 @@ def _fill_documents(store: Store, chosen: list[tuple[str, _Candidate]],
 def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query) -> list[Hit]:
     """Reciprocal-rank fusion over a fixed depth of both rankings (so the order never depends on -k)."""
     f = q.fusion
-    read = _read(store, keyword, qvec, q, f.candidates or 100)
+    read = _read(store, keyword, qvec, q, f.candidates or 100, _known(store, q))
     # Every candidate is ranked: all get both scores (shown, not used to order).
     _fill_exact(store, keyword, qvec, q, read, lambda sim, kw: 0.0, -math.inf, _Known(), prune=False)
     for c in read.pool.values():

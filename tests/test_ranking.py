@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from docvec.chunker import ChunkParams
 from docvec.cli import cli
-from docvec.config import StoreSettings
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordIndex
 from docvec.store import Hnsw, Store, StoreLocation
@@ -192,11 +191,10 @@ def test_the_order_does_not_depend_on_k_when_the_vector_index_misses_chunks(tmp_
 
 
 def test_vector_lists_share_one_beam_whatever_k(tmp_path: Path, recorder: RecordingEmbedder) -> None:
-    """A read for a longer list goes deeper; HNSW explores max(ef_search, depth) candidates, so with Chroma's
-    ef_search 100 a deeper read found chunks the first one missed and reordered the top hits (4 of 68 span
-    questions in vector mode). docvec's default ef_search covers the deeper reads as well."""
-    ef_search = StoreSettings().hnsw_ef_search
-    location = StoreLocation(tmp_path / "idx", "sparse", hnsw=Hnsw(ef_search=ef_search, ef_construction=2,
+    """HNSW explores max(ef_search, depth) candidates, so a read deeper than ef_search is a wider beam: it found
+    chunks the shallower reads of smaller -k missed and reordered their hits (a -k 60 read 800 deep in CI put a
+    chunk first that -k 1 and -k 5 never saw). Every -k up to ef_search now reads within one beam."""
+    location = StoreLocation(tmp_path / "idx", "sparse", hnsw=Hnsw(ef_search=60, ef_construction=2,
                                                                    max_neighbors=2))
     docs = tmp_path / "docs"  # far more chunks than Chroma's beam of 100
     docs.mkdir()
@@ -207,9 +205,14 @@ def test_vector_lists_share_one_beam_whatever_k(tmp_path: Path, recorder: Record
     tiny = ChunkParams(max_tokens=24, min_tokens=0, overlap_tokens=0)
     store = open_for_writing(location, Fingerprint.build(recorder.info, tiny))
     ingest(store, recorder, ScanOptions(docs), tiny)
-    changed = []
-    for i in range(0, len(WORDS) - 3, 7):
-        question = " ".join(WORDS[i:i + 3])
-        lists = [[h.id for h in search(store, recorder, question, k, mode="vector")] for k in (1, 5, 60)]
-        changed += [question for shorter in lists if shorter != lists[-1][: len(shorter)]]
+    changed, missed = [], 0
+    with KeywordIndex.of(store) as index:
+        for i in range(0, len(WORDS) - 3, 7):
+            question = " ".join(WORDS[i:i + 3])
+            for mode in ("vector", "hybrid"):
+                found = [search(store, recorder, question, k, mode=mode, keyword=index) for k in (1, 5, 10, 30, 60)]
+                lists = [[h.id for h in hits] for hits in found]
+                changed += [(mode, question) for shorter in lists if shorter != lists[-1][: len(shorter)]]
+                missed += sum(h.counted_similarity is not None for h in found[-1])
     assert store.count() > 500 and not changed
+    assert missed  # the beam missed chunks the keyword side found; they count as its last similarity
