@@ -17,7 +17,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
-from itertools import accumulate, islice, repeat
+from itertools import accumulate, chain, islice, repeat
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import yaml
@@ -39,6 +39,7 @@ CHUNKER_VERSION = "6"  # 2: long headings capped in context, split code blocks p
 TokenCounter = Callable[[Sequence[str]], list[int]]
 Scalar = str | int | float | bool
 _Span = tuple[int, int, int, bool]  # (start char, end char, model tokens without special tokens, count exact)
+_NO_SPAN: _Span = (-1, -1, 0, False)  # after the last span
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 _TOML_FRONT_MATTER = re.compile(r"\A\+\+\+[ \t]*\r?\n(.*?)(?:\r?\n)?^\+\+\+[ \t]*(?:\r?\n|\Z)", re.S | re.M)
@@ -56,6 +57,8 @@ _MAX_FRONT_MATTER = 64 * 1024
 _BREAK_CHARS = " \t\n\r"  # whitespace that token counts add up across (see TokenCounter)
 _BREAK = re.compile(f"[{_BREAK_CHARS}]")
 _PIECE_TOKENS = 32  # word-level pieces are grouped up to this size (overlap granularity stays fine)
+_COUNT_BATCH = 8192  # pieces of one level counted per tokenizer call
+_EMIT_BATCH = 64  # groups of a section emitted at once (one tokenizer call for those not summed exactly)
 _ATTR_LIST = re.compile(r"\s*\{\s*[#.][^{}]*\}\s*$")
 MAX_HEADING_CHARS = 200  # a heading longer than this is cut in trails and labels (its full text stays in the chunk)
 CONTEXT_SHARE = 4  # the heading context prepended to a chunk takes at most max_tokens / CONTEXT_SHARE tokens
@@ -520,22 +523,25 @@ class _Packer:
         whole = self._whole(section, budget)
         if whole is not None:
             return whole
-        units = [u for b in section.blocks for u in self._units(b, budget)]
+        chunks: list[Chunk] = []
         groups: list[list[_Unit]] = []
         current: list[_Unit] = []
         total = 0  # the summed cost of `current`, kept as it grows (a 50 MB line is a million units)
-        for unit in units:
+        for unit in (u for b in section.blocks for u in self._units(b, budget)):
             if current and not self._fits(section, current, total, unit):
                 groups.append(current)
                 current = self._overlap(current, unit)
                 total = sum(u.cost for u in current)
                 if current and not self._fits(section, current, total, unit):
                     current, total = [], 0
+                if len(groups) == _EMIT_BATCH:  # emitted as they fill: a block of millions of lines is never
+                    chunks += self._emit_all(section, groups)  # held as a unit per line (5 MB: 718 MB)
+                    groups = []
             current.append(unit)
             total += unit.cost
         if current:
             groups.append(current)
-        return self._emit_all(section, groups)
+        return chunks + self._emit_all(section, groups)
 
     def _whole(self, section: _Section, budget: int) -> list[Chunk] | None:
         """The section as the one chunk that packing would make of it, when each block fits whole and all of them
@@ -644,32 +650,44 @@ class _Packer:
             total += unit.cost
         return carried
 
-    def _units(self, block: tuple[int, int, str, dict[str, str]], budget: int) -> list[_Unit]:
+    def _units(self, block: tuple[int, int, str, dict[str, str]], budget: int) -> Iterator[_Unit]:
+        """The block as units to pack, in order, as they are made: whole, or cut into pieces under the limits."""
         start, end, kind, info = block
         start, end = _trim(self.text, start, end)
         if start >= end:
-            return []
+            return
         cost = self._whole_cost(self.text[start:end], budget)
         if cost is not None:
-            return [_Unit(start, end, cost, -1)]
+            yield _Unit(start, end, cost, -1)
+            return
         self.groups += 1
         head, tail, inner_start, inner_end = self._wrappers(start, end, kind, info)
         if self.cost(head + tail) > budget // 2 or len(head + tail) > self.max_chars // 2:  # a huge header/fence
             head, tail, inner_start, inner_end = "", "", start, end  # line is not repeated on every piece
         chars = self.max_chars - len(head + tail)
-        pieces = self._split(inner_start, inner_end, budget - self.cost(head + tail), 0, chars)
-        if not pieces:
-            return [_Unit(start, end, self.cost(self.text[start:end]), -1)]
+        spans = self._spans(inner_start, inner_end, budget - self.cost(head + tail), 0, chars)
         if head or tail:  # pieces that repeat a fence/header cannot share a chunk: make each one nearly full
-            pieces = _join(self.text, pieces, budget - self.cost(head + tail), separator=1, chars=chars)
-        # The first piece keeps the block's own opening lines, the last its closing line (their cost is the
-        # wrapper's, which the first and last piece carry anyway).
-        pieces[0] = (start, pieces[0][1], pieces[0][2] + self.cost(head), pieces[0][3] and _ends_at_break(head))
-        pieces[-1] = (pieces[-1][0], end, pieces[-1][2] + self.cost(tail), pieces[-1][3] and _starts_at_break(tail))
-        return [
-            _Unit(a, b, cost, self.groups, head if i else "", tail if i < len(pieces) - 1 else "", exact)
-            for i, (a, b, cost, exact) in enumerate(pieces)
-        ]
+            # (joined as they come: a fence of millions of one-character lines never holds a span per line)
+            spans = _join(self.text, spans, budget - self.cost(head + tail), separator=1, chars=chars)
+        yield from self._pieces_of(spans, _Unit(start, end, 0, self.groups, head, tail))
+
+    def _pieces_of(self, spans: Iterator[_Span], block: _Unit) -> Iterator[_Unit]:
+        """Units of a cut block's spans. The first keeps the block's own opening lines, the last its closing line
+        (their cost is the wrapper's, which the first and last piece carry anyway); each other piece repeats them."""
+        held = next(spans, None)
+        if held is None:
+            yield _Unit(block.start, block.end, self.cost(self.text[block.start:block.end]), -1)
+            return
+        first = True
+        for following in chain(spans, [_NO_SPAN]):
+            a, b, cost, exact = held
+            last = following is _NO_SPAN
+            if first:
+                a, cost, exact = block.start, cost + self.cost(block.head), exact and _ends_at_break(block.head)
+            if last:
+                b, cost, exact = block.end, cost + self.cost(block.tail), exact and _starts_at_break(block.tail)
+            yield _Unit(a, b, cost, block.group, "" if first else block.head, "" if last else block.tail, exact)
+            held, first = following, False
 
     def _whole_cost(self, block: str, budget: int) -> int | None:
         """The cost of a trimmed block that is packed as one unit (within `budget` tokens and the character cap),
@@ -699,45 +717,65 @@ class _Packer:
     def _split(self, start: int, end: int, budget: int, level: int, chars: int) -> list[_Span]:
         """Cut [start, end) into trimmed spans of at most `budget` tokens and `chars` characters, at the coarsest
         boundary that works."""
+        return list(self._spans(start, end, budget, level, chars))
+
+    def _spans(self, start: int, end: int, budget: int, level: int, chars: int) -> Iterator[_Span]:
+        """_split's spans, in order, as they are made."""
         start, end = _trim(self.text, start, end)
         if start >= end:
-            return []
+            return
         whole = self.text[start:end]
         chars = max(chars, 1)
         if end - start <= chars and not _surely_over(whole, max(budget, 1)):  # never true of one character
             cost = self.cost(whole)
             if end - start == 1 or cost <= max(budget, 1):
-                return [(start, end, cost, True)]
+                yield start, end, cost, True
+                return
+        del whole
         if level >= len(_SPLITTERS) + len(_WORDS):  # no boundary left: halve by characters
             mid = start + (end - start) // 2
-            return self._split(start, mid, budget, level, chars) + self._split(mid, end, budget, level, chars)
-        pieces = self._pieces(start, end, level)
-        texts = [self.text[a:b] for a, b in pieces]
-        self._count_all([t for t in texts if len(t) <= chars and not _surely_over(t, budget)])  # one batch call
-        # A text left uncounted is surely over the budget; one the cache holds anyway has its true cost.
-        costs = list(map(self.cache.get, texts, repeat(budget + 1)))
-        del texts  # a level can be millions of lines: hold what is needed only
-        out: list[_Span] = []
-        for (a, b), cost in zip(pieces, costs):
-            if cost <= budget and b - a <= chars:
-                out.append((a, b, cost, True))
-            else:
-                out.extend(self._split(a, b, budget, level + 1, chars))
+            yield from self._spans(start, mid, budget, level, chars)
+            yield from self._spans(mid, end, budget, level, chars)
+            return
+        spans = self._level(start, end, budget, level, chars)
         # Word-level pieces are joined up to a few dozen tokens: a 5 MB line becomes thousands of units, not
         # a million.
-        if level < len(_SPLITTERS):
-            return out
-        return _join(self.text, out, min(budget, _PIECE_TOKENS), separator=0, chars=chars)
+        yield from spans if level < len(_SPLITTERS) else _join(self.text, spans, min(budget, _PIECE_TOKENS), 0, chars)
 
-    def _pieces(self, start: int, end: int, level: int) -> list[tuple[int, int]]:
-        """[start, end) cut at one level's boundaries into trimmed, non-empty spans."""
+    def _level(self, start: int, end: int, budget: int, level: int, chars: int) -> Iterator[_Span]:
+        """The spans of one level's pieces of [start, end), counted a batch at a time (one tokenizer call each; a
+        level can be millions of lines: only a batch is held); a piece over the limits is cut at the next level."""
+        pieces = self._pieces(start, end, level)
+        while batch := list(islice(pieces, _COUNT_BATCH)):
+            texts = [self.text[a:b] for a, b in batch]
+            self._count_all([t for t in texts if len(t) <= chars and not _surely_over(t, budget)])
+            # A text left uncounted is surely over the budget; one the cache holds anyway has its true cost.
+            costs = list(map(self.cache.get, texts, repeat(budget + 1)))
+            del texts
+            for (a, b), cost in zip(batch, costs):
+                if cost <= budget and b - a <= chars:
+                    yield a, b, cost, True
+                else:
+                    yield from self._spans(a, b, budget, level + 1, chars)
+
+    def _pieces(self, start: int, end: int, level: int) -> Iterator[tuple[int, int]]:
+        """[start, end) cut at one level's boundaries into trimmed, non-empty spans, as they are found."""
         if level >= len(_SPLITTERS):
-            return [m.span() for m in _WORDS[level - len(_SPLITTERS)].finditer(self.text, start, end)]
+            return (m.span() for m in _WORDS[level - len(_SPLITTERS)].finditer(self.text, start, end))
         if _SPLITTERS[level] is _LINES:  # the trimmed lines in one pass (a 1 MB block of "}" lines)
-            return [m.span() for m in _LINE.finditer(self.text, start, end)]
-        cuts = [m.start() for m in _SPLITTERS[level].finditer(self.text, start, end)]
-        bounds = [start] + cuts + [end]
-        return [p for p in (_trim(self.text, a, b) for a, b in zip(bounds, bounds[1:])) if p[0] < p[1]]
+            return (m.span() for m in _LINE.finditer(self.text, start, end))
+        return self._between(start, end, _SPLITTERS[level])
+
+    def _between(self, start: int, end: int, splitter: re.Pattern[str]) -> Iterator[tuple[int, int]]:
+        """The trimmed, non-empty spans of [start, end) between the splitter's matches."""
+        for m in splitter.finditer(self.text, start, end):
+            a, b = _trim(self.text, start, m.start())
+            if a < b:
+                yield a, b
+            start = m.start()
+        a, b = _trim(self.text, start, end)
+        if a < b:
+            yield a, b
 
     def _count_all(self, texts: list[str]) -> None:
         """Cache the cost (without special tokens) of each text, in one batch."""
@@ -808,25 +846,23 @@ class _Packer:
         return self.overhead + self.cost(_context(shown)) + own
 
 
-def _join(text: str, pieces: list[_Span], limit: int, separator: int, chars: int = sys.maxsize) -> list[_Span]:
+def _join(text: str, pieces: Iterable[_Span], limit: int, separator: int, chars: int = sys.maxsize) -> Iterator[_Span]:
     """Join adjacent pieces of `text` while their summed cost (plus `separator` tokens between two) stays within
-    `limit` and the text they cover within `chars` characters, greedily; the sum is exact where whitespace separates
-    them and no separator is added."""
-    # reach[i] = the cost of pieces[:i], each with its separator: a run i..j-1 costs reach[j] - reach[i] - separator,
-    # so where a run starting at i must end is one bisection (pieces run to a million words on one line).
-    reach = list(accumulate((p[2] + separator for p in pieces), initial=0))
-    ends = [p[1] for p in pieces]
-    out: list[_Span] = []
-    i = 0
-    while i < len(pieces):
-        j = min(bisect.bisect_right(reach, reach[i] + limit + separator, i) - 1,
-                bisect.bisect_right(ends, pieces[i][0] + chars, i))
-        j = max(j, i + 1)
-        first, last = pieces[i], pieces[j - 1]
-        sure = j == i + 1 and first[3] or not separator and _adds_up(text, [(p[0], p[1], p[3]) for p in pieces[i:j]])
-        out.append((first[0], last[1], reach[j] - reach[i] - separator, sure))
-        i = j
-    return out
+    `limit` and the text they cover within `chars` characters, greedily, as the pieces come (pieces run to a
+    million lines of a block, or words of one line); the sum is exact where whitespace separates them and no
+    separator is added."""
+    run: _Span | None = None
+    adds_up = False  # every piece of the run is exact, and breaks lie between them (counts add up across)
+    for piece in pieces:
+        if run is not None and run[2] + separator + piece[2] <= limit and piece[1] <= run[0] + chars:
+            adds_up = adds_up and piece[3] and _break_between(text, run[1], piece[0])
+            run = (run[0], piece[1], run[2] + separator + piece[2], not separator and adds_up)
+            continue
+        if run is not None:
+            yield run
+        run, adds_up = piece, piece[3]
+    if run is not None:
+        yield run
 
 
 def _adds_up(text: str, spans: Sequence[tuple[int, int, bool]]) -> bool:
