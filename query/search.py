@@ -169,7 +169,7 @@ class _Known:
     beam: int = 0  # the deepest vector read: the index's ef_search, or -k when more is asked
     vector: dict[int, list[QueryResult]] = field(default_factory=dict)  # vector reads by depth
     in_beam: dict[str, tuple[int, float]] = field(default_factory=dict)  # hybrid: the whole beam, id: rank, cosine
-    beam_last: float | None = None  # hybrid: the whole beam's last similarity (None: it holds every chunk)
+    beam_last: float | None = None  # hybrid: the whole beam's last similarity (None: it is empty)
 
 
 @dataclass(frozen=True)
@@ -263,8 +263,11 @@ def _read(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any]
         found = _vector_read(store, qvec, q, n, known)
         for rank, r in enumerate(found, 1):
             pool[r.id] = _Candidate(r.similarity, None, rank)
-        vector_bound = found[-1].similarity if len(found) == n else None
-        everything, capped = vector_bound is None, vector_bound is not None and n == known.beam
+        # A beam shorter than asked is every chunk, or what a sparse HNSW graph could reach: for hybrid scores,
+        # which count a chunk it missed as its last similarity at most, that last is still the bound.
+        vector_bound = found[-1].similarity if len(found) == n else known.beam_last
+        everything = vector_bound is None
+        capped = vector_bound is not None and (n == known.beam or len(found) < n)
     if q.mode != "vector" and keyword is not None:
         raw = keyword.search(q.question, depth)
         keyword_bound = raw[-1].score if len(raw) == depth else None
@@ -291,7 +294,7 @@ def _vector_read(store: Store, qvec: np.ndarray[Any, Any], q: Query, n: int, kno
         beam = known.vector[whole] = store.query(qvec.tolist(), whole, q.where, with_text=False)
         if hybrid:
             known.in_beam = {r.id: (rank, r.similarity) for rank, r in enumerate(beam, 1)}
-            known.beam_last = beam[-1].similarity if len(beam) == known.beam else None
+            known.beam_last = beam[-1].similarity if beam else None
     return known.vector[whole][:n]
 
 
