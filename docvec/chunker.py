@@ -125,7 +125,8 @@ class _Unit:
 
 @dataclass(slots=True)
 class _Merged:
-    """Chunks merged into one, built into a Chunk when nothing more merges into it."""
+    """A chunk that is a plain slice of the file (a section made whole, or chunks merged into one), built into a
+    Chunk when nothing more merges into it."""
 
     start_char: int
     end_char: int
@@ -518,12 +519,12 @@ class _Packer:
             self.shown_for[key] = shown
         return self.shown_for[key]
 
-    def pack_section(self, section: _Section) -> list[Chunk]:
+    def pack_section(self, section: _Section) -> list[Chunk | _Merged]:
         budget = self.params.max_tokens - self.overhead - self.cost(_context(self.shown(section.trail, False)))
         whole = self._whole(section, budget)
         if whole is not None:
             return whole
-        chunks: list[Chunk] = []
+        chunks: list[Chunk | _Merged] = []
         groups: list[list[_Unit]] = []
         current: list[_Unit] = []
         total = 0  # the summed cost of `current`, kept as it grows (a 50 MB line is a million units)
@@ -543,7 +544,7 @@ class _Packer:
             groups.append(current)
         return chunks + self._emit_all(section, groups)
 
-    def _whole(self, section: _Section, budget: int) -> list[Chunk] | None:
+    def _whole(self, section: _Section, budget: int) -> list[Chunk | _Merged] | None:
         """The section as the one chunk that packing would make of it, when each block fits whole and all of them
         fit together (most sections), else None. A file of 12 M one-line sections spent most of its time building
         units and groups only to make this chunk."""
@@ -564,7 +565,8 @@ class _Packer:
         tokens = self.overhead + self.cost(_context(shown)) + total
         if tokens > self.params.max_tokens or end - start > self.max_chars or not _adds_up(self.text, spans):
             return None
-        return [self._chunk(self.text[start:end], section.trail, shown, start, end, tokens)]
+        # Built into a Chunk only if nothing merges into it (a run of tiny sections is one chunk in the end).
+        return [_Merged(start, end, section.trail, shown, tokens)]
 
     def _emit_all(self, section: _Section, groups: list[list[_Unit]]) -> list[Chunk]:
         """Chunks of the packed groups. A group's count is the sum of its units' when every one is exact and
@@ -815,7 +817,7 @@ class _Packer:
         return [c if isinstance(c, Chunk) else self._chunk(self.text[c.start_char:c.end_char], c.trail, c.shown,
                                                             c.start_char, c.end_char, c.tokens) for c in out]
 
-    def _merge_into(self, out: list[Chunk | _Merged], chunk: Chunk) -> None:
+    def _merge_into(self, out: list[Chunk | _Merged], chunk: Chunk | _Merged) -> None:
         """Append `chunk` to `out`, or merge it into the last one when either is under min_tokens and both fit."""
         prev = out[-1] if out else None
         if prev is not None and min(prev.tokens, chunk.tokens) < self.params.min_tokens:
@@ -825,7 +827,7 @@ class _Packer:
                 return
         out.append(chunk)
 
-    def _merge(self, a: Chunk | _Merged, b: Chunk) -> _Merged | None:
+    def _merge(self, a: Chunk | _Merged, b: Chunk | _Merged) -> _Merged | None:
         plain = all(isinstance(c, _Merged) or self.text[c.start_char:c.end_char] == c.text for c in (a, b))
         if not plain or b.start_char < a.end_char or b.end_char - a.start_char > self.max_chars:
             return None  # wrapped pieces of split blocks, and overlapping chunks, stay as they are
@@ -836,7 +838,7 @@ class _Packer:
             return None
         return _Merged(a.start_char, b.end_char, trail, shown, tokens)
 
-    def _merged_tokens(self, a: Chunk | _Merged, b: Chunk, shown: tuple[str, ...]) -> int:
+    def _merged_tokens(self, a: Chunk | _Merged, b: Chunk | _Merged, shown: tuple[str, ...]) -> int:
         """Tokens of a and b as one chunk under the context `shown`: a sum when whitespace separates them (counts
         add up across it), so a run of tiny sections is not re-counted at each merge (a file of 250k headings
         read 65 characters per byte); counted when nothing does."""
