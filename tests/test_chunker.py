@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from docvec.chunker import (CHARS_PER_TOKEN, MAX_HEADING_CHARS, ChunkParams, _blocks, _join, _line_starts, _trim, chunk_ids,
-                            chunk_markdown)
+from docvec.chunker import (CHARS_PER_TOKEN, MAX_HEADING_CHARS, ChunkParams, ParsedDocument, _blocks, _join,
+                            _line_starts, _trim, chunk_ids, chunk_markdown)
 from tests.conftest import _tokenizer
 
 COUNT = _tokenizer().count_tokens
@@ -227,17 +227,22 @@ def test_chunking_work_is_linear_in_the_size_of_any_construct(text: str) -> None
     assert all(len(t) <= 200 for c in doc.chunks for t in c.trail)  # long headings are cut in trails and labels
 
 
+def _chunked_traced(text: str, word: str) -> tuple[ParsedDocument, int]:
+    """The text's chunks and the peak of Python memory allocated while chunking it."""
+    COUNT([word])  # the tokenizer's own allocations are not the chunker's
+    tracemalloc.start()
+    try:
+        doc = chunk_markdown(text, COUNT, ChunkParams())
+        return doc, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_file_of_many_sections_is_chunked_without_holding_them_all() -> None:
     """Sections are packed and merged as the parser yields them: 25,000 one-line sections (a 5 MB file of them
     held 1.25 M sections and their chunks at once, 1.2 GB) take a few MiB, not tens."""
     text = "# h\n" * 25_000
-    COUNT(["h"])  # the tokenizer's own allocations are not the chunker's
-    tracemalloc.start()
-    try:
-        doc = chunk_markdown(text, COUNT, ChunkParams())
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    doc, peak = _chunked_traced(text, "h")
     assert peak < 8 * 2**20, peak / 2**20
     assert len(doc.chunks) == len(chunk_markdown(text, COUNT, ChunkParams()).chunks) > 100
 
@@ -248,13 +253,7 @@ def test_a_block_of_many_lines_is_cut_without_holding_a_piece_per_line(block: st
     """A fence, paragraph, HTML block or quote of 200,000 one-character lines: its pieces are counted, joined
     and packed as they are cut, so the chunker holds ~a line start per line, not a span, a unit and a group entry
     per line (250-270 bytes a line: a 5 MB fence of them peaked at 613 MB, now 76)."""
-    COUNT(["a"])
-    tracemalloc.start()
-    try:
-        doc = chunk_markdown(block, COUNT, ChunkParams())
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    doc, peak = _chunked_traced(block, "a")
     assert peak < 150 * 200_000, peak / 200_000
     assert sum(c.text.count("a") for c in doc.chunks) >= 200_000 and all(c.tokens <= 256 for c in doc.chunks)
 
