@@ -167,9 +167,13 @@ class _Known:
     cosine: dict[str, float] = field(default_factory=dict)
     documents: dict[str, tuple[str, Metadata]] = field(default_factory=dict)
     beam: int = 0  # the deepest vector read: the index's ef_search, or -k when more is asked
-    vector: dict[int, list[QueryResult]] = field(default_factory=dict)  # vector reads by depth
-    in_beam: dict[str, tuple[int, float]] = field(default_factory=dict)  # hybrid: the whole beam, id: rank, cosine
-    beam_last: float | None = None  # hybrid: the whole beam's last similarity (None: it is empty)
+    whole: list[QueryResult] | None = None  # hybrid scores: the vector side's whole beam, read once
+    in_beam: dict[str, tuple[int, float]] = field(default_factory=dict)  # the same by id: rank, cosine
+
+    @property
+    def beam_last(self) -> float | None:
+        """The whole beam's last similarity (None: not read, or empty)."""
+        return self.whole[-1].similarity if self.whole else None
 
 
 @dataclass(frozen=True)
@@ -288,14 +292,12 @@ def _vector_read(store: Store, qvec: np.ndarray[Any, Any], q: Query, n: int, kno
     """The vector ranking's first n (n at most the beam). Hybrid scores read the whole beam once and take its
     first n: whether a chunk is in the beam, and the beam's last similarity, decide what a chunk the keyword side
     found counts as (_settle_beam); Chroma reads the whole beam for any n anyway (~1 ms more to return it)."""
-    hybrid = q.mode == "hybrid" and q.fusion.method == "score"
-    whole = known.beam if hybrid else n
-    if whole not in known.vector:  # a keyword side going deeper reads the capped vector side again
-        beam = known.vector[whole] = store.query(qvec.tolist(), whole, q.where, with_text=False)
-        if hybrid:
-            known.in_beam = {r.id: (rank, r.similarity) for rank, r in enumerate(beam, 1)}
-            known.beam_last = beam[-1].similarity if beam else None
-    return known.vector[whole][:n]
+    if q.mode != "hybrid" or q.fusion.method != "score":  # each read of a search goes deeper than the last
+        return store.query(qvec.tolist(), n, q.where, with_text=False)
+    if known.whole is None:  # a keyword side going deeper takes more of the same beam
+        known.whole = store.query(qvec.tolist(), known.beam, q.where, with_text=False)
+        known.in_beam = {r.id: (rank, r.similarity) for rank, r in enumerate(known.whole, 1)}
+    return known.whole[:n]
 
 
 def _fill_exact(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
@@ -322,7 +324,7 @@ def _fill_exact(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any
         for rid in [rid for rid in pending if upper(pool[rid]) <= bound]:
             del pool[rid]
     _look_up(store, keyword, qvec, q, pool, [rid for rid in pending if rid in pool], known)
-    _settle_beam(pool, known)  # (hybrid scores only: other modes keep no beam)
+    _settle_beam(pool, known)
 
 
 def _settle_beam(pool: dict[str, _Candidate], known: _Known) -> None:
@@ -330,10 +332,12 @@ def _settle_beam(pool: dict[str, _Candidate], known: _Known) -> None:
     last was missed by HNSW (approximate): it counts as that last similarity, which is all any read of the beam
     can assume of it, so every -k scores it alike. Counted exactly, a missed chunk came second for -k 60, which
     read it, and nowhere for -k 5, which did not."""
+    last = known.beam_last
+    if last is None:  # no whole beam: not hybrid scores, or an empty one
+        return
     for c in pool.values():
-        if c.vector_rank is None and c.similarity is not None and known.beam_last is not None \
-                and c.similarity > known.beam_last:
-            c.missed, c.similarity = c.similarity, known.beam_last
+        if c.vector_rank is None and c.similarity is not None and c.similarity > last:
+            c.missed, c.similarity = c.similarity, last
 
 
 def _look_up(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
@@ -463,9 +467,10 @@ def _fill_documents(store: Store, chosen: list[tuple[str, _Candidate]],
 def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query) -> list[Hit]:
     """Reciprocal-rank fusion over a fixed depth of both rankings (so the order never depends on -k)."""
     f = q.fusion
-    read = _read(store, keyword, qvec, q, f.candidates or 100, _known(store, q))
+    known = _known(store, q)
+    read = _read(store, keyword, qvec, q, f.candidates or 100, known)
     # Every candidate is ranked: all get both scores (shown, not used to order).
-    _fill_exact(store, keyword, qvec, q, read, lambda sim, kw: 0.0, -math.inf, _Known(), prune=False)
+    _fill_exact(store, keyword, qvec, q, read, lambda sim, kw: 0.0, -math.inf, known, prune=False)
     for c in read.pool.values():
         c.score = sum(w / (f.rrf_k + r) for w, r in ((f.vector_weight, c.vector_rank),
                                                     (f.keyword_weight, c.keyword_rank)) if r)
