@@ -159,8 +159,8 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("query", "file_penalty"): (0.0, 2.0),
     ("serve", "debounce_ms"): (0, 600_000),
 }
-# Chroma's own rule for collection names, checked here so the error names the setting.
 MIN_TOKEN_CHARS = 16  # a serve token guards an index reachable from other machines: no "abc", no "   "
+# Chroma's own rule for collection names, checked here so the error names the setting.
 PATTERNS: dict[tuple[str, str], tuple[str, str]] = {
     ("store", "collection"): (r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]",
                               "3-512 characters of a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"),
