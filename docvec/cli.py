@@ -248,8 +248,8 @@ def _render_status(data: dict[str, Any]) -> None:
     if since is not None:
         known = (data["files"] or 0) + sum(data["skipped"].values())
         moved = since["modified_after_sync"] or since["files"] != known
-        echo("folder     " + (f"changed since the last sync ({since['modified_after_sync']} files modified, "
-                                    f"{since['files']} files now): run `docvec ingest`" if moved else
+        echo("folder     " + (f"changed since the last sync ({since['modified_after_sync']} files new or modified "
+                               f"since, {since['files']} files now, {known} then): run `docvec ingest`" if moved else
                                     "unchanged since the last sync (sizes and times)"))
     echo(f"writer     {data['writer'] or 'none'}")
     echo(f"model      {data['provider']}:{data['model']} ({data['dimension']} dimensions, digest "
@@ -262,7 +262,9 @@ def _render_status(data: dict[str, Any]) -> None:
                f"{h.get('ef_construction')}, max_neighbors {h.get('max_neighbors')}")
     echo(f"built by   docvec {data['built_by']}")
     for c in data["collections"]:
-        role = "live" if c["live"] else "previous (rollback)" if c["previous"] else "backup (prune)"
+        role = ("live" if c["live"] else "incomplete: a run stopped while writing it (`docvec reindex` resumes "
+                "a build, `docvec prune` deletes it)" if c.get("incomplete") else "previous (rollback)"
+                if c["previous"] else "backup (prune)")
         echo(f"collection {c['name']}: {role}, {c['model']}, {c['chunks']} chunks")
 
 

@@ -11,6 +11,7 @@ same commit as the rows: one tantivy commit is atomic, like the collection write
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import shutil
@@ -18,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import Stemmer
 import tantivy
@@ -37,9 +38,12 @@ will with would you your yours yourself yourselves
 """.split())
 _WORD = re.compile(r"\w+", re.UNICODE)
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
-SCHEMA_VERSION = "4"  # part of the folder name: another version's index is never opened, only replaced
+SCHEMA_VERSION = "5"  # part of the folder name: another version's index is never opened, only replaced
 # 4: Porter's stemmer (FTS5's, Lucene's and Anserini's) instead of tantivy's Porter2 (bench/README.md, session 15)
-STATE_ID = "\x00docvec-state"  # the document holding what the index reflects (never matches a word)
+# 5: a digest of each row's text; what the index reflects is a file beside the rows, not a document among them
+# (every commit replaced that document, and each deleted copy counted in bm25's statistics)
+STATE_FILE = "docvec-state.json"  # what the index reflects: {"generation": ...}, written after the rows' commit
+MAX_SETTLE_ROUNDS = 3  # rewrites of segments holding deleted rows before the index is rebuilt whole
 WRITER_HEAP = 50_000_000  # bytes tantivy may buffer before it writes a segment
 WRITER_WAIT_S = 30.0  # how long a writer waits for another process's keyword writer (a query catching up)
 MAX_TERMS = 1024  # distinct words of one question that count (a 10,000-character question has fewer)
@@ -75,6 +79,7 @@ def _schema() -> tantivy.Schema:
     builder.add_unsigned_field("hi", fast=True)
     builder.add_unsigned_field("lo", fast=True)
     builder.add_text_field("label", stored=True, tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("digest", stored=True, tokenizer_name="raw", index_option="basic")  # verify's check
     builder.add_text_field("body", tokenizer_name="docvec", index_option="freq")  # bm25 needs frequencies only
     return builder.build()
 
@@ -160,27 +165,42 @@ class KeywordSession:
         self._writer: tantivy.IndexWriter | None = writer
 
     def write(self, add: Iterable[tuple[str, str, str]], delete: Sequence[str], state: dict[str, str]) -> int:
-        """Delete rows by id, add (id, label, text) rows and merge `state` into the recorded one, in one atomic
-        commit; returns the rows added."""
+        """Delete rows by id and add (id, label, text) rows in one atomic commit, then merge `state` into the
+        recorded one; returns the rows added. A kill between the two leaves the old state: the next writer then
+        compares every row, which is slower but never wrong."""
         writer = self._writer
         if writer is None:
             raise StoreError(f"the keyword index {self.index.path} was closed for writing")
-        merged = {**self.index._state(), **state}
         added = 0
         try:
             for rid in delete:
                 writer.delete_documents_by_term("id", rid)
             for rid, label, text in add:
-                writer.add_document(_document(rid, label, f"{label}\n{text}"))
+                writer.add_document(_document(rid, label, text))
                 added += 1
-            writer.delete_documents_by_term("id", STATE_ID)
-            writer.add_document(_document(STATE_ID, json.dumps(merged, sort_keys=True), ""))
             writer.commit()
+            if state:
+                self.index.set_state(state)
         except (ValueError, OSError) as exc:
             with contextlib.suppress(DocvecError):  # this error is the one to report
                 self.close()
             raise StoreError(f"cannot write the keyword index {self.index.path}: {exc}") from exc
         return added
+
+    def rewrite(self, store: Store, ids: Sequence[str]) -> None:
+        """Delete rows by id and add them again from the collection, in one commit (see `settle`)."""
+        self.write(_rows(store, list(ids)), ids, {})
+
+    def wipe(self) -> None:
+        """Delete every row (committed with the next write)."""
+        if self._writer is not None:
+            self._writer.delete_all_documents()
+
+    def settle_merges(self) -> None:
+        """Wait for the merges the last commit started, and keep the writer."""
+        if self._writer is not None:
+            self._writer.wait_merging_threads()
+            self._writer = self.index._writer(WRITER_WAIT_S)
 
     def close(self) -> None:
         """Let merges finish now (not in a thread a process exit would cut short) and release the writer."""
@@ -260,33 +280,92 @@ class KeywordIndex:
 
     def entries(self) -> set[tuple[str, str]]:
         """Every (chunk id, label) pair in the keyword index."""
+        return {(rid, label) for rid, label, _ in self.rows()}
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """Every row as (chunk id, label, digest of label and text); a repeated id is listed each time."""
         searcher = self._searcher()
-        out: set[tuple[str, str]] = set()
         try:
-            for _, address in searcher.search(tantivy.Query.all_query(), max(searcher.num_docs, 1)).hits:
-                doc = searcher.doc(address)
-                rid = str(doc["id"][0])
-                if rid != STATE_ID:
-                    out.add((rid, str((doc.get_first("label") or ""))))
+            hits = searcher.search(tantivy.Query.all_query(), max(searcher.num_docs, 1)).hits
+            docs = [searcher.doc(address) for _, address in hits]
+            return [(str(d["id"][0]), str(d.get_first("label") or ""), str(d.get_first("digest") or ""))
+                    for d in docs]
         except ValueError as exc:
             raise StoreError(f"cannot read the keyword index {self.path}: {exc}") from exc
-        return out
+
+    def deleted_rows(self) -> int:
+        """Deleted rows still held in segments: bm25 counts them in its statistics until they are gone."""
+        return sum(int((seg.get("deletes") or {}).get("num_deleted_docs", 0)) for seg in self._segments())
+
+    def _segments(self) -> list[dict[str, Any]]:
+        try:
+            meta = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot read the keyword index {self.path}: {exc}") from exc
+        return list(meta.get("segments") or [])
 
     def get_state(self, key: str) -> str | None:
-        """A value recorded with the last `apply` ('generation': the collection generation it reflects)."""
+        """A value recorded with the last write ('generation': the collection generation it reflects)."""
         value = self._state().get(key)
         return None if value is None else str(value)
 
     def _state(self) -> dict[str, str]:
-        searcher = self._searcher()
         try:
-            hits = searcher.search(tantivy.Query.term_query(self._schema, "id", STATE_ID), 1).hits
-            if not hits:
-                return {}
-            state = json.loads(str(searcher.doc(hits[0][1]).get_first("label") or "{}"))
-        except (ValueError, json.JSONDecodeError) as exc:
+            state = json.loads((self.path / STATE_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
             raise StoreError(f"cannot read the keyword index {self.path}: {exc}") from exc
         return state if isinstance(state, dict) else {}
+
+    def set_state(self, state: dict[str, str]) -> None:
+        """Merge `state` into the recorded one (written whole, then renamed: never half a file)."""
+        merged = {**self._state(), **state}
+        tmp = self.path / f"{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(merged, sort_keys=True), encoding="utf-8")
+        tmp.replace(self.path / STATE_FILE)
+
+    def settle(self, store: Store, wait: bool = True) -> int:
+        """Rewrite the segments that hold deleted rows, so that bm25's statistics (documents, document
+        frequencies, average length) count exactly the live rows, as a clean build's do; returns rows rewritten.
+
+        tantivy counts a deleted row in its statistics until a merge drops it, and its Python binding offers no
+        merge: a segment whose every row is deleted is dropped at commit, so its live rows are deleted and added
+        again (from the collection). The cost is the size of those segments, not of the index."""
+        if not self.deleted_rows():
+            return 0
+        session = self.session(wait)
+        rewritten = 0
+        try:
+            for _ in range(MAX_SETTLE_ROUNDS):
+                ids = self._ids_in_segments_with_deletes()
+                if ids is None:
+                    break
+                session.rewrite(store, ids)
+                session.settle_merges()
+                rewritten += len(ids)
+            else:
+                session.wipe()  # still deleted rows after rewriting: rebuild the whole index from the collection
+                session.write(_rows(store, [rid for rid, _ in store.iter_metadata()]), [], {})
+        finally:
+            session.close()
+        return rewritten
+
+    def _ids_in_segments_with_deletes(self) -> list[str] | None:
+        """The live row ids of every segment holding a deleted row (None when no segment does)."""
+        segments = self._segments()
+        dirty = {n for n, seg in enumerate(segments) if seg.get("deletes")}
+        if not dirty:
+            return None
+        self._index.reload()
+        self._seen = self._meta_stamp()
+        searcher = self._index.searcher()
+        if searcher.num_segments != len(segments):
+            return [rid for rid, _, _ in self.rows()]  # the searcher saw other segments: rewrite all of them
+        hits = searcher.search(tantivy.Query.all_query(), max(searcher.num_docs, 1)).hits
+        return [str(searcher.doc(a)["id"][0]) for _, a in hits if a.segment_ord in dirty]
 
     def apply(self, add: Iterable[tuple[str, str, str]], delete: Sequence[str], state: dict[str, str],
               wait: bool = True) -> int:
@@ -358,15 +437,21 @@ class KeywordIndex:
                                             for t in terms[:MAX_TERMS]])
 
 
-def _document(rid: str, label: str, body: str) -> tantivy.Document:
+def _document(rid: str, label: str, text: str) -> tantivy.Document:
     doc = tantivy.Document()
     doc.add_text("id", rid)
     if _HEX_ID.fullmatch(rid):
         doc.add_unsigned("hi", int(rid[:16], 16))
         doc.add_unsigned("lo", int(rid[16:], 16))
     doc.add_text("label", label)
-    doc.add_text("body", " ".join(analyzed(body)))
+    doc.add_text("digest", row_digest(label, text))
+    doc.add_text("body", " ".join(analyzed(f"{label}\n{text}")))
     return doc
+
+
+def row_digest(label: str, text: str) -> str:
+    """What a keyword row was made from, as `verify` compares it with the collection's label and text."""
+    return hashlib.sha256(f"{label}\n{text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def question_words(question: str) -> list[str]:
@@ -421,7 +506,8 @@ def keyword_differences(store: Store, index: KeywordIndex) -> tuple[list[str], l
 
 def sync_keyword_index(store: Store, index: KeywordIndex, force: bool = False, reader: bool = False,
                        changes: KeywordChanges | None = None) -> int:
-    """Make the keyword index hold exactly the collection's chunks; returns the rows changed.
+    """Make the keyword index hold exactly the collection's chunks, with no deleted row left in its statistics;
+    returns the rows changed.
 
     The collection's generation says whether the keyword index is behind. While a writer's mark is set (a run is
     writing, or one died mid-run) the generation does not tell: a writer then always compares row by row, and a
@@ -433,6 +519,19 @@ def sync_keyword_index(store: Store, index: KeywordIndex, force: bool = False, r
         # already, so a writer removes the others whatever state it finds this one in.
         for p in _other_versions(index.path):
             _remove(p)
+    changed = _bring_in_line(store, index, force, reader, changes)
+    if reader and not changed:
+        return 0  # a query reads meta.json no more than it did
+    try:
+        index.settle(store, wait=not reader)
+    except LockHeld:
+        if not reader:
+            raise
+    return changed
+
+
+def _bring_in_line(store: Store, index: KeywordIndex, force: bool, reader: bool,
+                   changes: KeywordChanges | None) -> int:
     meta = store.collection_metadata()
     generation = str(meta.get(GENERATION_KEY, 0))
     recorded = index.get_state("generation")

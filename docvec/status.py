@@ -28,14 +28,14 @@ def status_data(store: Any, settings: Settings) -> dict[str, Any]:
             "dimension": fp.dimension, "files": stats.get("files"), "chunks": chunks,
             "skipped": stats.get("skipped", {}), "last_sync": stats.get("synced_at"),
             "last_sync_seconds": stats.get("seconds"), "interrupted_run": store.writing(),
-            "writer": _writer(store), "size_bytes": store.size_on_disk(),
+            "writer": writer_of(store), "size_bytes": store.size_on_disk(),
             "built_by": store.collection_metadata().get("docvec:version"),
             "fingerprint": json.loads(fp.to_json()), "live": store.name,
             "config": str(settings.config_file) if settings.config_file else None,
             "folder_since_sync": folder_since(store.docs_root(), stats.get("synced_at"), settings.docs.include),
             "hnsw": {k: v for k, v in store.hnsw_settings().items()
                      if k in ("space", "ef_search", "ef_construction", "max_neighbors")},
-            "collections": [{"name": c.name, "live": c.live, "previous": c.previous, "chunks": c.count,
+            "collections": [{"name": c.name, "live": c.live, "previous": c.previous, "incomplete": c.writing, "chunks": c.count,
                              "model": c.fingerprint.model if c.fingerprint else None}
                             for c in store.physical_collections()]}
 
@@ -46,7 +46,7 @@ def _runs_on(settings: Settings, provider: str) -> str:
     return "this machine's CPU (onnxruntime)"
 
 
-def _writer(store: Any) -> str | None:
+def writer_of(store: Any) -> str | None:
     """Who holds the writer lock now (None when nobody does)."""
     from docvec.lock import current_holder, lock_path_for
     from docvec.store import LeaseBoard

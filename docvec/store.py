@@ -133,6 +133,7 @@ class PhysicalCollection:
     count: int
     live: bool
     previous: bool  # what `rollback` would restore
+    writing: bool = False  # a write to it began and did not complete (a killed reindex's build, a half-pruned one)
 
 
 class Store:
@@ -245,7 +246,7 @@ class Store:
             except IndexMismatch:
                 fp = None
             out.append(PhysicalCollection(name, fp, other.recorded_count(), name == meta.get(ALIAS_KEY),
-                                          name == meta.get(PREVIOUS_KEY)))
+                                          name == meta.get(PREVIOUS_KEY), other.writing()))
         return out
 
     def point_to(self, name: str) -> None:
@@ -253,12 +254,47 @@ class Store:
         with _chroma("switching the live index", self.location):
             _set_pointer(self._client, self.location.collection, name, self.name if self.name != name else None)
 
-    def delete_physical(self, name: str) -> None:
-        """Delete a physical collection that is not live."""
+    def forget_previous(self) -> None:
+        """Keep no 'previous' index (before deleting it: a half-deleted collection is never rolled back to)."""
+        with _chroma("switching the live index", self.location):
+            _set_pointer(self._client, self.location.collection, self.name, None)
+
+    def drop_physical(self, name: str) -> None:
+        """Delete a physical collection that is not live: its records first, then the collection.
+
+        Chroma 1.5.9's `delete_collection` leaves the collection's list-valued metadata rows behind
+        (`embedding_metadata_array`), and SQLite gives their integer ids to the next records written, which then
+        carry list values (dirs, tags) of records that no longer exist. Deleting records by id removes their rows,
+        on a server too; a local index is then swept for anything left (bench/README.md, "What Chroma leaves")."""
         if name == self.name:
             raise StoreError(f"refusing to delete the live collection '{name}'")
         with _chroma("deleting a backup", self.location):
-            self._client.delete_collection(name)
+            doomed = _get_collection(self._client, name)
+        if doomed is not None:
+            other = Store(self.location, self._client, doomed)
+            other.mark_writing_quietly()
+            while ids := other.ids_page():
+                other.delete(ids)
+            with _chroma("deleting a backup", self.location):
+                self._client.delete_collection(name)
+        self.sweep_residue()
+
+    def sweep_residue(self) -> dict[str, int]:
+        """Remove what deleted records and collections left in a local index's files; returns rows by kind."""
+        from docvec.residue import sweep
+
+        return {} if self.location.host or self.read_copy else sweep(self.location.path)
+
+    def residue(self) -> dict[str, int]:
+        """What deleted records and collections left in a local index's files, by kind ({} for a server)."""
+        from docvec.residue import find
+
+        return {} if self.location.host else find(self.files_location.path)
+
+    def ids_page(self) -> list[str]:
+        """Up to PAGE record ids (for deleting a collection record by record)."""
+        with _chroma("reading ids", self.location):
+            return list(self._collection.get(include=[], limit=PAGE)["ids"])
 
     def _check_format(self) -> None:
         meta = self._collection.metadata or {}
@@ -384,12 +420,15 @@ class Store:
                              f"of {records} chunks needs about {need / 2**20:.1f} MB): free some space and run "
                              f"again — what is indexed stays and keeps answering")
 
-    def update_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata]) -> None:
-        """Replace the metadata of existing records; their vectors are untouched."""
+    def replace_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata],
+                         stored: Mapping[str, Metadata]) -> None:
+        """Make existing records' metadata exactly `metadatas` (vectors untouched). Chroma's `update` merges keys:
+        a key the stored metadata (`stored`, by id) has and the new one lacks is sent as None, which removes it."""
+        full = [{**{k: None for k in stored.get(rid, {}) if k not in m}, **m} for rid, m in zip(ids, metadatas)]
         for begin in range(0, len(ids), WRITE_BATCH):
             end = begin + WRITE_BATCH
             with _chroma("updating chunk metadata", self.location):
-                self._collection.update(ids=list(ids[begin:end]), metadatas=list(metadatas[begin:end]))
+                self._collection.update(ids=list(ids[begin:end]), metadatas=full[begin:end])
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete records by id."""
@@ -457,13 +496,26 @@ class Store:
         meta.update(extra or {})
         self.set_collection_metadata(meta)
 
+    def begin_write(self) -> None:
+        """The write protocol's first step, before any writer's first write to this collection (ingest, repair,
+        reindex's copy, prune): set the writing mark, so that a run killed from here on is visible to the next
+        one and to the derived keyword index, and sweep residue that a new record could inherit. The last step
+        is `bump_generation`, which clears the mark."""
+        self.mark_writing()
+        self.sweep_residue()
+
     def mark_writing(self) -> None:
-        """Mark the collection as being written, before a run's first write: if the run dies, derived indexes
-        (the keyword index) know the collection moved although the generation did not."""
+        """Mark the collection as being written (see `begin_write`)."""
         meta = self.collection_metadata()
         if WRITING_KEY not in meta:
             meta[WRITING_KEY] = time.time()
             self.set_collection_metadata(meta)
+
+    def mark_writing_quietly(self) -> None:
+        """The writing mark on a collection that may have lost its fingerprint (a collection being deleted)."""
+        meta = self.collection_metadata()
+        if FINGERPRINT_KEY in meta:
+            self.mark_writing()
 
     def writing(self) -> bool:
         """Whether a run has written (or is writing) since the last completed one."""

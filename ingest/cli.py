@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import click
 
-from docvec.cli import DocvecCommand, config_options, echo, emit_json, interrupted_exit_code, load
+from docvec.cli import DocvecCommand, config_options, echo, emit_json, interrupted_exit_code, load, printable
 from docvec.settings import chunk_params, make_configured_embedder, store_location
 from docvec.config import Settings
 from docvec.errors import Interrupted, SourceError
@@ -187,13 +187,15 @@ def _render(report: IngestReport, settings: Settings, as_json: bool, verbose: bo
 @click.argument("docs_dir", required=False, type=click.Path(path_type=Path))
 @config_options
 @click.option("--repair", is_flag=True, help="Fix what was found, re-embedding as little as possible.")
+@click.option("--vectors", is_flag=True, help="Also embed every chunk again and compare it with its stored vector.")
 @click.option("--wait", is_flag=True, help="With --repair: wait for a running ingest instead of failing.")
 @guard_options
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON object on stdout.")
 def verify_command(docs_dir: Path | None, config_path: Path | None, index_path: Path | None, collection: str | None,
-                   repair: bool, wait: bool, docs_moved: bool, yes: bool, as_json: bool) -> None:
-    """Check the index against DOCS_DIR (default: docs.path); exit 1 if anything is wrong (or still wrong after
-    --repair). Without --repair it changes nothing and needs no model."""
+                   repair: bool, vectors: bool, wait: bool, docs_moved: bool, yes: bool, as_json: bool) -> None:
+    """Compare the index with a clean build of DOCS_DIR (default: docs.path); exit 1 if anything differs (or
+    still differs after --repair). Without --repair it changes nothing."""
+    from docvec.status import writer_of
     from ingest.verify import repair as repair_index
     from ingest.verify import verify
 
@@ -202,10 +204,20 @@ def verify_command(docs_dir: Path | None, config_path: Path | None, index_path: 
     location = store_location(settings)
     guard = SyncGuard(docs_moved=docs_moved, allow_mass_delete=yes)
     store = Store.open_for_reading(location)
-    report = verify(store, store.fingerprint(), scan_options(settings), guard)
+    embedder = make_configured_embedder(settings)
+    built = store.fingerprint()
+    same_model = built.same_vectors(Fingerprint.build(embedder.info, chunk_params(settings)))
+    if vectors and not same_model:
+        raise click.UsageError(f"--vectors needs the model the index was built with ({built.provider}:"
+                               f"{built.model}); the configuration names {embedder.info.model}")
+    report = verify(store, embedder.count_tokens, built, scan_options(settings), guard,
+                    embedder if vectors else None)
+    report.writer = writer_of(store) if report.problems else None
     _render_verify(report, as_json and not repair)
+    if report.writer:
+        raise click.ClickException(f"{report.problems} differences while {report.writer} writes the index: they "
+                                   f"may be its work in progress; run `docvec verify` again when it has finished")
     if repair and report.problems:
-        embedder = make_configured_embedder(settings)
         params = chunk_params(settings)
         with writer_lock_of(location, wait), _progress_bar(as_json) as bar:
             store = open_for_writing(location, Fingerprint.build(embedder.info, params))
@@ -234,16 +246,24 @@ def _render_verify(report: "VerifyReport", as_json: bool) -> None:
         emit_json(report.as_dict())
     echo(f"checked {report.files_checked} files and {report.chunks_checked} chunks", err=True)
     for kind, label in (("missing", "files not indexed"), ("stale", "files indexed at an older version"),
-                        ("incomplete", "files partly indexed"), ("orphans", "chunks of removed files"),
+                        ("incomplete", "files partly indexed"), ("orphans", "chunks no file has"),
                         ("duplicates", "duplicate chunks"), ("wrong_fingerprint", "chunks of another model/config"),
-                        ("bad_vectors", "unreadable vectors"),
+                        ("bad_vectors", "unreadable vectors"), ("wrong_vectors", "vectors not the model's"),
+                        ("text_differs", "chunks whose text is not the file's"),
+                        ("metadata_differs", "chunks whose metadata is not the file's"),
                         ("keyword_out_of_sync", "chunks out of sync in the keyword index")):
         items = getattr(report, kind)
         if items:
-            shown = ", ".join(items[:5]) + (f", … ({len(items) - 5} more)" if len(items) > 5 else "")
-            echo(f"  {len(items)} {label}: {shown}", err=True)
+            example = report.examples.get(kind) or items[0]
+            echo(f"  {len(items)} {label}, e.g. {printable(str(example))}", err=True)
+    if report.keyword_deleted_rows:
+        echo(f"  keyword index: {report.keyword_deleted_rows} deleted rows still counted in bm25 scores", err=True)
+    if report.residue:
+        echo(f"  residue of deleted records: {report.examples.get('residue')}", err=True)
+    if report.writer:
+        echo(f"  a writer is running: {report.writer}", err=True)
     if not report.problems:
-        echo("  ok: the index matches the docs folder", err=True)
+        echo("  ok: the index is what a clean build of the docs folder writes", err=True)
 
 
 @click.command(cls=DocvecCommand)

@@ -395,10 +395,11 @@ def _chunked(todo: Sequence[SourceFile], state: IndexState, embedder: Embedder, 
             continue
         doc = chunk_markdown(text, embedder.count_tokens, params)
         report.warnings.extend(f"{source.rel}: {w}" for w in doc.warnings)
-        yield _file_work(source.rel, content_file_hash(data), fp, doc, state.files.get(source.rel))
+        yield plan_file(source.rel, content_file_hash(data), fp, doc, state.files.get(source.rel))
 
 
-def _file_work(rel: str, file_hash: str, fp: str, doc: ParsedDocument, indexed: IndexedFile | None) -> FileWork:
+def plan_file(rel: str, file_hash: str, fp: str, doc: ParsedDocument, indexed: IndexedFile | None) -> FileWork:
+    """The records a clean build writes for one file (ids, metadata, chunks), and which records it replaces."""
     ids = chunk_ids(rel, doc.chunks)
     metas = [_metadata(rel, file_hash, fp, doc, i, c) for i, c in enumerate(doc.chunks)]
     return FileWork(rel, doc.chunks, ids, metas, dict(indexed.records) if indexed else {})
@@ -458,7 +459,7 @@ def _execute(store: Store, embedder: Embedder, work: Iterable[FileWork], files: 
     """Write the files a window at a time (taking each into `state`, whose `by_hash` lends vectors), then
     delete what is gone."""
     if files or stale or store.docs_root() != docs_root_of(root):
-        store.mark_writing()  # before the first write: a run killed from here on is visible to the next one
+        store.begin_write()  # before the first write: a run killed from here on is visible to the next one
         was_writing = True
     window: list[FileWork] = []
     pending, target, done = 0, WINDOW, 0
@@ -608,7 +609,7 @@ def _write_files(store: Store, window: list[FileWork], vectors: dict[str, Vector
     store.delete(replaced)
     store.add([r for r, _, _ in add], [vectors[m["hash"]] for _, m, _ in add], [c.text for _, _, c in add],
               [m for _, m, _ in add])
-    store.update_metadata([r for r, _ in update], [m for _, m in update])
+    store.replace_metadata([r for r, _ in update], [m for _, m in update], stored)  # keys it lost go too
     store.delete(gone)
     relabelled = [(rid, str(m.get("label", "")), texts[rid]) for rid, m in update
                   if stored.get(rid, {}).get("label") != m.get("label")]

@@ -61,6 +61,7 @@ def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptio
     lender = None
     if live.fingerprint() == target:  # only the HNSW build settings differ: the vectors are still good
         report.changes.append(f"hnsw: {live.hnsw_rebuild_needed() or 'rebuilt'}")
+        new.begin_write()  # the copy is a write like any other: the sync below completes it
         new.copy_from(live)
     elif live.fingerprint().same_vectors(target):
         # Same model, other chunking: a text the live index embedded has the same vector here; copy, do not embed.
@@ -69,7 +70,7 @@ def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptio
     building = replace(guard, allow_mass_delete=True)
     report.ingest = ingest(new, embedder, scan_options, params, on_progress=on_progress, guard=building,
                            lender=lender)
-    found = verify(new, target, scan_options, guard)
+    found = verify(new, embedder.count_tokens, target, scan_options, guard)
     if found.problems:
         raise StoreError(f"the new index '{name}' has {found.problems} problems after building; the live index is "
                          f"unchanged: run `docvec reindex` again")
@@ -104,6 +105,9 @@ def rollback(location: StoreLocation) -> tuple[str, str]:
         raise StoreError(f"{location.describe()} has no previous index to roll back to")
     if previous.fingerprint is None:
         raise StoreError(f"the previous index '{previous.name}' is unreadable; rollback refused")
+    if previous.writing:
+        raise StoreError(f"the previous index '{previous.name}' was being written when a run stopped; rollback "
+                         f"refused: run `docvec prune --all` to delete it")
     live.point_to(previous.name)
     return live.name, previous.name
 
@@ -111,9 +115,12 @@ def rollback(location: StoreLocation) -> tuple[str, str]:
 def prune(location: StoreLocation, keep_previous: bool = True, dry_run: bool = False) -> list[str]:
     """Delete backup collections (all but the live one, and the previous one unless keep_previous=False)."""
     live = Store.open(location)
-    doomed = [c.name for c in live.physical_collections() if not c.live and not (keep_previous and c.previous)]
+    others = live.physical_collections()
+    doomed = [c.name for c in others if not c.live and not (keep_previous and c.previous and not c.writing)]
     if not dry_run:
+        if any(c.previous and c.name in doomed for c in others):
+            live.forget_previous()
         for name in doomed:
-            live.delete_physical(name)
-            remove_keyword_index(location, name)
+            remove_keyword_index(location, name)  # first: a keyword index without its collection is only disk
+            live.drop_physical(name)
     return doomed

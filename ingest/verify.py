@@ -1,116 +1,110 @@
-"""Compare the docs folder, the bookkeeping and the collection; repair with the least re-embedding.
+"""Compare the index with what a clean build of the docs folder would write; repair with the least re-embedding.
 
-Every check reads the collection itself (records, metadata and vectors), so the result cannot drift from what a
-query would see. Repair deletes what cannot be trusted (orphans, unreadable vectors, records of another
-fingerprint) and then runs the ordinary sync, which re-adds what is missing and reuses every healthy vector.
+A clean build is a function of the docs folder and the fingerprint: every file is chunked again (the model's
+tokenizer only, nothing is embedded) and each stored record is compared with the record a clean build writes for
+it: id, text, every metadata key and value, the vector's presence and shape. The keyword index is compared row by
+row (id, label, a digest of its text) and its bm25 statistics must count no deleted row. A local index is also
+searched for what Chroma leaves of deleted records and collections (docvec.residue).
+
+Repair deletes what cannot be trusted (orphans, records of another fingerprint or text, unreadable vectors),
+rewrites metadata that differs (vectors untouched), sweeps residue, runs the ordinary sync (which re-adds what is
+missing, copying every vector it can) and rebuilds the keyword rows that differ.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
-from docvec.chunker import ChunkParams, has_body
+from docvec.chunker import ChunkParams, chunk_markdown, has_body
 from docvec.embedders import Embedder
 from docvec.fingerprint import Fingerprint
-from docvec.keyword import KeywordIndex, keyword_differences, keyword_path, sync_keyword_index
-from docvec.store import PAGE, Store
-from ingest.pipeline import (IndexState, IngestReport, ProgressCallback, Record, SyncGuard, check_deletions,
-                             check_docs_root, ingest)
+from docvec.keyword import KeywordIndex, keyword_path, row_digest, sync_keyword_index
+from docvec.store import PAGE, Metadata, Store, dumps_metadata
+from ingest.pipeline import (FileWork, IndexState, IngestReport, ProgressCallback, Record, SyncGuard,
+                             check_deletions, check_docs_root, ingest, plan_file)
 from ingest.scan import ScanOptions, Unreadable, content_file_hash, read_markdown, scan
+
+TokenCounter = Callable[[Sequence[str]], list[int]]
+VECTOR_TOLERANCE = 1e-4  # largest difference per dimension between a stored vector and the model's, with --vectors
+# (the same text embedded in another batch differs in the last bits: measured below 1e-6 for the built-in model)
+KINDS = ("missing", "stale", "incomplete", "orphans", "duplicates", "wrong_fingerprint", "bad_vectors",
+         "wrong_vectors", "text_differs", "metadata_differs", "keyword_out_of_sync")
 
 
 @dataclass
 class VerifyReport:
-    """What is wrong with an index, by kind; empty lists mean healthy."""
+    """What differs from a clean build, by kind; empty means the index is exactly what a clean build writes."""
 
     files_checked: int = 0
     chunks_checked: int = 0
     missing: list[str] = field(default_factory=list)  # files in the docs folder with no records
     stale: list[str] = field(default_factory=list)  # files whose records describe an older version
-    incomplete: list[str] = field(default_factory=list)  # files with missing or mixed-version records
-    orphans: list[str] = field(default_factory=list)  # record ids whose file is gone (or that name none)
+    incomplete: list[str] = field(default_factory=list)  # files with missing, extra or mixed-version records
+    orphans: list[str] = field(default_factory=list)  # record ids a clean build does not write (file gone, none)
     duplicates: list[str] = field(default_factory=list)  # record ids repeating a chunk position of their file
     wrong_fingerprint: list[str] = field(default_factory=list)  # record ids built by another configuration
-    bad_vectors: list[str] = field(default_factory=list)  # record ids whose vector is unreadable or malformed
-    keyword_out_of_sync: list[str] = field(default_factory=list)  # ids the keyword index lacks or keeps extra
+    bad_vectors: list[str] = field(default_factory=list)  # record ids whose vector is missing or malformed
+    wrong_vectors: list[str] = field(default_factory=list)  # vectors that are not the model's for their text
+    text_differs: list[str] = field(default_factory=list)  # record ids whose stored text is not the chunk's
+    metadata_differs: list[str] = field(default_factory=list)  # record ids with a key added, removed or changed
+    keyword_out_of_sync: list[str] = field(default_factory=list)  # ids the keyword index lacks, keeps or differs on
+    keyword_deleted_rows: int = 0  # deleted rows bm25 still counts (scores would differ from a clean build's)
+    residue: dict[str, int] = field(default_factory=dict)  # what Chroma left of deleted records, by kind
+    examples: dict[str, str] = field(default_factory=dict)  # kind -> one difference, spelled out
+    writer: str | None = None  # a writer was running while this was checked (set by the caller)
     repaired: IngestReport | None = None
 
     @property
     def problems(self) -> int:
-        return sum(len(x) for x in (self.missing, self.stale, self.incomplete, self.orphans, self.duplicates,
-                                    self.wrong_fingerprint, self.bad_vectors, self.keyword_out_of_sync))
+        return (sum(len(getattr(self, k)) for k in KINDS) + (self.keyword_deleted_rows > 0)
+                + sum(self.residue.values()))
 
     def as_dict(self) -> dict[str, Any]:
-        kinds = ("missing", "stale", "incomplete", "orphans", "duplicates", "wrong_fingerprint", "bad_vectors",
-                 "keyword_out_of_sync")
         out: dict[str, Any] = {"ok": self.problems == 0, "files_checked": self.files_checked,
                                "chunks_checked": self.chunks_checked}
-        out.update({k: getattr(self, k) for k in kinds})
+        out.update({k: getattr(self, k) for k in KINDS})
+        out.update({"keyword_deleted_rows": self.keyword_deleted_rows, "residue": self.residue,
+                    "examples": self.examples, "writer": self.writer})
         if self.repaired is not None:
             out["repair"] = self.repaired.as_dict()
         return out
 
+    def note(self, kind: str, example: str) -> None:
+        """Keep the first example of a kind of difference."""
+        self.examples.setdefault(kind, example)
 
-def verify(store: Store, fp: Fingerprint, scan_options: ScanOptions, guard: SyncGuard = SyncGuard()) -> VerifyReport:
-    """Check every file and every record against the docs folder and fingerprint `fp`; embeds nothing, writes
-    nothing (so it needs no model, and works on a read-only index)."""
+
+def verify(store: Store, count_tokens: TokenCounter, fp: Fingerprint, scan_options: ScanOptions,
+           guard: SyncGuard = SyncGuard(), embedder: Embedder | None = None) -> VerifyReport:
+    """Compare every record, the keyword index and the index's files with a clean build under fingerprint `fp`;
+    writes nothing. With `embedder` (of `fp`'s model), every vector is also compared with the model's own."""
     check_docs_root(store, scan_options.root, guard)
     state = IndexState.read(store, fp.short_hash())
     files, _ = scan(scan_options)
     report = VerifyReport(files_checked=len(files), chunks_checked=store.count())
-    on_disk = _file_hashes(files)
-    for rel, file_hash in on_disk.items():
-        indexed = state.files.get(rel)
-        if indexed is None or not indexed.records:
-            report.missing.append(rel)
-        elif indexed.complete_hash is None:
-            report.incomplete.append(rel)
-        elif indexed.complete_hash != file_hash:
-            report.stale.append(rel)
-    for rel, indexed in state.files.items():
-        if rel not in on_disk:
-            report.orphans.extend(indexed.records)
-        report.duplicates.extend(_duplicates(indexed.records))
-        report.wrong_fingerprint.extend(r for r, m in indexed.records.items() if m.fp != fp.short_hash())
-    report.orphans.extend(state.orphans)
-    ids = [rid for f in state.files.values() for rid in f.records] + state.orphans
-    report.bad_vectors = _bad_vectors(store, ids, fp.dimension, fp.normalized)
-    report.keyword_out_of_sync = _keyword_problems(store, ids)
+    expected = dict(_clean_build(files, state, count_tokens, fp))
+    _check_files(report, state, expected, fp)
+    _check_records(store, report, expected, fp, embedder)
+    report.residue = store.residue()
+    if report.residue:
+        report.note("residue", ", ".join(f"{n} {kind} rows" for kind, n in sorted(report.residue.items())))
+    _check_keyword(store, report)
     return report
 
 
-def _keyword_problems(store: Store, ids: list[str]) -> list[str]:
-    """Ids the keyword index lacks, has outdated or keeps extra; a missing keyword index lacks them all."""
-    if not (keyword_path(store.files_location, store.name) / "meta.json").is_file():
-        return sorted(ids)
-    with KeywordIndex.of(store, read_only=True) as index:
-        missing, extra = keyword_differences(store, index)
-    return missing + extra
+def chunk_params(fp: Fingerprint) -> ChunkParams:
+    """The chunking an index was built with."""
+    return ChunkParams(fp.max_tokens, fp.min_tokens, fp.overlap_tokens, fp.heading_context)
 
 
-def repair(store: Store, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
-           found: VerifyReport, on_progress: ProgressCallback | None = None,
-           guard: SyncGuard = SyncGuard()) -> VerifyReport:
-    """Delete untrustworthy records, then sync; returns a fresh verification with the sync's report."""
-    check_docs_root(store, scan_options.root, guard)
-    doomed = sorted(set(found.bad_vectors) | set(found.wrong_fingerprint) | set(found.orphans))
-    check_deletions(len(doomed), store.count(), "records that verify found untrustworthy", guard)
-    store.delete(doomed)
-    synced = ingest(store, embedder, scan_options, params, on_progress=on_progress, guard=guard)
-    with KeywordIndex.of(store) as index:
-        sync_keyword_index(store, index, force=True)
-    after = verify(store, Fingerprint.build(embedder.info, params), scan_options, guard)
-    after.repaired = synced
-    return after
-
-
-def _file_hashes(files: Sequence[Any]) -> dict[str, str]:
-    out = {}
+def _clean_build(files: Sequence[Any], state: IndexState, count_tokens: TokenCounter,
+                 fp: Fingerprint) -> Iterator[tuple[str, FileWork]]:
+    """What a clean build writes for each file it would index: (relative path, its planned records)."""
     for f in files:
         try:
             text, data = read_markdown(f.path)
@@ -118,8 +112,159 @@ def _file_hashes(files: Sequence[Any]) -> dict[str, str]:
             continue
         if not has_body(text):
             continue  # ingest skips it too: nothing to index
-        out[f.rel] = content_file_hash(data)
+        doc = chunk_markdown(text, count_tokens, chunk_params(fp))
+        indexed = state.files.get(f.rel)
+        yield f.rel, plan_file(f.rel, content_file_hash(data), fp.short_hash(), doc, indexed)
+
+
+def _check_files(report: VerifyReport, state: IndexState, expected: dict[str, FileWork], fp: Fingerprint) -> None:
+    """Per file: indexed at all, at this version, completely; records no clean build writes are orphans."""
+    for rel, plan in expected.items():
+        indexed = state.files.get(rel)
+        file_hash = plan.metadatas[0]["file_hash"] if plan.metadatas else None
+        if indexed is None or not indexed.records:
+            report.missing.append(rel)
+        elif indexed.complete_hash is None:
+            report.incomplete.append(rel)
+        elif indexed.complete_hash != file_hash:
+            report.stale.append(rel)  # the sync replaces the whole old version
+        elif set(indexed.records) != set(plan.ids):
+            report.incomplete.append(rel)  # current, but not the records a clean build writes
+            report.orphans.extend(sorted(set(indexed.records) - set(plan.ids)))
+            report.note("incomplete", f"{rel}: {len(indexed.records)} records, a clean build writes "
+                                      f"{len(plan.ids)} (other ids)")
+    for rel, indexed in state.files.items():
+        if rel not in expected:
+            report.orphans.extend(indexed.records)
+        report.duplicates.extend(_duplicates(indexed.records))
+        report.wrong_fingerprint.extend(r for r, m in indexed.records.items() if m.fp != fp.short_hash())
+    report.orphans.extend(state.orphans)
+    for kind in ("orphans", "wrong_fingerprint", "duplicates", "missing", "stale"):
+        if getattr(report, kind):
+            report.note(kind, str(getattr(report, kind)[0]))
+
+
+def _check_records(store: Store, report: VerifyReport, expected: dict[str, FileWork], fp: Fingerprint,
+                   embedder: Embedder | None) -> None:
+    """Each stored record that a clean build also writes: the same text, metadata and a healthy vector."""
+    planned = {rid: (m, c.text, c.embed_text) for plan in expected.values()
+               for rid, m, c in zip(plan.ids, plan.metadatas, plan.chunks)}
+    ids = sorted(planned.keys() & {rid for rid, _ in store.iter_metadata()})
+    for begin in range(0, len(ids), PAGE):
+        page = ids[begin:begin + PAGE]
+        stored = store.get_documents(page)
+        vectors = store.get_embeddings(page)
+        for rid in page:
+            meta, text, _ = planned[rid]
+            doc, have = stored[rid]
+            if doc != text:
+                report.text_differs.append(rid)
+                report.note("text_differs", f"{rid} ({meta['source']}:{meta['start_line']})")
+            if dumps_metadata(have) != dumps_metadata(meta):
+                report.metadata_differs.append(rid)
+                report.note("metadata_differs", f"{rid} ({meta['source']}): {_diff(have, meta)}")
+            if not _healthy(vectors.get(rid), fp.dimension, fp.normalized):
+                report.bad_vectors.append(rid)
+                report.note("bad_vectors", rid)
+        if embedder is not None:
+            _compare_vectors(report, embedder, [r for r in page if r in vectors and r not in report.bad_vectors],
+                             vectors, planned)
+
+
+def _compare_vectors(report: VerifyReport, embedder: Embedder, ids: list[str],
+                     vectors: dict[str, NDArray[np.float32]], planned: dict[str, tuple[Metadata, str, str]]) -> None:
+    """Embed each record's text again and compare with its stored vector."""
+    if not ids:
+        return
+    fresh = embedder.embed_documents([planned[rid][2] for rid in ids])
+    for rid, vec in zip(ids, fresh):
+        gap = float(np.max(np.abs(np.asarray(vec, dtype=np.float32) - vectors[rid])))
+        if gap > VECTOR_TOLERANCE:
+            report.wrong_vectors.append(rid)
+            report.note("wrong_vectors", f"{rid}: differs by up to {gap:.3g} from the model's vector")
+
+
+def _diff(have: Metadata, want: Metadata) -> str:
+    """The first metadata difference, as a user reads it."""
+    for key in sorted(have.keys() | want.keys()):
+        if key not in want:
+            return f"key '{key}' = {have[key]!r} that no file has"
+        if key not in have:
+            return f"key '{key}' missing (the file says {want[key]!r})"
+        if dumps_metadata({key: have[key]}) != dumps_metadata({key: want[key]}):
+            return f"key '{key}' is {have[key]!r}, the file says {want[key]!r}"
+    return "same keys and values in another form"
+
+
+def _check_keyword(store: Store, report: VerifyReport) -> None:
+    """The keyword index holds one row per record, made from its current label and text, and no deleted row."""
+    if not (keyword_path(store.files_location, store.name) / "meta.json").is_file():
+        report.keyword_out_of_sync = sorted(rid for rid, _ in store.iter_metadata())
+        report.note("keyword_out_of_sync", "the keyword index is missing")
+        return
+    with KeywordIndex.of(store, read_only=True) as index:
+        rows = index.rows()
+        report.keyword_deleted_rows = index.deleted_rows()
+    wanted = _wanted_rows(store)
+    counts = Counter(rid for rid, _, _ in rows)
+    have = {rid: (label, digest) for rid, label, digest in rows}
+    out = {rid for rid, n in counts.items() if n > 1 or have[rid] != wanted.get(rid)} | (wanted.keys() - have.keys())
+    report.keyword_out_of_sync = sorted(out)
+    if out:
+        rid = report.keyword_out_of_sync[0]
+        what = ("missing" if rid not in have else "not in the collection" if rid not in wanted
+                else f"held {counts[rid]} times" if counts[rid] > 1 else "made from another label or text")
+        report.note("keyword_out_of_sync", f"{rid}: {what}")
+    if report.keyword_deleted_rows:
+        report.note("keyword_deleted_rows", f"{report.keyword_deleted_rows} deleted rows still counted by bm25")
+
+
+def _wanted_rows(store: Store) -> dict[str, tuple[str, str]]:
+    """id -> (label, digest) of the keyword row each record should have."""
+    out: dict[str, tuple[str, str]] = {}
+    ids = [rid for rid, _ in store.iter_metadata()]
+    for begin in range(0, len(ids), PAGE):
+        for rid, (doc, meta) in store.get_documents(ids[begin:begin + PAGE]).items():
+            label = str(meta.get("label", ""))
+            out[rid] = (label, row_digest(label, doc))
     return out
+
+
+def repair(store: Store, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
+           found: VerifyReport, on_progress: ProgressCallback | None = None,
+           guard: SyncGuard = SyncGuard()) -> VerifyReport:
+    """Make the index what a clean build writes, re-embedding only what has no trustworthy vector; returns a
+    fresh verification with the sync's report. Every write goes through the write protocol (begin_write first,
+    the sync's generation bump last), so a repair killed at any point is finished by the next sync or repair."""
+    check_docs_root(store, scan_options.root, guard)
+    doomed = sorted(set(found.bad_vectors) | set(found.wrong_fingerprint) | set(found.orphans)
+                    | set(found.text_differs) | set(found.wrong_vectors) | set(found.duplicates))
+    check_deletions(len(doomed), store.count(), "records that verify found untrustworthy", guard)
+    store.begin_write()  # sweeps residue too
+    store.delete(doomed)
+    _rewrite_metadata(store, embedder, scan_options, params, sorted(set(found.metadata_differs) - set(doomed)))
+    synced = ingest(store, embedder, scan_options, params, on_progress=on_progress, guard=guard)
+    with KeywordIndex.of(store) as index:
+        if found.keyword_out_of_sync:
+            index.apply([], found.keyword_out_of_sync, {"generation": ""})  # made again by the sync below
+        sync_keyword_index(store, index, force=True)
+    fp = Fingerprint.build(embedder.info, params)
+    after = verify(store, embedder.count_tokens, fp, scan_options, guard)
+    after.repaired = synced
+    return after
+
+
+def _rewrite_metadata(store: Store, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
+                      ids: list[str]) -> None:
+    """Give records the metadata a clean build writes, removing keys it does not (vectors untouched)."""
+    if not ids:
+        return
+    fp = Fingerprint.build(embedder.info, params)
+    files, _ = scan(scan_options)
+    expected = {rid: m for _, plan in _clean_build(files, IndexState(), embedder.count_tokens, fp)
+                for rid, m in zip(plan.ids, plan.metadatas)}
+    wanted = [rid for rid in ids if rid in expected]
+    store.replace_metadata(wanted, [expected[rid] for rid in wanted], store.get_metadatas(wanted))
 
 
 def _duplicates(records: dict[str, Record]) -> list[str]:
@@ -134,16 +279,6 @@ def _duplicates(records: dict[str, Record]) -> list[str]:
                 dupes.append(rid)
             taken.add(key)
     return dupes
-
-
-def _bad_vectors(store: Store, ids: list[str], dimension: int, normalized: bool) -> list[str]:
-    """Ids whose stored vector is missing, of the wrong size, not finite, or (if normalised) not unit length."""
-    bad: list[str] = []
-    for begin in range(0, len(ids), PAGE):
-        page = ids[begin:begin + PAGE]
-        vectors = store.get_embeddings(page)
-        bad.extend(rid for rid in page if not _healthy(vectors.get(rid), dimension, normalized))
-    return bad
 
 
 def _healthy(vector: NDArray[np.float32] | None, dimension: int, normalized: bool) -> bool:

@@ -3,7 +3,8 @@
     python -m tests.killpoint N COUNT_FILE docvec-args...
 
 Every call that changes the index on disk counts as one write boundary: Chroma adds, metadata updates, deletes
-and collection-metadata writes, and keyword-index transactions. Before the N-th the process kills itself, as
+and collection-metadata writes, keyword-index commits and
+state writes, pointer switches, collection drops and residue sweeps (after Chroma's delete_collection). Before the N-th the process kills itself, as
 `kill -9` or a power cut would; with N = 0 it runs to the end and writes how many boundaries it passed to
 COUNT_FILE, so a test can kill at every one of them in turn.
 """
@@ -16,11 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from docvec.keyword import KeywordIndex
+from docvec.keyword import KeywordIndex, KeywordSession
 from docvec.store import Store
 
-WRITES = [(Store, "add"), (Store, "update_metadata"), (Store, "delete"), (Store, "set_collection_metadata"),
-          (KeywordIndex, "apply")]
+WRITES = [(Store, "add"), (Store, "replace_metadata"), (Store, "delete"), (Store, "set_collection_metadata"),
+          (KeywordSession, "write"), (KeywordIndex, "set_state"), (Store, "point_to"), (Store, "drop_physical"),
+          (Store, "sweep_residue")]
 
 
 def main() -> None:
@@ -29,7 +31,7 @@ def main() -> None:
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def write(self: Any, *a: Any, **kw: Any) -> Any:
-            if original.__name__ in ("add", "update_metadata", "delete") and not a[0]:
+            if original.__name__ in ("add", "replace_metadata", "delete") and not a[0]:
                 return original(self, *a, **kw)  # nothing to write: not a boundary
             passed[0] += 1
             if passed[0] == target:

@@ -190,6 +190,6 @@ def test_a_kill_at_every_write_boundary_converges_on_the_next_run(tmp_path: Path
         rerun = _docvec(["ingest", "-q"], cfg)
         assert rerun.wait(timeout=300) == 0, rerun.stderr.read() if rerun.stderr else ""
         index = tmp_path / f"kill{n}" / "index"
-        found = verify(Store.open(StoreLocation(index, "docvec")), fp, ScanOptions(docs))
+        found = verify(Store.open(StoreLocation(index, "docvec")), builtin.count_tokens, fp, ScanOptions(docs))
         assert found.problems == 0, (n, found.as_dict())
         assert _snapshot(index) == expected, n

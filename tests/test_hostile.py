@@ -122,7 +122,7 @@ def test_hostile_folder_ingests_every_good_file_and_explains_the_rest(tmp_path: 
     assert {m["source"] for m in metas} == set(GOOD)
     bomb = [m for m in metas if m["source"] == "yaml-bomb.md"]
     assert bomb[0]["title"] == "Bomb"
-    assert verify(store, Fingerprint.build(recorder.info, PARAMS), options).problems == 0
+    assert verify(store, recorder.count_tokens, Fingerprint.build(recorder.info, PARAMS), options).problems == 0
 
 
 class FailingEmbedder(RecordingEmbedder):
@@ -149,12 +149,12 @@ def test_embedder_failing_mid_run_loses_nothing_and_the_next_run_finishes(tmp_pa
     store = open_for_writing(location, Fingerprint.build(failing.info, PARAMS))
     with pytest.raises(EmbeddingError, match="model crashed"):
         ingest(store, failing, ScanOptions(docs), PARAMS)
-    partial = verify(store, Fingerprint.build(failing.info, PARAMS), ScanOptions(docs))
+    partial = verify(store, failing.count_tokens, Fingerprint.build(failing.info, PARAMS), ScanOptions(docs))
     assert partial.missing and not (partial.orphans or partial.duplicates or partial.bad_vectors)
     healthy = RecordingEmbedder()
     report = ingest(store, healthy, ScanOptions(docs), PARAMS)
     assert report.chunks_embedded == len(set(healthy.embedded)) and report.files_unchanged > 0
-    assert verify(store, Fingerprint.build(healthy.info, PARAMS), ScanOptions(docs)).problems == 0
+    assert verify(store, healthy.count_tokens, Fingerprint.build(healthy.info, PARAMS), ScanOptions(docs)).problems == 0
 
 
 def test_corrupted_index_is_a_clear_error_and_is_not_rebuilt(project: Path) -> None:
@@ -213,4 +213,4 @@ def test_file_vanishing_between_listing_and_reading(tmp_path: Path, docs: Path, 
     monkeypatch.setattr(pipeline, "scan", real_scan)
     after = ingest(store, recorder, ScanOptions(docs), PARAMS)  # the next run sees the deletion
     assert after.files_removed == ["guides/sdks.md"]
-    assert verify(store, Fingerprint.build(recorder.info, PARAMS), ScanOptions(docs)).problems == 0
+    assert verify(store, recorder.count_tokens, Fingerprint.build(recorder.info, PARAMS), ScanOptions(docs)).problems == 0

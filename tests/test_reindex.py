@@ -109,7 +109,7 @@ def test_a_chunking_change_copies_the_vectors_of_texts_the_live_index_has(tmp_pa
     stored = live.get_embeddings(list(metas))
     # (Chroma's read of a stored vector can differ from what was written by an ulp)
     assert all(np.allclose(stored[rid], old_vectors[m["hash"]], atol=1e-6) for rid, m in metas.items())
-    assert verify(live, live.fingerprint(), ScanOptions(docs)).problems == 0
+    assert verify(live, same.count_tokens, live.fingerprint(), ScanOptions(docs)).problems == 0
     # Smaller chunks: only the texts the live index does not have are embedded
     smaller = ChunkParams(max_tokens=64, min_tokens=16, overlap_tokens=8)
     resized = RecordingEmbedder("model-a")

@@ -1,0 +1,85 @@
+"""What Chroma 1.5.9 leaves in a local index's files after deletes, found and swept with SQLite itself.
+
+Measured (bench/README.md, "What Chroma leaves"): deleting records by id, by where, updating a key to None and
+upserting leave nothing; `delete_collection` leaves every list-valued metadata row of the collection's records in
+`embedding_metadata_array` and the collection's vector segment folder on disk. `embeddings.id` is a plain
+INTEGER PRIMARY KEY, so SQLite gives the highest freed ids to the next records written, and Chroma then returns
+the leftover list values as theirs: a new untagged page matched `tag=secret`. docvec deletes a collection's
+records before the collection (no rows are left), and every writer sweeps what an older docvec, another tool or
+a kill left before its first write; `verify` reports any residue it finds.
+
+Each check is "rows that name a record, segment or collection that does not exist": the same query finds and
+sweeps, whichever kind of delete left them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+
+CHROMA_FILE = "chroma.sqlite3"
+# kind -> (table, the rows that point nowhere)
+_ORPHANS = {
+    "metadata_array": ("embedding_metadata_array", "id NOT IN (SELECT id FROM embeddings)"),
+    "metadata": ("embedding_metadata", "id NOT IN (SELECT id FROM embeddings)"),
+    "fulltext": ("embedding_fulltext_search", "rowid NOT IN (SELECT id FROM embeddings)"),
+    "records": ("embeddings", "segment_id NOT IN (SELECT id FROM segments)"),
+    "segment_metadata": ("segment_metadata", "segment_id NOT IN (SELECT id FROM segments)"),
+    "max_seq_id": ("max_seq_id", "segment_id NOT IN (SELECT id FROM segments)"),
+    "collection_metadata": ("collection_metadata", "collection_id NOT IN (SELECT id FROM collections)"),
+}
+_SEGMENT_DIR = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def find(index: Path) -> dict[str, int]:
+    """Rows and folders of deleted records, segments and collections, by kind (kinds with none left out)."""
+    if not (index / CHROMA_FILE).is_file():
+        return {}
+    with _connect(index, read_only=True) as db:
+        tables = _tables(db)
+        found = {kind: int(db.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0])
+                 for kind, (table, where) in _ORPHANS.items() if table in tables}
+        folders = len(_stray_folders(index, db))
+    if folders:
+        found["segment_folders"] = folders
+    return {kind: n for kind, n in found.items() if n}
+
+
+def sweep(index: Path) -> dict[str, int]:
+    """Delete what `find` reports; returns what was removed. Call it holding the index's writer lock."""
+    if not (index / CHROMA_FILE).is_file():
+        return {}
+    removed: dict[str, int] = {}
+    with _connect(index, read_only=False) as db:
+        tables = _tables(db)
+        for kind, (table, where) in _ORPHANS.items():
+            if table in tables:
+                n = db.execute(f"DELETE FROM {table} WHERE {where}").rowcount
+                if n:
+                    removed[kind] = n
+        db.commit()
+        folders = _stray_folders(index, db)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    if folders:
+        removed["segment_folders"] = len(folders)
+    return removed
+
+
+def _stray_folders(index: Path, db: sqlite3.Connection) -> list[Path]:
+    """Vector segment folders (named by segment uuid) of segments that no longer exist."""
+    live = {str(r[0]) for r in db.execute("SELECT id FROM segments")}
+    return [p for p in index.iterdir() if p.is_dir() and _SEGMENT_DIR.fullmatch(p.name) and p.name not in live]
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+
+
+def _connect(index: Path, read_only: bool) -> contextlib.closing[sqlite3.Connection]:
+    """A short SQLite connection to the index's catalog that waits for Chroma's own writes."""
+    uri = (index / CHROMA_FILE).resolve().as_uri() + ("?mode=ro" if read_only else "")
+    return contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30))
