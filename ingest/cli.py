@@ -13,6 +13,7 @@ import click
 from docvec.cli import DocvecCommand, config_options, echo, emit_json, interrupted_exit_code, load, printable
 from docvec.settings import chunk_params, make_configured_embedder, store_location
 from docvec.config import Settings
+from docvec.embedders import token_counter
 from docvec.errors import Interrupted, SourceError
 from docvec.fingerprint import Fingerprint
 from docvec.store import Store
@@ -204,20 +205,21 @@ def verify_command(docs_dir: Path | None, config_path: Path | None, index_path: 
     location = store_location(settings)
     guard = SyncGuard(docs_moved=docs_moved, allow_mass_delete=yes)
     store = Store.open_for_reading(location)
-    embedder = make_configured_embedder(settings)
     built = store.fingerprint()
-    same_model = built.same_vectors(Fingerprint.build(embedder.info, chunk_params(settings)))
-    if vectors and not same_model:
+    embedder = make_configured_embedder(settings) if vectors or repair else None  # else no model is needed
+    if embedder is not None and vectors and not built.same_vectors(Fingerprint.build(embedder.info,
+                                                                                     chunk_params(settings))):
         raise click.UsageError(f"--vectors needs the model the index was built with ({built.provider}:"
                                f"{built.model}); the configuration names {embedder.info.model}")
-    report = verify(store, embedder.count_tokens, built, scan_options(settings), guard,
-                    embedder if vectors else None)
+    count = token_counter(built.provider, built.model, built.document_prefix)
+    report = verify(store, count, built, scan_options(settings), guard, embedder if vectors else None)
     report.writer = writer_of(store) if report.problems else None
     _render_verify(report, as_json and not repair)
     if report.writer:
         raise click.ClickException(f"{report.problems} differences while {report.writer} writes the index: they "
                                    f"may be its work in progress; run `docvec verify` again when it has finished")
     if repair and report.problems:
+        assert embedder is not None
         params = chunk_params(settings)
         with writer_lock_of(location, wait), _progress_bar(as_json) as bar:
             store = open_for_writing(location, Fingerprint.build(embedder.info, params))

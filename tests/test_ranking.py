@@ -105,13 +105,13 @@ def test_file_penalty_lowers_each_later_hit_of_a_file_by_the_hits_above_it(tmp_p
     with KeywordIndex.of(store) as index:
         raw = search(store, recorder, question, 20, -1.0, mode="hybrid", keyword=index, fusion=Fusion(file_penalty=0))
         lowered = search(store, recorder, question, 5, -1.0, mode="hybrid", keyword=index,
-                         fusion=Fusion(file_penalty=0.3))
+                         fusion=Fusion(file_penalty=0.35))
     unlowered = {h.id: h.score for h in raw}
     assert [h.source for h in raw[:5]].count("long.md") == 5  # one long file fills the list
     assert "short.md" in [h.source for h in lowered[:2]]
     for n, hit in enumerate(lowered):
         above = [h.source for h in lowered[:n]].count(hit.source)
-        assert hit.penalty == 0.3 * above and abs(hit.score - (unlowered[hit.id] - hit.penalty)) < 1e-9
+        assert hit.penalty == 0.35 * above and abs(hit.score - (unlowered[hit.id] - hit.penalty)) < 1e-9
     assert [h.score for h in lowered] == sorted((h.score for h in lowered), reverse=True)  # the shown score orders
 
 

@@ -8,7 +8,7 @@ documents and queries (which may differ by a prefix for some models).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -68,3 +68,16 @@ def make_embedder(settings: "EmbeddingSettings") -> Embedder:
             batch_tokens=s.batch_tokens, concurrency=s.concurrency, retries=s.retries, query_prefix=s.query_prefix,
             document_prefix=s.document_prefix, allow_chat_models=s.allow_chat_models))
     raise ConfigError(f"embedding.provider '{settings.provider}' is not supported; expected builtin or ollama")
+
+
+def token_counter(provider: str, model: str, document_prefix: str) -> Callable[[Sequence[str]], list[int]]:
+    """How an index's chunker counted tokens (what `verify` needs to chunk as a clean build would), without
+    loading or reaching its model: both providers count BERT word-pieces locally."""
+    from docvec.embedders.builtin import BuiltinEmbedder, WordPieceCounter, load_tokenizer
+
+    if provider == "builtin":
+        return BuiltinEmbedder(model=model).count_tokens
+    if provider == "ollama":
+        counter = WordPieceCounter(load_tokenizer())
+        return lambda texts: counter([document_prefix + t for t in texts])
+    raise ConfigError(f"the index was built by provider '{provider}', which this docvec does not have")
