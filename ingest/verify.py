@@ -126,6 +126,8 @@ def _check_files(report: VerifyReport, state: IndexState, expected: dict[str, Fi
             report.missing.append(rel)
         elif indexed.complete_hash is None:
             report.incomplete.append(rel)
+            report.note("incomplete", f"{rel}: {len(indexed.records)} records of a version that has "
+                                      f"{_announced(indexed)}")
         elif indexed.complete_hash != file_hash:
             report.stale.append(rel)  # the sync replaces the whole old version
         elif set(indexed.records) != set(plan.ids):
@@ -265,6 +267,11 @@ def _rewrite_metadata(store: Store, embedder: Embedder, scan_options: ScanOption
                 for rid, m in zip(plan.ids, plan.metadatas)}
     wanted = [rid for rid in ids if rid in expected]
     store.replace_metadata(wanted, [expected[rid] for rid in wanted], store.get_metadatas(wanted))
+
+
+def _announced(indexed: Any) -> str:
+    counts = sorted({str(r.chunks_in_file) for r in indexed.records.values()})
+    return " or ".join(counts) + " chunks"
 
 
 def _duplicates(records: dict[str, Record]) -> list[str]:
