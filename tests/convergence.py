@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import Counter
 import shutil
 import tempfile
 import uuid
@@ -53,6 +54,7 @@ BOUNDARIES = [(Store, "add"), (Store, "replace_metadata"), (Store, "delete"), (S
               (Store, "drop_physical"), (Store, "sweep_residue")]
 ALL = SyncGuard(allow_mass_delete=True)
 SERVER: dict[str, Any] = {}  # {"host": ..., "port": ...} when the machine runs against a Chroma server
+STATS: Counter[str] = Counter()  # what the runs did (reported by bench/convergence_soak.py)
 
 
 class Killed(SystemExit):
@@ -219,12 +221,15 @@ class Convergence(RuleBasedStateMachine):
 
     def _run(self, kill: int | None, action: Callable[[], Any]) -> bool:
         """Run a writer, killed at boundary `kill`; True when it completed."""
+        STATS["writer runs"] += 1
         try:
             with killed_at(kill):
                 action()
         except Killed:
+            STATS["killed"] += 1
             return False
         except DocvecError:
+            STATS["refused"] += 1
             return False  # a refusal (nothing to roll back to, a build that must be finished first)
         return True
 
@@ -286,8 +291,13 @@ class Convergence(RuleBasedStateMachine):
         if live is None:
             return
         found = verify(live, self.embedder.count_tokens, live.fingerprint(), self._scan(), ALL)
+        STATS["checks"] += 1
+        STATS["verify ok"] += found.problems == 0
+        STATS["settled"] += self.settled
         if not (found.problems == 0 or self.settled):
             return
+        STATS["compared with a clean build"] += 1
+        STATS["chunks compared"] += live.count()
         diffs = snapshot(self.location).differences(self._clean_build(live))
         assert not diffs, ("verify ok" if found.problems == 0 else "a completed run", diffs)
         assert found.problems == 0, ("equal to a clean build, but verify says", found.as_dict())
@@ -305,5 +315,6 @@ class Convergence(RuleBasedStateMachine):
         return self.clean[key]
 
     def teardown(self) -> None:
+        STATS["sequences"] += 1
         forget_cached_client(self.location)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -18,8 +18,9 @@ from ingest.scan import ScanOptions
 from ingest.sync import sync_index
 from ingest.verify import chunk_params, repair, verify
 from tests.conftest import RecordingEmbedder
-from tests.convergence import (ALL, PARAMS, WORDS, Convergence, Killed, Snapshot, killed_at, render,
+from tests.convergence import (ALL, PARAMS, SERVER, WORDS, Convergence, Killed, Snapshot, killed_at, render,
                                snapshot)
+from tests.test_server_mode import chroma_server  # noqa: F401 - the real `chroma run` fixture
 
 CI = settings(max_examples=30, stateful_step_count=20, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
@@ -114,3 +115,16 @@ def test_a_kill_at_any_boundary_of_any_writer_converges(name: str, tmp_path: Pat
         found = verify(live, embedder.count_tokens, live.fingerprint(), ScanOptions(docs), ALL)
         assert found.problems == 0, (name, n, found.as_dict())
         forget_cached_client(here)
+
+
+SERVER_CI = settings(CI, max_examples=12, stateful_step_count=15)
+
+
+def test_any_history_converges_on_a_chroma_server(chroma_server: int) -> None:
+    """The same proof against a real `chroma run` (each sequence on its own collections of one server)."""
+    SERVER.update(host="127.0.0.1", port=chroma_server)
+    try:
+        Convergence.TestCase.settings = SERVER_CI
+        Convergence.TestCase().runTest()
+    finally:
+        SERVER.clear()
