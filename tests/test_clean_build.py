@@ -1,0 +1,118 @@
+"""The outside findings of issue 29, replayed through the CLI as a user met them: each ends in exactly what a clean
+build holds, and `verify` says so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from docvec.cli import cli
+from docvec.lock import lock_path_for, writer_lock
+from docvec.store import Store, StoreLocation
+from tests.convergence import snapshot
+
+SECRET = "---\ntitle: {title}\ntags: [internal, secret]\naudience: staff\n---\n# {title}\n\n{body}\n"
+BODY = "Marmosets live in the forest canopy and eat tree gum. They groom each other for hours every day."
+
+
+def _docvec(project: Path, *args: str) -> str:
+    result = CliRunner().invoke(cli, ["--config", str(project / "config.yaml"), *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _project(tmp_path: Path, extra: str = "") -> Path:
+    docs = tmp_path / "docs"
+    for n in range(3):
+        path = docs / "tutorial" / f"private{n}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(SECRET.format(title=f"Marmosets {n}", body=f"{BODY} Troop {n} counts {n + 5} animals."))
+    (tmp_path / "config.yaml").write_text(f"docs:\n  path: {docs}\nstore:\n  path: {tmp_path / 'index'}\n{extra}")
+    return tmp_path
+
+
+def _files(output: str) -> list[str]:
+    return [json.loads(line)["source"] for line in output.splitlines() if line.startswith("{")]
+
+
+def test_a_pruned_index_leaves_nothing_new_records_inherit(tmp_path: Path) -> None:
+    """The repro of finding 1: reindex (other HNSW), rollback, prune --all, then a new untagged page."""
+    project = _project(tmp_path)
+    _docvec(project, "ingest", "-q")
+    config = project / "config.yaml"
+    plain = config.read_text()
+    config.write_text(plain + "  hnsw_max_neighbors: 24\n")
+    _docvec(project, "reindex", "-q")
+    _docvec(project, "rollback")
+    _docvec(project, "prune", "--all")
+    config.write_text(plain)
+    (project / "docs" / "public.md").write_text("# Public\n\nMarmosets are small monkeys anyone may read about.\n")
+    _docvec(project, "ingest", "-q")
+    secret = _docvec(project, "query", "marmosets", "--where", "tag=secret", "--files", "--json", "--no-server")
+    assert "public.md" not in _files(secret)
+    tutorial = _docvec(project, "query", "marmosets", "--where", "source=tutorial/", "--json", "--no-server")
+    assert "public.md" not in _files(tutorial)
+    assert "ok: the index is what a clean build" in _docvec(project, "verify")
+
+
+def test_front_matter_keys_removed_from_a_file_leave_the_index(tmp_path: Path) -> None:
+    """Finding 2: the body is unchanged, the front matter loses tags and audience."""
+    project = _project(tmp_path)
+    _docvec(project, "ingest", "-q")
+    page = project / "docs" / "tutorial" / "private0.md"
+    page.write_text(f"---\ntitle: Marmosets 0\n---\n# Marmosets 0\n\n{BODY} Troop 0 counts 5 animals.\n")
+    _docvec(project, "ingest", "-q")
+    secret = _docvec(project, "query", "marmosets", "--where", "tag=secret", "--files", "--json", "--no-server")
+    assert "tutorial/private0.md" not in _files(secret) and len(_files(secret)) == 2
+    store = Store.open(StoreLocation(project / "index", "docvec"))
+    metas = [m for _, m in store.iter_metadata() if m["source"] == "tutorial/private0.md"]
+    assert metas and all("fm.tags" not in m and "fm.audience" not in m for m in metas)
+    assert "ok: the index is what a clean build" in _docvec(project, "verify")
+
+
+def test_scores_after_many_edits_are_a_clean_builds(tmp_path: Path) -> None:
+    """Finding 4: twelve edits of one file; bm25 statistics count no deleted row, so every score is a clean
+    build's."""
+    project = _project(tmp_path)
+    page = project / "docs" / "guide.md"
+    for n in range(12):
+        sections = [f"## Part {i}\n\nMarmosets part {i} {'groom ' * (i + 1)}forest." for i in range(6)]
+        sections[n % 6] = f"## Part {n % 6}\n\nEdit {n}: marmosets sleep in tree holes."
+        page.write_text("# Guide\n\n" + "\n\n".join(sections) + "\n")
+        _docvec(project, "ingest", "-q")
+    clean = _project(tmp_path / "clean")
+    (clean / "docs" / "guide.md").write_text(page.read_text())
+    (clean / "config.yaml").write_text(f"docs:\n  path: {project / 'docs'}\nstore:\n  path: {clean / 'index'}\n")
+    _docvec(clean, "ingest", "-q")
+    edited = snapshot(StoreLocation(project / "index", "docvec"))
+    assert not edited.differences(snapshot(StoreLocation(clean / "index", "docvec")))
+    args = ["query", "marmosets groom tree holes", "--mode", "keyword", "-k", "20", "--json", "--no-server"]
+    assert _docvec(project, *args) == _docvec(clean, *args)
+
+
+def test_status_names_a_killed_builds_collection_and_counts_new_files_as_such(tmp_path: Path) -> None:
+    """Finding 5: a collection a run stopped writing is not a 'backup'; a new file is not 'modified'."""
+    project = _project(tmp_path)
+    _docvec(project, "ingest", "-q")
+    live = Store.open(StoreLocation(project / "index", "docvec"))
+    other = Store.open_physical(live.location, "docvec--000000000000", live.fingerprint())
+    other.begin_write()  # as a reindex killed after its first write leaves it
+    (project / "docs" / "tutorial" / "private0.md").write_text(SECRET.format(title="Changed", body=BODY))
+    (project / "docs" / "new.md").write_text("# New\n\nA new page.\n")
+    shown = _docvec(project, "status")
+    assert "docvec--000000000000: incomplete: a run stopped while writing it" in shown
+    assert "backup" not in shown
+    assert "2 files new or modified since, 4 files now, 3 then" in shown
+
+
+def test_verify_while_a_writer_runs_says_so_instead_of_suggesting_repair(tmp_path: Path) -> None:
+    """Finding 5: what verify finds during another process's run may be that run's work in progress."""
+    project = _project(tmp_path)
+    _docvec(project, "ingest", "-q")
+    (project / "docs" / "new.md").write_text("# New\n\nA new page.\n")
+    with writer_lock(lock_path_for(project / "index", "docvec")):
+        result = CliRunner().invoke(cli, ["--config", str(project / "config.yaml"), "verify"])
+    assert result.exit_code == 1
+    assert "a writer is running" in result.output and "--repair" not in result.output
