@@ -80,7 +80,8 @@ def _schema() -> tantivy.Schema:
     builder.add_unsigned_field("lo", fast=True)
     builder.add_text_field("label", stored=True, tokenizer_name="raw", index_option="basic")
     builder.add_text_field("digest", stored=True, tokenizer_name="raw", index_option="basic")  # verify's check
-    builder.add_text_field("body", tokenizer_name="docvec", index_option="freq")  # bm25 needs frequencies only
+    # bm25 needs frequencies only. Stored (as its stems): a segment is rewritten from the index itself (`settle`).
+    builder.add_text_field("body", stored=True, tokenizer_name="docvec", index_option="freq")
     return builder.build()
 
 
@@ -187,9 +188,21 @@ class KeywordSession:
             raise StoreError(f"cannot write the keyword index {self.index.path}: {exc}") from exc
         return added
 
-    def rewrite(self, store: Store, ids: Sequence[str]) -> None:
-        """Delete rows by id and add them again from the collection, in one commit (see `settle`)."""
-        self.write(_rows(store, list(ids)), ids, {})
+    def rewrite(self, docs: Sequence[tantivy.Document]) -> None:
+        """Delete stored rows by id and add them again as they are, in one commit (see `settle`)."""
+        writer = self._writer
+        if writer is None:
+            raise StoreError(f"the keyword index {self.index.path} was closed for writing")
+        try:
+            for doc in docs:
+                writer.delete_documents_by_term("id", str(doc["id"][0]))
+            for doc in docs:
+                writer.add_document(_copy(doc))
+            writer.commit()
+        except (ValueError, OSError) as exc:
+            with contextlib.suppress(DocvecError):
+                self.close()
+            raise StoreError(f"cannot write the keyword index {self.index.path}: {exc}") from exc
 
     def wipe(self) -> None:
         """Delete every row (committed with the next write)."""
@@ -333,19 +346,20 @@ class KeywordIndex:
 
         tantivy counts a deleted row in its statistics until a merge drops it, and its Python binding offers no
         merge: a segment whose every row is deleted is dropped at commit, so its live rows are deleted and added
-        again (from the collection). The cost is the size of those segments, not of the index."""
+        again as stored (no text is read or analysed again). The cost is the size of those segments, not of the
+        index: ~0.1 s per 1,000 rows (bench/README.md, "What exactness costs")."""
         if not self.deleted_rows():
             return 0
         session = self.session(wait)
         rewritten = 0
         try:
             for _ in range(MAX_SETTLE_ROUNDS):
-                ids = self._ids_in_segments_with_deletes()
-                if ids is None:
+                docs = self._rows_in_segments_with_deletes()
+                if docs is None:
                     break
-                session.rewrite(store, ids)
+                session.rewrite(docs)
                 session.settle_merges()
-                rewritten += len(ids)
+                rewritten += len(docs)
             else:
                 session.wipe()  # still deleted rows after rewriting: rebuild the whole index from the collection
                 session.write(_rows(store, [rid for rid, _ in store.iter_metadata()]), [], {})
@@ -353,8 +367,8 @@ class KeywordIndex:
             session.close()
         return rewritten
 
-    def _ids_in_segments_with_deletes(self) -> list[str] | None:
-        """The live row ids of every segment holding a deleted row (None when no segment does)."""
+    def _rows_in_segments_with_deletes(self) -> list[tantivy.Document] | None:
+        """The live rows of every segment holding a deleted row (None when no segment does)."""
         segments = self._segments()
         dirty = {n for n, seg in enumerate(segments) if seg.get("deletes")}
         if not dirty:
@@ -362,10 +376,9 @@ class KeywordIndex:
         self._index.reload()
         self._seen = self._meta_stamp()
         searcher = self._index.searcher()
-        if searcher.num_segments != len(segments):
-            return [rid for rid, _, _ in self.rows()]  # the searcher saw other segments: rewrite all of them
         hits = searcher.search(tantivy.Query.all_query(), max(searcher.num_docs, 1)).hits
-        return [str(searcher.doc(a)["id"][0]) for _, a in hits if a.segment_ord in dirty]
+        # (if the searcher saw other segments than meta.json listed, every row is rewritten)
+        return [searcher.doc(a) for _, a in hits if a.segment_ord in dirty or searcher.num_segments != len(segments)]
 
     def apply(self, add: Iterable[tuple[str, str, str]], delete: Sequence[str], state: dict[str, str],
               wait: bool = True) -> int:
@@ -446,6 +459,19 @@ def _document(rid: str, label: str, text: str) -> tantivy.Document:
     doc.add_text("label", label)
     doc.add_text("digest", row_digest(label, text))
     doc.add_text("body", " ".join(analyzed(f"{label}\n{text}")))
+    return doc
+
+
+def _copy(stored: tantivy.Document) -> tantivy.Document:
+    """A new row equal to a stored one (its body is stored as stems, which the whitespace tokenizer reads back)."""
+    doc = tantivy.Document()
+    rid = str(stored.get_first("id") or "")
+    doc.add_text("id", rid)
+    if _HEX_ID.fullmatch(rid):
+        doc.add_unsigned("hi", int(rid[:16], 16))
+        doc.add_unsigned("lo", int(rid[16:], 16))
+    for name in ("label", "digest", "body"):
+        doc.add_text(name, str(stored.get_first(name) or ""))
     return doc
 
 
