@@ -390,6 +390,17 @@ class Store:
                 self._collection.add(ids=list(ids[begin:end]),
                                      embeddings=np.asarray(vectors[begin:end], dtype=np.float32),
                                      documents=list(documents[begin:end]), metadatas=list(metadatas[begin:end]))
+            if self.location.host:
+                self._heal_inherited(ids[begin:end], metadatas[begin:end])
+
+    def _heal_inherited(self, ids: Sequence[str], metadatas: Sequence[Metadata]) -> None:
+        """Make just-added records carry exactly their metadata. A server's catalog may hold rows that another
+        client's `delete_collection` left (docvec.residue), which new records inherit; docvec cannot sweep a
+        server's files, so it reads what it wrote back and removes what it did not write (one read per batch)."""
+        stored = self.get_metadatas(ids)
+        wrong = [(rid, m) for rid, m in zip(ids, metadatas) if dumps_metadata(stored.get(rid, {})) != dumps_metadata(m)]
+        if wrong:
+            self.replace_metadata([r for r, _ in wrong], [m for _, m in wrong], stored)
 
     def copy_from(self, other: "Store") -> int:
         """Copy every record of another collection that this one lacks, vectors included; returns how many."""

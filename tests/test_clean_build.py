@@ -12,6 +12,7 @@ from docvec.cli import cli
 from docvec.lock import lock_path_for, writer_lock
 from docvec.store import Store, StoreLocation
 from tests.convergence import snapshot
+from tests.test_server_mode import chroma_server  # noqa: F401 - the real `chroma run` fixture
 
 SECRET = "---\ntitle: {title}\ntags: [internal, secret]\naudience: staff\n---\n# {title}\n\n{body}\n"
 BODY = "Marmosets live in the forest canopy and eat tree gum. They groom each other for hours every day."
@@ -116,3 +117,25 @@ def test_verify_while_a_writer_runs_says_so_instead_of_suggesting_repair(tmp_pat
         result = CliRunner().invoke(cli, ["--config", str(project / "config.yaml"), "verify"])
     assert result.exit_code == 1
     assert "a writer is running" in result.output and "--repair" not in result.output
+
+
+def test_records_written_to_a_server_never_inherit_another_clients_residue(tmp_path: Path,
+                                                                            chroma_server: int) -> None:
+    """Another client's delete_collection leaves list rows on the server that docvec cannot sweep: a record
+    docvec adds next must still carry exactly its own metadata."""
+    import chromadb
+    import numpy as np
+    from chromadb.config import Settings
+
+    project = _project(tmp_path, f"  host: 127.0.0.1\n  port: {chroma_server}\n  collection: inherit\n")
+    _docvec(project, "ingest", "-q")
+    other = chromadb.HttpClient(host="127.0.0.1", port=chroma_server, settings=Settings(anonymized_telemetry=False))
+    foreign = other.create_collection("someone-elses", embedding_function=None)
+    foreign.add(ids=[f"x{i}" for i in range(20)], embeddings=np.eye(20, 8, dtype=np.float32) + 0.1,
+                documents=["x"] * 20, metadatas=[{"fm.tags": ["secret"], "dirs": ["tutorial"]}] * 20)
+    other.delete_collection("someone-elses")
+    (project / "docs" / "public.md").write_text("# Public\n\nMarmosets are small monkeys anyone may read about.\n")
+    _docvec(project, "ingest", "-q")
+    secret = _docvec(project, "query", "marmosets", "--where", "tag=secret", "--files", "--json", "--no-server")
+    assert "public.md" not in _files(secret)
+    assert "ok: the index is what a clean build" in _docvec(project, "verify")
