@@ -5,8 +5,9 @@ front-matter keys (tags, audience, title), and run every writer — ingest, rein
 rollback, prune, prune --all, verify --repair — each possibly killed before any of its write boundaries. After
 every step, `verify` saying ok must mean the index equals a clean build of the same folder; after every completed
 ingest, reindex or repair the index must equal a clean build and `verify` must say ok. "Equal" is: the same ids,
-texts and full metadata, vectors equal to 1e-6 (Chroma may return a copied vector an ulp off), and the same
-keyword hits with the same bm25 scores (to 1e-6, relative) for a fixed set of questions.
+texts and full metadata, vectors equal to 1e-6 (Chroma may return a copied vector an ulp off), the same keyword
+hits with the same bm25 scores (to 1e-6, relative) and, while HNSW's search is exhaustive (up to 100 chunks), the
+same vector hits with the same similarities (to 1e-5), for a fixed set of questions.
 
 A kill is simulated in-process: the N-th write boundary (tests/killpoint.py's list) raises `Killed` before it
 writes. `Killed` is a SystemExit, which docvec's own handlers let through as they let a real kill: no cleanup of
@@ -93,6 +94,7 @@ class Snapshot:
     records: dict[str, tuple[str, str]]  # id -> (text, metadata as stable JSON)
     vectors: dict[str, np.ndarray]
     keyword: dict[str, dict[str, float]]  # question -> id -> bm25 score
+    vector: dict[str, dict[str, float]]  # question -> id -> cosine similarity, every chunk (see `snapshot`)
 
     def differences(self, other: "Snapshot") -> list[str]:
         """What differs from `other` (a clean build), one line per kind, with an example."""
@@ -109,11 +111,13 @@ class Snapshot:
             if not np.allclose(self.vectors[rid], other.vectors[rid], atol=1e-6, rtol=0):
                 out.append(f"vector {rid} differs")
                 break
-        for q in QUESTIONS:
-            mine, clean = self.keyword[q], other.keyword[q]
-            if mine.keys() != clean.keys() or any(not math.isclose(mine[r], clean[r], rel_tol=1e-6) for r in mine):
-                out.append(f"keyword '{q}': {sorted(mine.items())[:3]} != clean {sorted(clean.items())[:3]}")
-                break
+        for side, tolerance in (("keyword", 1e-6), ("vector", 1e-5)):
+            for q in QUESTIONS:
+                mine, clean = getattr(self, side)[q], getattr(other, side)[q]
+                if mine.keys() != clean.keys() or any(not math.isclose(mine[r], clean[r], rel_tol=tolerance,
+                                                                       abs_tol=tolerance) for r in mine):
+                    out.append(f"{side} '{q}': {sorted(mine.items())[:3]} != clean {sorted(clean.items())[:3]}")
+                    break
         return out
 
 
@@ -125,7 +129,12 @@ def snapshot(location: StoreLocation) -> Snapshot:
     records = {rid: (doc, dumps_metadata(meta)) for rid, (doc, meta) in docs.items()}
     with KeywordIndex.of(store, read_only=True) as index:
         keyword = {q: {h.id: h.score for h in index.search(q, 10_000)} for q in QUESTIONS}
-    return Snapshot(records, store.get_embeddings(ids), keyword)
+    # Every chunk, by Chroma's HNSW search: exhaustive while the index holds no more chunks than the beam (ef_search
+    # 100), so it must equal a clean build's; above that, HNSW's answer depends on the graph's history.
+    embedder = RecordingEmbedder()
+    vector = {q: {r.id: r.similarity for r in store.query(embedder.embed_query(q).tolist(), len(ids), with_text=False)}
+              if 0 < len(ids) <= 100 else {} for q in QUESTIONS}
+    return Snapshot(records, store.get_embeddings(ids), keyword, vector)
 
 
 def location_in(folder: Path) -> StoreLocation:
