@@ -9,7 +9,7 @@ texts and full metadata, vectors equal to 1e-6 (Chroma may return a copied vecto
 hits with the same bm25 scores (to 1e-6, relative) and, while HNSW's search is exhaustive (up to 100 chunks), the
 same vector hits with the same similarities (to 1e-5), for a fixed set of questions.
 
-A kill is simulated in-process: the N-th write boundary (tests/killpoint.py's list) raises `Killed` before it
+A kill is simulated in-process: the N-th write boundary (tests/killpoint.py's) raises `Killed` before it
 writes. `Killed` is a SystemExit, which docvec's own handlers let through as they let a real kill: no cleanup of
 a first build, no bookkeeping. tests/test_crash.py kills real processes with SIGKILL at every boundary.
 
@@ -35,7 +35,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from docvec.chunker import ChunkParams
 from docvec.errors import DocvecError
-from docvec.keyword import KeywordIndex, KeywordSession
+from docvec.keyword import KeywordIndex
 from docvec.store import Store, StoreLocation, dumps_metadata, forget_cached_client
 from ingest.pipeline import SyncGuard
 from ingest.reindex import prune, reindex, rollback
@@ -43,6 +43,7 @@ from ingest.scan import ScanOptions
 from ingest.sync import sync_index
 from ingest.verify import chunk_params, repair, verify
 from tests.conftest import RecordingEmbedder
+from tests.killpoint import boundaries
 
 NAMES = ("intro.md", "guides/auth.md", "guides/deep/tokens.md", "tutorial/marmosets.md", "ref/errors.md")
 TAGS = ("internal", "secret", "public")
@@ -50,9 +51,6 @@ WORDS = ("token", "rejected", "request", "api", "marmosets", "forest", "retry", 
          "header", "bearer", "limit", "page", "secret", "cursor", "webhook", "signature", "timeout", "model")
 QUESTIONS = ("token rejected", "marmosets forest", "retry error limit", "secret key rotate", "webhook signature")
 PARAMS = (ChunkParams(), ChunkParams(max_tokens=64, min_tokens=16, overlap_tokens=8))
-BOUNDARIES = [(Store, "add"), (Store, "replace_metadata"), (Store, "delete"), (Store, "set_collection_metadata"),
-              (KeywordSession, "write"), (KeywordIndex, "set_state"), (Store, "point_to"),
-              (Store, "drop_physical"), (Store, "sweep_residue")]
 ALL = SyncGuard(allow_mass_delete=True)
 SERVER: dict[str, Any] = {}  # {"host": ..., "port": ...} when the machine runs against a Chroma server
 STATS: Counter[str] = Counter()  # what the runs did (reported by bench/convergence_soak.py)
@@ -65,26 +63,15 @@ class Killed(SystemExit):
 @contextlib.contextmanager
 def killed_at(n: int | None, passed: list[int] | None = None) -> Iterator[None]:
     """Raise Killed before the n-th write boundary inside the block (None: never); `passed` counts them."""
-    passed = passed if passed is not None else [0]
-    saved = [(cls, name, cls.__dict__[name]) for cls, name in BOUNDARIES]
+    seen = passed if passed is not None else [0]
 
-    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def boundary(self: Any, *a: Any, **kw: Any) -> Any:
-            if original.__name__ in ("add", "replace_metadata", "delete") and not a[0]:
-                return original(self, *a, **kw)  # nothing to write: not a boundary
-            passed[0] += 1
-            if passed[0] == n:
-                raise Killed(137)
-            return original(self, *a, **kw)
-        return boundary
+    def before(count: int) -> None:
+        seen[0] = count
+        if count == n:
+            raise Killed(137)
 
-    for cls, name, original in saved:
-        setattr(cls, name, wrap(original))
-    try:
+    with boundaries(before):
         yield
-    finally:
-        for cls, name, original in saved:
-            setattr(cls, name, original)
 
 
 @dataclass(frozen=True)
