@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from docvec.chunker import valid_text
 from docvec.config import Settings, load_settings
+from docvec.confined import read_beneath
 from docvec.settings import chunk_params, make_configured_embedder, store_location
 from docvec.embedders import Embedder
 from docvec.errors import ConfigError, IndexNotFound, Refused
@@ -231,13 +232,8 @@ def _relative_source(source: str) -> str:
 
 
 def _read_lines(root: Path, rel: str, start_line: int | None, end_line: int | None) -> Passage:
-    real_root = root.resolve()
-    target = (root / rel).resolve()
-    if not target.is_relative_to(real_root) or not target.is_file():
-        raise IndexNotFound(f"'{rel}' is not a file inside the docs folder {root}")
-    if target.stat().st_size > MAX_GET_BYTES:
-        raise ConfigError(f"'{rel}' is larger than {MAX_GET_BYTES // 2**20} MiB: ask for lines of it via search hits")
-    lines = target.read_text(encoding="utf-8", errors="replace").splitlines()
+    # Opened beneath the docs folder's descriptor, following no symlink (docvec.confined): no check-then-open race.
+    lines = read_beneath(root, rel, MAX_GET_BYTES).decode("utf-8", errors="replace").splitlines()
     first = max(1, start_line or 1)
     last = min(len(lines), end_line or len(lines), first + MAX_GET_LINES - 1)
     if first > max(len(lines), 1) or (end_line is not None and end_line < first):

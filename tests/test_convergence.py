@@ -117,7 +117,7 @@ def test_a_kill_at_any_boundary_of_any_writer_converges(name: str, tmp_path: Pat
         forget_cached_client(here)
 
 
-SERVER_CI = settings(CI, max_examples=12, stateful_step_count=15)
+SERVER_CI = settings(CI, max_examples=10, stateful_step_count=12)
 
 
 def test_any_history_converges_on_a_chroma_server(chroma_server: int) -> None:
