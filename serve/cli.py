@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,8 +34,7 @@ def serve_command(config_path: Path | None, index_path: Path | None, collection:
     settings = load(config_path, {"store.path": index_path, "store.collection": collection,
                                   "serve.listen": listen})
     host, port = parse_listen(settings.serve.listen)
-    if not stdio_mcp:
-        check_bind(host, settings.serve.token)
+    sock = None if stdio_mcp else bind(host, port, settings.serve.token)  # before loading: a busy port fails fast
     index = Index(settings)
     for note in index.notes:
         log(f"note: {note}")
@@ -47,8 +47,10 @@ def serve_command(config_path: Path | None, index_path: Path | None, collection:
             except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (docvec's handler: KeyboardInterrupt)
                 log("stopped")
             return
-        with _advertised(index, settings, host, port):
-            _serve_http(index, host, port, settings.serve.token)
+        assert sock is not None
+        address, real_port = sock.getsockname()[:2]  # the port the kernel gave for :0
+        with _advertised(index, settings, address, real_port):
+            _serve_http(index, sock, address, real_port, settings.serve.token)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -60,19 +62,36 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Anything but a loopback address is reachable from elsewhere: it needs a token."""
-    if token:
-        return
-    if host == "localhost":
-        return
+def bind(host: str, port: int, token: str | None) -> socket.socket:
+    """A listening socket on what `host` resolves to. A name is judged by its addresses, not its spelling: any
+    address that is not loopback makes the index reachable from other machines, and that needs a token."""
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"serve.listen host '{host}' does not resolve ({exc.strerror}): use an address such as "
+                          f"127.0.0.1") from None
+    addresses = sorted({str(info[4][0]) for info in infos})
+    if not token and not all(_loopback(a) for a in addresses):
+        raise ConfigError(f"serving on {host} ({', '.join(addresses)}) makes the index reachable from other "
+                          f"machines: set a token (DOCVEC_SERVE_TOKEN or serve.token), or listen on 127.0.0.1")
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another port with --listen "
+                          f"or serve.listen (HOST:0 takes any free port)") from None
+    return sock
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
     except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigError(f"serving on {host} makes the index reachable from other machines: set a token "
-                          f"(DOCVEC_SERVE_TOKEN or serve.token), or listen on 127.0.0.1")
+        return False
 
 
 def log(message: str) -> None:
@@ -108,7 +127,7 @@ def _advertised(index: Index, settings: Settings, host: str, port: int) -> Itera
         lock.release()
 
 
-def _serve_http(index: Index, host: str, port: int, token: str | None) -> None:
+def _serve_http(index: Index, sock: socket.socket, host: str, port: int, token: str | None) -> None:
     import uvicorn
 
     from serve.http import create_app
@@ -122,9 +141,10 @@ def _serve_http(index: Index, host: str, port: int, token: str | None) -> None:
         signal.signal(signum, lambda *_: None)
     if hasattr(signal, "SIGHUP"):  # a closed terminal: stop as for SIGTERM (uvicorn leaves SIGHUP deadly)
         signal.signal(signal.SIGHUP, server.handle_exit)
-    log(f"http://{host}:{port} — POST /search, POST /get, GET /status, GET /healthz, MCP at /mcp "
+    shown = f"[{host}]" if ":" in host else host
+    log(f"http://{shown}:{port} — POST /search, POST /get, GET /status, GET /healthz, MCP at /mcp "
         f"({index.location.describe()}{', token required' if token else ''})")
-    server.run()  # SIGINT / SIGTERM / SIGHUP: finish open requests, then return
+    server.run(sockets=[sock])  # SIGINT / SIGTERM / SIGHUP: finish open requests, then return
     log("stopped")
 
 

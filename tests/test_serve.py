@@ -412,3 +412,49 @@ def test_a_watch_sync_refused_by_a_manual_ingest_is_retried(project: Path) -> No
     finally:
         err = _stop(proc)
     assert "sync failed, will retry: another docvec process is writing this index" in err  # then the retry
+
+
+def test_listen_is_judged_by_the_addresses_a_name_resolves_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """'localhost' that /etc/hosts maps to 0.0.0.0 is every interface: it needs a token like 0.0.0.0 does."""
+    import socket as socket_module
+
+    from docvec.errors import ConfigError
+    from serve.cli import bind
+
+    def every_interface(host: str, port: int, *a: object, **kw: object) -> list[tuple[object, ...]]:
+        return [(socket_module.AF_INET, socket_module.SOCK_STREAM, 6, "", ("0.0.0.0", port))]
+
+    monkeypatch.setattr(socket_module, "getaddrinfo", every_interface)  # the resolver is the network's edge
+    with pytest.raises(ConfigError, match=r"localhost \(0\.0\.0\.0\).*token"):
+        bind("localhost", 0, None)
+    bind("localhost", 0, "a-token-of-16-chars").close()
+
+
+def test_listen_on_port_0_serves_and_advertises_the_real_port(project: Path) -> None:
+    assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(project / "config.yaml")]).exit_code == 0
+    proc = _start(["serve", "--config", str(project / "config.yaml"), "--listen", "127.0.0.1:0"], project)
+    try:
+        line = proc.stderr.readline() if proc.stderr else ""
+        while "http://" not in line and proc.poll() is None:
+            line = proc.stderr.readline() if proc.stderr else ""
+        port = int(line.split("http://127.0.0.1:", 1)[1].split(" ", 1)[0])
+        assert port != 0
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/status").status_code == 200
+        from docvec.remote import advert_path, read_advert
+
+        advert = read_advert(advert_path(project / "index", "docvec")) or {}
+        assert advert.get("url") == f"http://127.0.0.1:{port}", advert
+    finally:
+        _stop(proc)
+
+
+def test_a_busy_port_is_one_line_naming_it_and_the_fix(project: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--config", str(project / "config.yaml"), "--listen",
+                                          f"127.0.0.1:{port}"])
+    assert result.exit_code != 0 and f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "--listen" in result.output and "Traceback" not in result.output
