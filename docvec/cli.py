@@ -10,7 +10,6 @@ import importlib
 import json
 import math
 import os
-import re
 import signal
 import sqlite3
 import sys
@@ -25,6 +24,7 @@ from docvec.config import Settings, check_headers, load_settings
 from docvec.errors import ConfigError, DocvecError
 from docvec.settings import store_location
 from docvec.status import mask_userinfo, status_data
+from docvec.text import json_safe, printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,16 +81,6 @@ def redact(message: str, ctx: click.Context | None = None) -> str:
         if len(secret) >= 4:
             message = message.replace(secret, "***")
     return printable(mask_userinfo(message))  # a file name in a message can carry escapes too
-
-
-# C0/C1 controls (ESC starts every terminal escape sequence) and the bidi overrides that reorder what is shown.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str) -> str:
-    """Text safe to print on a terminal: control characters become visible escapes (\\x1b), so a document
-    cannot clear the screen, retitle the window or plant a hidden link. Newlines and tabs stay."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def echo(message: str = "", err: bool = False) -> None:
@@ -211,7 +201,7 @@ def emit_json(data: Any) -> None:
     text = json.dumps(data, ensure_ascii=False, default=str, allow_nan=False)
     # json escapes only C0 controls; C1 controls (\x9b is a CSI) and bidi overrides become \u escapes too: the
     # same JSON value, and nothing a terminal acts on (they occur only inside strings)
-    click.echo(_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+    click.echo(json_safe(text))
 
 
 @click.command(cls=DocvecCommand)

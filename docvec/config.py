@@ -400,6 +400,16 @@ def _check_range(section: str, key: str, value: Any, origin: str) -> None:
 _HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")  # name, IPv4, IPv6
 
 
+def _host_shown(value: str) -> str:
+    """store.host as a message may show it: user-info, a path, a query or a fragment can carry a token, so
+    they are replaced by '…'."""
+    scheme, sep, rest = value.rpartition("://") if "://" in value else ("", "", value)
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        authority = "…@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{authority}" + ("…" if len(authority) < len(rest) or "…@" in authority else "")
+
+
 def _store_host(store: StoreSettings, origins: Mapping[tuple[str, str], str]) -> StoreSettings:
     """store.host as a bare host name. A URL (http://chroma:8000, as Chroma's own docs write it) gives the host,
     the port and ssl; anything else is refused here, not by a connection error that quotes it back mangled."""
@@ -408,19 +418,19 @@ def _store_host(store: StoreSettings, origins: Mapping[tuple[str, str], str]) ->
     origin = origins.get(("store", "host"), "settings")
     if "://" not in store.host:
         if not _HOST.fullmatch(store.host):
-            raise ConfigError(f"{origin}: 'store.host' is {store.host!r}; expected a host name or IP address, or "
-                              f"a URL http(s)://host[:port]")
+            raise ConfigError(f"{origin}: 'store.host' is {_host_shown(store.host)!r}; expected a host name or IP "
+                              f"address, or a URL http(s)://host[:port]")
         return dataclasses.replace(store, host=_bracketed(store.host))
     try:
         url = urllib.parse.urlsplit(store.host)
         port = url.port
     except ValueError as exc:
-        raise ConfigError(f"{origin}: 'store.host' is not a valid URL ({exc})") from exc
+        raise ConfigError(f"{origin}: 'store.host' {_host_shown(store.host)!r} is not a valid URL") from None
     if url.username is not None or url.password is not None:  # the value is not shown: it holds a password
         raise ConfigError(f"{origin}: 'store.host' must not hold credentials: send them as a header in "
                           f"store.headers (e.g. Authorization), set from an environment variable")
     if url.scheme not in ("http", "https") or not url.hostname or url.path.strip("/") or url.query or url.fragment:
-        raise ConfigError(f"{origin}: 'store.host' is {store.host!r}; expected a host name, or a URL "
+        raise ConfigError(f"{origin}: 'store.host' is {_host_shown(store.host)!r}; expected a host name, or a URL "
                           f"http(s)://host[:port] with nothing after the port")
     explicit = ("store", "port") in origins
     if port is not None and explicit and port != store.port:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import click
 
-from docvec.cli import DocvecCommand, config_options, echo, emit_json, interrupted_exit_code, load, printable
+from docvec.cli import DocvecCommand, config_options, echo, emit_json, interrupted_exit_code, load
+from docvec.text import printable
 from docvec.settings import chunk_params, make_configured_embedder, store_location
 from docvec.config import Settings
 from docvec.embedders import token_counter

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
-from docvec.cli import DocvecCommand, FiniteFloat, config_options, echo, emit_json, load, printable
+from docvec.cli import DocvecCommand, FiniteFloat, config_options, echo, emit_json, load
+from docvec.text import printable
 from docvec.chunker import valid_text
 from docvec.settings import store_location
 from docvec.config import Settings

@@ -28,6 +28,7 @@ from docvec.chunker import valid_text
 from docvec.config import RANGES
 from docvec.errors import ConfigError, DocvecError, IndexNotFound, ModelUnavailable
 from docvec.status import mask_userinfo
+from docvec.text import printable
 from query.search import FUSIONS, MAX_QUERY_CHARS, Fusion
 from serve.index import Index
 from serve.tools import build_mcp
@@ -96,9 +97,10 @@ class Gate:
         if origin is not None and self.hosts and origin not in self.origins:
             return 403, "requests from web pages of other origins are refused"
         if self.token is not None and scope["path"] != "/healthz":
-            given = headers.get("authorization", "")
-            expected = f"Bearer {self.token}"
-            if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8")):
+            scheme, _, given = headers.get("authorization", "").strip().partition(" ")
+            # The scheme is case-insensitive (RFC 9110 11.1): 'bearer' and 'BEARER' are 'Bearer'.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8", "replace"),
+                                                                     self.token.encode("utf-8")):
                 return 401, "missing or wrong token: send 'Authorization: Bearer <serve.token>'"
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
@@ -125,7 +127,7 @@ def _endpoint(index: Index, handler: Handler) -> Callable[[Request], Awaitable[R
             result = await anyio.to_thread.run_sync(lambda: handler(index, body))
             return _Json(result)
         except HttpError as exc:
-            return _Json({"error": exc.args[0]}, status_code=exc.status)
+            return _Json({"error": printable(exc.args[0])}, status_code=exc.status)
         except DocvecError as exc:
             return _Json({"error": _clean(str(exc), index)}, status_code=_status_of(exc))
     return endpoint
@@ -246,8 +248,8 @@ def _status_of(exc: DocvecError) -> int:
 
 
 def _clean(message: str, index: Index) -> str:
-    """The message without secrets (the serve token, URL user-info)."""
+    """The message without secrets (the serve token, URL user-info) or control characters it quotes."""
     token = index.settings.serve.token
     if token and len(token) >= 4:
         message = message.replace(token, "***")
-    return mask_userinfo(message)
+    return printable(mask_userinfo(message))

@@ -14,6 +14,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from docvec import __version__
 from docvec.errors import DocvecError
+from docvec.text import printable
 from serve.index import Index
 
 INSTRUCTIONS = """docvec searches this project's markdown documentation (a vector + keyword index).
@@ -71,7 +72,7 @@ async def _run(fn: Any) -> Any:
     try:
         return await anyio.to_thread.run_sync(fn)
     except DocvecError as exc:
-        raise ToolError(str(exc)) from exc
+        raise ToolError(printable(str(exc))) from exc
 
 
 def _hit(d: dict[str, Any]) -> dict[str, Any]:

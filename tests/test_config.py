@@ -149,3 +149,17 @@ def test_bad_store_host_is_one_line_without_secrets(tmp_path: Path, value: str, 
 def test_store_host_port_and_store_port_must_agree(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="names port 9000 and 'store.port' is 8000: keep one"):
         load_settings(None, {"DOCVEC_STORE_HOST": "http://h:9000", "DOCVEC_STORE_PORT": "8000"}, cwd=tmp_path)
+
+
+def test_a_store_host_carrying_a_token_is_never_echoed(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from docvec.cli import cli
+
+    for host in ("127.0.0.1:9?token=SECRETVALUE", "https://chroma:8000/?token=SECRETVALUE", "chroma#SECRETVALUE",
+                 "https://chroma:8000/SECRETVALUE", "user:SECRETVALUE@chroma?x", "http://[::1?SECRETVALUE"):
+        config = tmp_path / "config.yaml"
+        config.write_text(f"store:\n  host: {host!r}\n")
+        result = CliRunner().invoke(cli, ["--config", str(config), "status"])
+        assert result.exit_code == 2 and "store.host" in result.output, (host, result.output)
+        assert "SECRETVALUE" not in result.output, (host, result.output)

@@ -245,6 +245,9 @@ def test_non_loopback_bind_needs_a_token_and_checks_it(project: Path) -> None:
         assert httpx.get(f"{url}/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
         ok = httpx.get(f"{url}/status", headers={"Authorization": f"Bearer {token}"})
         assert ok.status_code == 200 and token not in ok.text
+        for scheme in ("bearer", "BEARER", "Bearer  "):  # the scheme is case-insensitive (RFC 9110)
+            assert httpx.get(f"{url}/status", headers={"Authorization": f"{scheme} {token}"}).status_code == 200
+        assert httpx.get(f"{url}/status", headers={"Authorization": f"Basic {token}"}).status_code == 401
         via = CliRunner().invoke(cli, ["query", QUESTION, "--config", str(project / "config.yaml"), "-k", "1"],
                                  env={"DOCVEC_SERVE_TOKEN": token})
         assert via.exit_code == 0 and "webhooks.md" in via.output
@@ -458,3 +461,12 @@ def test_a_busy_port_is_one_line_naming_it_and_the_fix(project: Path) -> None:
                                           f"127.0.0.1:{port}"])
     assert result.exit_code != 0 and f"cannot listen on 127.0.0.1:{port}" in result.output
     assert "--listen" in result.output and "Traceback" not in result.output
+
+
+def test_errors_never_carry_the_control_characters_of_the_request(served: tuple[str, Path, subprocess.Popen[str]]
+                                                                   ) -> None:
+    url, _, _ = served
+    for source in ("\x1b[2Jevil.md", "a\x00b.md", "x\x9b31m.md"):
+        r = httpx.post(f"{url}/get", json={"source": source})
+        error = r.json()["error"]
+        assert r.status_code in (400, 404) and not any(c in error for c in "\x1b\x00\x9b"), error
