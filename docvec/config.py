@@ -217,7 +217,9 @@ def _pick_config_file(config_path: Path | None, environ: Mapping[str, str], cwd:
         config_path = Path(environ[CONFIG_ENV])
     if config_path is not None:
         if not config_path.is_file():
-            raise ConfigError(f"config file {config_path} does not exist: fix the path or unset {CONFIG_ENV}")
+            what = ("is a folder, not a config file" if config_path.is_dir() else "is not a regular file"
+                    if config_path.exists() else "does not exist")
+            raise ConfigError(f"config file {config_path} {what}: fix the path or unset {CONFIG_ENV}")
         return config_path.resolve()
     default = cwd / "config.yaml"
     if default.is_file():
@@ -234,10 +236,13 @@ def _pick_config_file(config_path: Path | None, environ: Mapping[str, str], cwd:
 def _looks_like_ours(path: Path) -> bool:
     """A parent folder's config.yaml counts only if it is docvec's (another tool's config.yaml is not)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = yaml.safe_load(_config_text(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError):
         return False
     return isinstance(data, dict) and bool(data) and set(data) <= set(SECTIONS)
+
+
+MAX_CONFIG_BYTES = 2**20
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -263,9 +268,20 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
+def _config_text(path: Path) -> str:
+    """A config file's text; one larger than MAX_CONFIG_BYTES is refused before YAML parses it (50 MB took
+    over 20 s), and what is read is capped, whatever the file does meanwhile."""
+    with path.open("rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 2**10} KiB, which no docvec config needs: "
+                          f"is it the right file?")
+    return data.decode("utf-8")
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
+        data = load_yaml(_config_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -18,3 +18,12 @@ def json_safe(text: str) -> str:
     """JSON text with every control character as a \\u escape: json escapes only C0 controls, and a C1 control
     (\\x9b is a CSI) or a bidi override would reach the terminal. The same JSON value (they occur only in strings)."""
     return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+_ANY_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """A name or label as one line: every control character escaped, newlines and tabs too (a file name with a
+    newline in it must not print a second, forged hit line)."""
+    return _ANY_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 import click
 
 from docvec.cli import DocvecCommand, config_options, echo, emit_json, interrupted_exit_code, load
-from docvec.text import printable
+from docvec.text import one_line
 from docvec.settings import chunk_params, make_configured_embedder, store_location
 from docvec.config import Settings
 from docvec.embedders import token_counter
@@ -237,11 +237,11 @@ def render_skipped(skipped: list[Skipped], verbose: bool) -> None:
     kinds = Counter(reason_kind(s.reason) for s in skipped)
     for s in skipped:
         if verbose or kinds[reason_kind(s.reason)] == 1:
-            echo(f"skipped {s.rel}: {s.reason}", err=True)
+            echo(f"skipped {one_line(s.rel)}: {s.reason}", err=True)
     for kind, n in sorted(kinds.items()):
         if n > 1 and not verbose:
             example = next(s.rel for s in skipped if reason_kind(s.reason) == kind)
-            echo(f"skipped {n} files: {kind} (e.g. {example}; -v lists them)", err=True)
+            echo(f"skipped {n} files: {kind} (e.g. {one_line(example)}; -v lists them)", err=True)
 
 
 def _render_verify(report: "VerifyReport", as_json: bool) -> None:
@@ -258,7 +258,7 @@ def _render_verify(report: "VerifyReport", as_json: bool) -> None:
         items = getattr(report, kind)
         if items:
             example = report.examples.get(kind) or items[0]
-            echo(f"  {len(items)} {label}, e.g. {printable(str(example))}", err=True)
+            echo(f"  {len(items)} {label}, e.g. {one_line(str(example))}", err=True)
     if report.keyword_deleted_rows:
         echo(f"  keyword index: {report.keyword_deleted_rows} deleted rows still counted in bm25 scores", err=True)
     if report.residue:

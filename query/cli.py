@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import click
 
 from docvec.cli import DocvecCommand, FiniteFloat, config_options, echo, emit_json, load
-from docvec.text import printable
+from docvec.text import one_line, printable
 from docvec.chunker import valid_text
 from docvec.settings import store_location
 from docvec.config import Settings
@@ -130,7 +130,7 @@ class _View:
                 emit_json(hit.as_dict())
         elif self.files_only:
             for hit in hits:
-                echo(f"{hit.score:.3f}  {printable(self.path(hit))}:{hit.start_line}  {printable(hit.label)}")
+                echo(f"{hit.score:.3f}  {one_line(self.path(hit))}:{hit.start_line}  {one_line(hit.label)}")
         else:
             _render(hits, self)
 
@@ -226,10 +226,10 @@ def _render(hits: list[Hit], view: _View) -> None:
         return
     width = max(40, min(shutil.get_terminal_size((100, 20)).columns, 120))
     for hit in hits:  # document text and names are neutralised: a document must not drive the terminal
-        click.echo(f"{hit.rank}. {hit.score:.3f}  " + click.style(printable(hit.label), bold=True))
+        click.echo(f"{hit.rank}. {hit.score:.3f}  " + click.style(one_line(hit.label), bold=True))
         first, last = hit.answer_lines or (hit.start_line, hit.end_line)
         place = f"{first}" if first == last else f"{first}-{last}"
-        echo(f"   {printable(view.path(hit))}:{place}" + _also(hit))
+        echo(f"   {one_line(view.path(hit))}:{place}" + _also(hit))
         if view.explain:
             echo("   " + _explanation(hit))
         for line in _excerpt(hit, width - 3):
@@ -272,7 +272,7 @@ def _also(hit: Hit) -> str:
         return ""
     first = hit.also[0]
     more = f" and {len(hit.also) - 1} more" if len(hit.also) > 1 else ""
-    return f"  (same text at {printable(first.source)}:{first.start_line}{more})"
+    return f"  (same text at {one_line(first.source)}:{first.start_line}{more})"
 
 
 def _explanation(hit: Hit) -> str:

@@ -163,3 +163,21 @@ def test_a_store_host_carrying_a_token_is_never_echoed(tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, ["--config", str(config), "status"])
         assert result.exit_code == 2 and "store.host" in result.output, (host, result.output)
         assert "SECRETVALUE" not in result.output, (host, result.output)
+
+
+def test_a_config_that_is_a_folder_a_fifo_or_huge_is_named_for_what_it_is(tmp_path: Path) -> None:
+    import os
+
+    from click.testing import CliRunner
+
+    from docvec.cli import cli
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# padding\n" * 200_000)
+    for path, words in ((tmp_path, "is a folder"), (fifo, "is not a regular file"),
+                        (tmp_path / "nope.yaml", "does not exist"), (huge, "larger than 1024 KiB")):
+        result = CliRunner().invoke(cli, ["--config", str(path), "status"])
+        assert result.exit_code == 2 and words in result.output, (path, result.output)
+        assert len(result.output.strip().splitlines()) == 1

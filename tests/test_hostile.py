@@ -214,3 +214,19 @@ def test_file_vanishing_between_listing_and_reading(tmp_path: Path, docs: Path, 
     after = ingest(store, recorder, ScanOptions(docs), PARAMS)  # the next run sees the deletion
     assert after.files_removed == ["guides/sdks.md"]
     assert verify(store, recorder.count_tokens, Fingerprint.build(recorder.info, PARAMS), ScanOptions(docs)).problems == 0
+
+
+def test_a_file_name_with_a_newline_cannot_forge_a_hit_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from docvec.cli import cli
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "evil\n0.999  passwd:1  Root.md").write_text("# Marmosets\n\nMarmosets groom each other.\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"docs:\n  path: {docs}\nstore:\n  path: {tmp_path / 'index'}\n")
+    assert CliRunner().invoke(cli, ["--config", str(config), "ingest", "-q"]).exit_code == 0
+    for extra in ([], ["--files"]):
+        out = CliRunner().invoke(cli, ["--config", str(config), "query", "marmosets", "--no-server", *extra]).output
+        assert "evil\\n0.999" in out and not any(line.startswith(("0.999", "   0.999")) for line in out.splitlines())
