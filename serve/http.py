@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 import anyio.to_thread
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -60,8 +61,22 @@ def create_app(index: Index, host: str, port: int, token: str | None) -> Starlet
               Route("/status", _endpoint(index, _status), methods=["GET"]),
               Route("/healthz", _healthz, methods=["GET"])]
     app.router.routes[:0] = routes
+    app.add_exception_handler(HTTPException, _http_error)  # unknown route, wrong method: JSON like every answer
+    app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(Gate, hosts=hosts, origins=origins, token=token)
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    what = {404: f"no such endpoint {request.url.path}: POST /search, POST /get, GET /status, GET /healthz, /mcp",
+            405: f"{request.method} is not allowed on {request.url.path}"}.get(status, str(getattr(exc, "detail", exc)))
+    return _Json({"error": printable(what)}, status_code=status)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """A failure no handler expected is still one line of JSON (its type, never a traceback)."""
+    return _Json({"error": f"internal error ({type(exc).__name__}): the server log has nothing more"}, status_code=500)
 
 
 def allowed_hosts(host: str, port: int) -> tuple[list[str], list[str]]:
@@ -143,6 +158,8 @@ async def _json_body(request: Request) -> dict[str, Any]:
         body = json.loads(raw or b"{}", parse_constant=_no_constant)
     except ValueError as exc:
         raise HttpError(400, f"the body is not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise HttpError(400, "the body is nested too deeply to be a docvec request") from None
     if not isinstance(body, dict):
         raise HttpError(400, "the body must be a JSON object")
     return body
@@ -196,6 +213,10 @@ def _where(where: Any) -> dict[str, str] | list[str] | None:
         return None
     if isinstance(where, dict) and all(isinstance(k, str) and isinstance(v, (str, int, float, bool))
                                        for k, v in where.items()):
+        bad = next((k for k in where if "=" in k or not k.strip()), None)
+        if bad is not None:  # it would be read as KEY=VALUE and filter on something else than asked
+            raise HttpError(400, f"'where' key {bad!r} is not a key: write {{\"KEY\": \"VALUE\"}}, e.g. "
+                                 f"{{\"source\": \"guides/\"}}")
         return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in where.items()}
     if isinstance(where, list) and all(isinstance(v, str) for v in where):
         return list(where)

@@ -214,6 +214,13 @@ def _where_items(where: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
     if where is None:
         return []
     if isinstance(where, Mapping):
+        for key, value in where.items():
+            if not isinstance(key, str) or "=" in key or not key.strip():  # read as KEY=VALUE: another filter
+                raise ConfigError(f"where key {key!r} is not a key: write {{'KEY': 'VALUE'}}, e.g. "
+                                  f"{{'source': 'guides/'}}")
+            if isinstance(value, (Mapping, list, tuple)):  # {"$in": [...]} would be the text "{'$in': ...}"
+                raise ConfigError(f"where {key!r}: {value!r} is not supported: a value is one string (a list-valued "
+                                  f"key such as tags matches by membership)")
         return [f"{k}={v}" for k, v in where.items()]
     if isinstance(where, str):
         return [where]

@@ -15,6 +15,8 @@ from typing import Any, Iterator
 
 import anyio
 import httpx
+
+import docvec
 import pytest
 from click.testing import CliRunner
 
@@ -470,3 +472,28 @@ def test_errors_never_carry_the_control_characters_of_the_request(served: tuple[
         r = httpx.post(f"{url}/get", json={"source": source})
         error = r.json()["error"]
         assert r.status_code in (400, 404) and not any(c in error for c in "\x1b\x00\x9b"), error
+
+
+def test_every_http_answer_is_json_even_for_what_no_handler_expects(served: tuple[str, Path, subprocess.Popen[str]]
+                                                                     ) -> None:
+    url, _, _ = served
+    deep = b'{"question":"token","where":' + b'{"$and":[' * 3000 + b"{}" + b"]}" * 3000 + b"}"
+    answers = [httpx.post(f"{url}/search", content=deep, headers={"content-type": "application/json"}),
+               httpx.get(f"{url}/nope"), httpx.get(f"{url}/search"), httpx.delete(f"{url}/status"),
+               httpx.post(f"{url}/search", json={"question": "token", "where": {"source=guides/": "x"}}),
+               httpx.post(f"{url}/search", json={"question": "token", "where": {"source": {"$in": ["guides/"]}}}),
+               httpx.post(f"{url}/search", content=b'{"question":"token","k":1' + b"0" * 400 + b"}")]
+    for r in answers:
+        assert r.headers["content-type"].startswith("application/json"), (r.status_code, r.text[:100])
+        assert 400 <= r.status_code < 500 and r.json()["error"], r.text[:200]
+    assert "is not a key" in answers[4].json()["error"]
+
+
+def test_the_api_refuses_where_keys_and_values_it_would_misread(project: Path) -> None:
+    from docvec.errors import ConfigError
+
+    assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(project / "config.yaml")]).exit_code == 0
+    index = docvec.open(config=str(project / "config.yaml"))
+    for where in ({"source=guides/": "x"}, {"": "x"}, {"source": {"$ne": "guides/"}}, {"tag": ["auth"]}):
+        with pytest.raises(ConfigError, match="where"):
+            index.search("token", where=where)
