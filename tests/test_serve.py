@@ -15,11 +15,10 @@ from typing import Any, Iterator
 
 import anyio
 import httpx
-
-import docvec
 import pytest
 from click.testing import CliRunner
 
+import docvec
 from docvec.cli import cli
 from tests.conftest import REPO
 
