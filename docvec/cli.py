@@ -242,6 +242,14 @@ def _render_status(data: dict[str, Any]) -> None:
                                f"since, {since['files']} files now, {known} then): run `docvec ingest`" if moved else
                                     "unchanged since the last sync (sizes and times)"))
     echo(f"writer     {data['writer'] or 'none'}")
+    watch = data.get("watch")
+    if watch:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(watch["since"]))
+        held = watch.get("held_deletions") or []
+        echo(f"watch      {watch['state']} (pid {watch['pid']}, since {since})"
+             + (f": {watch['detail']}" if watch.get("detail") and not held else "")
+             + (f"; holding the deletion of {len(held)} files (e.g. {held[0]}): `docvec ingest --yes` deletes them"
+                if held else ""))
     echo(f"model      {data['provider']}:{data['model']} ({data['dimension']} dimensions, digest "
                f"{fp['digest'][:12] or '-'}) on {data['runs_on']}, {data['cpus']} CPUs available")
     echo(f"size       {_human(size) if size is not None else 'on server'}")

@@ -35,6 +35,7 @@ def status_data(store: Any, settings: Settings) -> dict[str, Any]:
             "folder_since_sync": folder_since(store.docs_root(), stats.get("synced_at"), settings.docs.include),
             "hnsw": {k: v for k, v in store.hnsw_settings().items()
                      if k in ("space", "ef_search", "ef_construction", "max_neighbors")},
+            "watch": watch_state(store.location),
             "collections": [{"name": c.name, "live": c.live, "previous": c.previous, "incomplete": c.writing, "chunks": c.count,
                              "model": c.fingerprint.model if c.fingerprint else None}
                             for c in store.physical_collections()]}
@@ -79,3 +80,10 @@ def folder_since(root: str | None, synced_at: float | None, include: list[str]) 
             except OSError:
                 newer += 1  # vanished or unreadable since: a change all the same
     return {"files": files, "modified_after_sync": newer}
+
+
+def watch_state(location: Any) -> dict[str, Any] | None:
+    """What the index's watcher last recorded (None when no watcher ever ran beside this index)."""
+    from docvec.watchstate import read, state_path
+
+    return read(state_path(location.path, location.collection, location.host))

@@ -82,8 +82,8 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
                 _check_some_indexed(report, settings, lambda: _render(report, settings, as_json, verbose))
     _render(report, settings, as_json, verbose)
     _check_some_indexed(report, settings, lambda: None)
-    if watch and not dry_run:
-        _watch(settings, embedder, SyncGuard(docs_moved=False, allow_mass_delete=yes))
+    if watch and not dry_run:  # deletions of most of the index wait for confirmation; the rest goes on
+        _watch(settings, embedder, SyncGuard(docs_moved=False, allow_mass_delete=yes, hold_mass_delete=True))
 
 
 def _watch(settings: Settings, embedder: Any, guard: SyncGuard) -> None:
@@ -91,7 +91,8 @@ def _watch(settings: Settings, embedder: Any, guard: SyncGuard) -> None:
     import threading
     import time
 
-    from ingest.watch import describe, watch_folder
+    from docvec.watchstate import state_path
+    from ingest.watch import WatchEvent, describe, recorder, watch_folder
 
     echo(f"watching {settings.resolve(settings.docs.path)} (Ctrl-C stops)", err=True)
 
@@ -108,10 +109,12 @@ def _watch(settings: Settings, embedder: Any, guard: SyncGuard) -> None:
     def log(event: Any) -> None:
         echo(f"{time.strftime('%H:%M:%S')} {describe(event)}", err=True)
 
+    location = store_location(settings)
+    on_event = recorder(state_path(location.path, location.collection, location.host), log)
     try:
-        watch_folder(settings, sync, threading.Event(), log)
+        watch_folder(settings, sync, threading.Event(), on_event)
     except KeyboardInterrupt:
-        echo("watch stopped", err=True)
+        on_event(WatchEvent("stopped"))
 
 
 def _check_some_indexed(report: IngestReport, settings: Settings, render: Callable[[], None]) -> None:

@@ -45,6 +45,7 @@ class SyncGuard:
 
     docs_moved: bool = False  # the docs now live in the folder given: record it as the index's docs root
     allow_mass_delete: bool = False  # deleting more than max_delete_share of the index is intended
+    hold_mass_delete: bool = False  # instead of refusing such a run, keep those files and do the rest (watch mode)
     max_delete_share: float = MAX_DELETE_SHARE
 
 
@@ -69,6 +70,7 @@ class IngestReport:
     files_changed: list[str] = field(default_factory=list)
     files_unchanged: int = 0
     files_removed: list[str] = field(default_factory=list)
+    held_deletions: list[str] = field(default_factory=list)  # files gone from the folder, kept until confirmed
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     chunks_embedded: int = 0  # texts sent to the model
@@ -89,6 +91,7 @@ class IngestReport:
             "dry_run": self.dry_run, "files_seen": self.files_seen, "files_added": len(self.files_added),
             "files_changed": len(self.files_changed), "files_unchanged": self.files_unchanged,
             "files_removed": len(self.files_removed), "files_skipped": len(self.skipped),
+            "held_deletions": self.held_deletions,
             "chunks_embedded": self.chunks_embedded, "chunks_reused": self.chunks_reused,
             "chunks_kept": self.chunks_kept, "chunks_deleted": self.chunks_deleted,
             "chunks_total": self.chunks_total, "seconds": round(self.seconds, 3),
@@ -333,6 +336,9 @@ def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, pa
     if dry_run or store is None:
         _fill_dry_run(report, work, stale, state, store)
         return
+    if guard.hold_mass_delete and exceeds_share(len(stale), state.records, guard):
+        # Additions and edits go on; the deletions wait for `docvec ingest --yes` (a watcher must not go quiet).
+        report.held_deletions, report.files_removed, removed, stale = removed, [], [], []
     check_deletions(len(stale), state.records, f"{len(removed)} of {len(state.files)} files are gone from "
                     f"{scan_options.root}", guard)
     was_writing = store.writing()
@@ -342,7 +348,8 @@ def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, pa
                  delta)
         for source in removed:
             state.forget(source)
-        state.orphans = []
+        if not report.held_deletions:
+            state.orphans = []
         report.chunks_total = store.count()
         _sync_keywords(store, delta)
     state.left_at = (store.name, store.stored_generation(), fp)

@@ -24,9 +24,10 @@ TEMP_SUFFIXES = ("~", ".swp", ".swx", ".tmp", ".part", ".crdownload")
 
 @dataclass(frozen=True)
 class WatchEvent:
-    """What the watcher did: a sync finished (report), failed (error), or was stopped."""
+    """What the watcher did: a sync finished (report), failed (error), the docs folder went away ("gone") or came
+    back or was replaced ("rearmed"), or the watcher stopped."""
 
-    kind: str  # "synced" | "failed" | "stopped"
+    kind: str  # "synced" | "failed" | "gone" | "rearmed" | "stopped"
     changes: int = 0
     report: IngestReport | None = None
     error: str | None = None
@@ -54,30 +55,68 @@ def watch_folder(settings: Settings, sync: Callable[[Callable[[Progress], None]]
 def watch(root: Path, sync: Callable[[Callable[[Progress], None]], IngestReport], stop: threading.Event,
           on_event: Callable[[WatchEvent], None], quiet_ms: int, suffixes: tuple[str, ...] = (".md", ".markdown"),
           ignore: Iterable[Path] = ()) -> None:
-    """Run until `stop` is set: one `sync` per settled burst of relevant changes under root."""
-    from watchfiles import watch as watch_changes
-
+    """Run until `stop` is set: one `sync` per settled burst of relevant changes under root. A docs folder that
+    is deleted, replaced or renamed away is watched again as soon as it is back (the OS watch dies with it)."""
     ignored = tuple(Path(i).resolve() for i in ignore)
     pending = 0  # changes not yet synced (a failed sync keeps them pending)
-    failures = 0
-    # Empty batches every 2 s (yield_on_timeout) let a failed sync be retried without a new change.
-    for changes in watch_changes(root, stop_event=stop, step=max(quiet_ms, 50), debounce=GROUP_MS,
-                                 rust_timeout=2000, yield_on_timeout=True, raise_interrupt=False):
-        if stop.is_set():
-            break
-        pending += sum(1 for _, path in changes if relevant(path, suffixes, ignored))
-        if not pending:
-            continue
-        event = _sync_once(sync, stop, pending)
-        on_event(event)
-        if event.kind == "stopped":
-            return
-        if event.kind == "synced":
-            pending, failures = 0, 0
-        else:
-            failures += 1
-            stop.wait(_retry_wait(failures))  # then the next (possibly empty) batch retries the pending changes
+    while not stop.is_set():
+        identity = _identity(root)
+        if identity is None:
+            on_event(WatchEvent("gone", pending, error=f"the docs folder {root} is gone: waiting for it"))
+            while not stop.is_set() and _identity(root) is None:
+                stop.wait(1.0)
+            if stop.is_set():
+                break
+            on_event(WatchEvent("rearmed", error=f"the docs folder {root} is back: watching it again"))
+            pending += 1  # whatever it holds now is synced
+        pending, replaced = _watch_while_same(root, identity or _identity(root), sync, stop, on_event, quiet_ms,
+                                              suffixes, ignored, pending)
+        if not replaced:
+            break  # stopped (stop set, or Ctrl-C / SIGTERM ended the OS watch)
     on_event(WatchEvent("stopped"))
+
+
+def _watch_while_same(root: Path, identity: tuple[int, int] | None, sync: Callable[[Callable[[Progress], None]],
+                      IngestReport], stop: threading.Event, on_event: Callable[[WatchEvent], None], quiet_ms: int,
+                      suffixes: tuple[str, ...], ignored: tuple[Path, ...], pending: int) -> tuple[int, bool]:
+    """Sync settled bursts until stopped or until root is no longer the folder first watched; returns what is
+    still pending and whether the folder was replaced or went away (watch it again) rather than the watch
+    stopped."""
+    from watchfiles import watch as watch_changes
+
+    failures = 0
+    try:
+        # Empty batches every second (yield_on_timeout) retry a failed sync and notice a replaced folder.
+        for changes in watch_changes(root, stop_event=stop, step=max(quiet_ms, 50), debounce=GROUP_MS,
+                                     rust_timeout=1000, yield_on_timeout=True, raise_interrupt=False):
+            if stop.is_set():
+                return pending, False
+            if _identity(root) != identity:
+                return pending + 1, True
+            pending += sum(1 for _, path in changes if relevant(path, suffixes, ignored))
+            if not pending:
+                continue
+            event = _sync_once(sync, stop, pending)
+            on_event(event)
+            if event.kind == "stopped":
+                stop.set()
+            elif event.kind == "synced":
+                pending, failures = 0, 0
+            else:
+                failures += 1
+                stop.wait(_retry_wait(failures))  # then the next (possibly empty) batch retries the changes
+    except (OSError, RuntimeError):  # the folder vanished under the OS watch: the caller waits for it
+        return pending + 1, not stop.is_set()
+    return pending, False
+
+
+def _identity(root: Path) -> tuple[int, int] | None:
+    """(device, inode) of the docs folder, None while it does not exist."""
+    try:
+        st = root.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if root.is_dir() else None
 
 
 def _retry_wait(failures: int) -> int:
@@ -112,8 +151,38 @@ def describe(event: WatchEvent) -> str:
     """One log line for a watch event."""
     if event.kind == "synced" and event.report is not None:
         r = event.report
+        held = held_note(r)
         return (f"synced: {len(r.files_added)} added, {len(r.files_changed)} changed, {len(r.files_removed)} "
-                f"removed; {r.chunks_embedded} chunks embedded in {r.seconds:.1f} s")
+                f"removed; {r.chunks_embedded} chunks embedded in {r.seconds:.1f} s" + (f"; {held}" if held else ""))
     if event.kind == "failed":
         return f"sync failed, will retry: {event.error}"
+    if event.kind in ("gone", "rearmed"):
+        return str(event.error)
     return "watch stopped"
+
+
+def held_note(report: IngestReport) -> str | None:
+    """What a sync holds back, and how to confirm it (None when it holds nothing)."""
+    if not report.held_deletions:
+        return None
+    return (f"holding the deletion of {len(report.held_deletions)} files gone from the folder (e.g. "
+            f"{report.held_deletions[0]}): more than half the index; run `docvec ingest --yes` to delete them")
+
+
+def recorder(path: Path, then: Callable[[WatchEvent], None]) -> Callable[[WatchEvent], None]:
+    """An event handler that records the watcher's state for `status` (docvec.watchstate), then calls `then`."""
+    from docvec.watchstate import record
+
+    def on_event(event: WatchEvent) -> None:
+        if event.kind == "synced" and event.report is not None:
+            record(path, "watching", held_note(event.report), event.report.held_deletions)
+        elif event.kind == "failed":
+            record(path, "watching", f"the last sync failed and is retried: {event.error}")
+        elif event.kind == "gone":
+            record(path, "waiting", event.error)
+        elif event.kind == "rearmed":
+            record(path, "watching", event.error)
+        else:
+            record(path, "stopped", "stopped by its process (Ctrl-C, SIGTERM, or the server stopping)")
+        then(event)
+    return on_event

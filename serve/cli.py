@@ -154,14 +154,21 @@ def _watching(index: Index, settings: Settings, enabled: bool) -> Iterator[None]
     if not enabled:
         yield
         return
-    from ingest.watch import follow, watch_folder
+    from docvec.watchstate import state_path
+    from ingest.pipeline import SyncGuard
+    from ingest.watch import follow, recorder, watch_folder
 
     index.check_docs_root()  # watching another folder than the index's could only fail, forever: say so now
     stop = threading.Event()
+    location = index.location
+    on_event = recorder(state_path(location.path, location.collection, location.host), report_event)
+
+    def sync(on_progress: Any) -> Any:  # deletions of most of the index wait for `docvec ingest --yes`
+        return index.sync(on_progress, SyncGuard(hold_mass_delete=True))
 
     def run() -> None:
-        if follow(index.sync, stop, report_event).kind != "stopped":
-            watch_folder(settings, index.sync, stop, report_event)
+        if follow(sync, stop, on_event).kind != "stopped":
+            watch_folder(settings, sync, stop, on_event)
 
     thread = threading.Thread(target=run, name="docvec-watch", daemon=True)
     thread.start()
