@@ -148,7 +148,8 @@ sections = st.lists(section, min_size=2, max_size=8).map("\n".join)
 fronts = st.fixed_dictionaries({}, optional={"title": st.sampled_from(["Auth", "Tokens", "Marmosets"]),
                                              "tags": st.lists(st.sampled_from(TAGS), unique=True, max_size=3),
                                              "audience": st.sampled_from(["dev", "ops"])})
-kills = st.none() | st.integers(min_value=1, max_value=40)
+# A writer passes 3 to ~30 write boundaries: early ones are drawn as often as any later one, so most kills land.
+kills = st.none() | st.integers(min_value=1, max_value=6) | st.integers(min_value=7, max_value=40)
 
 
 class Convergence(RuleBasedStateMachine):
