@@ -13,18 +13,20 @@ at the next call, a sync by another process at the next search.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from docvec.chunker import valid_text
 from docvec.config import Settings, load_settings
 from docvec.confined import read_beneath
 from docvec.settings import chunk_params, make_configured_embedder, store_location
 from docvec.embedders import Embedder
-from docvec.errors import ConfigError, IndexNotFound, Refused
+from docvec.errors import ConfigError, IndexNotFound, Refused, StoreError
 from docvec.keyword import KeywordIndex, sync_keyword_index
 from docvec.status import status_data
 from docvec.store import GENERATION_KEY, Store, StoreLocation, forget_cached_client
@@ -34,6 +36,8 @@ from query.model import index_embedder
 from query.search import Fusion, Hit, parse_where, search
 from query.spans import SPAN_MODES, point
 
+T = TypeVar("T")
+READ_ATTEMPTS = 4  # a read that another process's write broke is tried again from a fresh view
 MAX_GET_LINES = 5000  # `get` returns at most this many lines at once
 MAX_GET_BYTES = 4 * 2**20  # and never reads a file larger than this
 
@@ -103,6 +107,8 @@ class Index:
     def _current(self) -> Store:
         """The live store, reopened when another process moved the pointer (reindex, rollback) or synced (the
         writer lock means no sync of this process ran meanwhile)."""
+        if self._store is None:  # a reopen failed (another process was switching the index): try again now
+            self._open(fresh=True)
         assert self._store is not None
         if self._store.read_copy is None and not self._syncing and (
                 self._store.live_name() != self._live or self._store.stored_generation() != self._generation):
@@ -120,6 +126,29 @@ class Index:
         if spans not in SPAN_MODES:
             raise ConfigError(f"spans '{spans}' is unknown; expected one of {', '.join(SPAN_MODES)}")
         clause = parse_where(_where_items(where))
+        return self._reading(lambda: self._search(question, k, mode, clause, min_score, per_file, spans, fusion))
+
+    def _reading(self, read: Callable[[], T]) -> T:
+        """Run a read; if another process's write made it fail (Chroma: "Error finding id" while this process's
+        copy of the vector index is behind the catalog), reopen from what is stored now and read again. A writer
+        stores whole files per atomic call, so the answer is the old state, the new one, or one in between in
+        which every file is complete."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return read()
+            except StoreError:
+                if attempt == READ_ATTEMPTS - 1 or self._store is not None and self._store.read_copy is not None:
+                    raise
+            time.sleep(0.05 * (attempt + 1))
+            with self._lock:
+                if not self._syncing:  # this process's own sync uses the cached client: never drop it under it
+                    with contextlib.suppress(StoreError):  # the next attempt's read says what is wrong
+                        self._open(fresh=True)
+        raise AssertionError("unreachable")
+
+    def _search(self, question: str, k: int | None, mode: str, clause: Any, min_score: float | None,
+                per_file: int | None, spans: str, fusion: Fusion | None) -> list[Hit]:
+        q = self.settings.query
         with self._lock:
             store = self._current()
             keyword = None
@@ -143,14 +172,17 @@ class Index:
         Anything else is refused: absolute paths, `..`, files the index does not hold, and paths that leave the
         docs folder through a symlink."""
         rel = _relative_source(source)
+        root = self._reading(lambda: self._root_holding(rel))
+        if root is None:
+            raise IndexNotFound("this index does not record its docs folder yet: run `docvec ingest` once")
+        return _read_lines(Path(root), rel, start_line, end_line)
+
+    def _root_holding(self, rel: str) -> str | None:
         with self._lock:
             store = self._current()
             if not store.has_source(rel):
                 raise IndexNotFound(f"'{rel}' is not a file of this index: use a source path that search shows")
-            root = store.docs_root()
-        if root is None:
-            raise IndexNotFound("this index does not record its docs folder yet: run `docvec ingest` once")
-        return _read_lines(Path(root), rel, start_line, end_line)
+            return store.docs_root()
 
     def docs_root(self) -> str | None:
         """The docs folder the live index was built from (sources are relative to it)."""
