@@ -35,6 +35,8 @@ def serve_command(config_path: Path | None, index_path: Path | None, collection:
                                   "serve.listen": listen})
     host, port = parse_listen(settings.serve.listen)
     sock = None if stdio_mcp else bind(host, port, settings.serve.token)  # before loading: a busy port fails fast
+    if watch:
+        _build_if_missing(settings)
     index = Index(settings)
     for note in index.notes:
         log(f"note: {note}")
@@ -92,6 +94,21 @@ def _loopback(address: str) -> bool:
         return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
     except ValueError:
         return False
+
+
+def _build_if_missing(settings: Settings) -> None:
+    """`serve --watch` on a folder with no index yet builds it first (watching is syncing: it would anyway)."""
+    from docvec.settings import chunk_params, make_configured_embedder, store_location
+    from ingest.pipeline import index_exists
+    from ingest.sync import scan_options, sync_index
+
+    location = store_location(settings)
+    if index_exists(location) is not None:
+        return
+    log(f"no index at {location.describe()} yet: building it from {settings.resolve(settings.docs.path)}")
+    report = sync_index(location, make_configured_embedder(settings), scan_options(settings),
+                        chunk_params(settings))
+    log(f"built: {len(report.files_added)} files, {report.chunks_total} chunks in {report.seconds:.1f} s")
 
 
 def log(message: str) -> None:

@@ -519,3 +519,16 @@ def test_a_read_that_another_process_write_broke_is_read_again(project: Path, mo
 
     monkeypatch.setattr(Store, "query", behind)
     assert [h.id for h in index.search(QUESTION, k=5, mode="vector")] == expected and failures == [0]
+
+
+def test_serve_watch_builds_a_missing_index_first(project: Path) -> None:
+    port = _free_port()
+    proc = _start(["serve", "--watch", "--config", str(project / "config.yaml"), "--listen", f"127.0.0.1:{port}"],
+                  project)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+        found = httpx.post(f"http://127.0.0.1:{port}/search", json={"question": QUESTION, "k": 1})
+        assert found.status_code == 200 and found.json()["hits"], found.text
+    finally:
+        err = _stop(proc)
+    assert "no index at" in err and "building it" in err and "docvec ingest" not in err
