@@ -21,7 +21,8 @@ import click
 
 from docvec import __version__
 from docvec.config import Settings, check_headers, load_settings
-from docvec.errors import ConfigError, DocvecError
+from docvec.entry import STOPPED, stop_signal
+from docvec.errors import ConfigError, DocvecError, Interrupted
 from docvec.settings import store_location
 from docvec.status import mask_userinfo, status_data
 from docvec.text import json_safe, printable
@@ -59,6 +60,9 @@ class DocvecCommand(click.Command):
             return super().invoke(ctx)
         except ConfigError as exc:
             raise ConfigProblem(redact(str(exc), ctx)) from exc
+        except Interrupted as exc:  # a run stopped between two writes says what it kept: 130 / 143 / 129, not 1
+            click.echo(redact(str(exc), ctx), err=True)
+            sys.exit(interrupted_exit_code())
         except DocvecError as exc:
             raise click.ClickException(redact(str(exc), ctx)) from exc
         except BrokenPipeError:  # `docvec query ... | head`: the reader has what it wanted
@@ -287,29 +291,29 @@ def completion_command(shell: str) -> None:
 
 
 READ_ONLY = {"query", "status", "eval"}  # commands that write nothing, so may skip interpreter teardown
-TERMINATED: list[int] = []  # the signal that stopped a run (SIGTERM, SIGHUP), for its exit code
 # Signals that end a run from outside: docker stop, systemd and CI cancel send SIGTERM; a closed terminal or a
-# dropped ssh session sends SIGHUP. Each stops a run like Ctrl-C instead of killing it mid-write.
+# dropped ssh session sends SIGHUP. Each stops a run like Ctrl-C instead of killing it mid-write (docvec.entry).
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    """SIGTERM or SIGHUP stops a run like Ctrl-C: between two atomic writes."""
-    TERMINATED.append(signum)
-    raise KeyboardInterrupt
 
 
 def interrupted_exit_code() -> int:
     """128 + the signal that stopped the run: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
-    return 128 + (TERMINATED[-1] if TERMINATED else signal.SIGINT)
+    return 128 + (STOPPED[-1] if STOPPED else signal.SIGINT)
 
 
 def main() -> None:
-    """Entry point of the `docvec` script."""
+    """Run the CLI (docvec.entry.main, the script, installs the stop signals before importing this). A
+    KeyboardInterrupt that no command turned into its own summary leaves here, for the entry point's one line."""
     for signum in STOP_SIGNALS:
-        signal.signal(signum, _terminate)
+        signal.signal(signum, stop_signal)
     try:
-        cli()
+        code = cli.main(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.exceptions.Abort:
+        raise KeyboardInterrupt from None  # click's name for an interrupt inside its own prompts
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
     except SystemExit as done:
         command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
         if command in READ_ONLY and isinstance(done.code, (int, type(None))):
@@ -337,8 +341,8 @@ def _flush_output() -> bool:
 
 
 if __name__ == "__main__":
-    # `python -m docvec.cli`: run the imported module's main, so that the stages (which import docvec.cli) and
-    # this entry point share one module and its state (the signal that stopped a run).
-    from docvec import cli as _module
+    # `python -m docvec.cli`: the script's entry point, on the imported module (the stages import docvec.cli, and
+    # one module must hold the state, such as the signal that stopped a run).
+    from docvec.entry import main as _entry
 
-    _module.main()
+    _entry()
