@@ -224,9 +224,11 @@ class FileWork:
 
 
 def open_for_writing(location: StoreLocation, fingerprint: Fingerprint) -> Store:
-    """Open (or create) the index, refusing one built with another fingerprint."""
+    """Open (or create) the index, refusing one built with another fingerprint; sweep what deletes left in its
+    files (a prune killed after Chroma's delete_collection leaves rows and a folder that no later write touches)."""
     store = Store.open(location, create_with=fingerprint)
     check_fingerprint(store, fingerprint)
+    store.sweep_residue()
     return store
 
 

@@ -50,6 +50,7 @@ def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptio
         return ReindexReport(store.name, None, [], False, True, ingest(store, embedder, scan_options, params,
                                                                           on_progress=on_progress, guard=guard))
     check_docs_root(live, scan_options.root, guard)  # a new index from another folder would replace this one
+    live.sweep_residue()
     name = physical_name(location, target)
     if name == live.name:  # nothing to switch: an ordinary sync
         synced = ingest(live, embedder, scan_options, params, on_progress=on_progress, guard=guard)
@@ -100,6 +101,7 @@ def _check_files_kept(live: Store, new: Store, guard: SyncGuard) -> None:
 def rollback(location: StoreLocation) -> tuple[str, str]:
     """Make the previous index live again (and the current one 'previous'); returns (old live, new live)."""
     live = Store.open(location)
+    live.sweep_residue()
     previous = next((c for c in live.physical_collections() if c.previous), None)
     if previous is None:
         raise StoreError(f"{location.describe()} has no previous index to roll back to")
@@ -115,6 +117,7 @@ def rollback(location: StoreLocation) -> tuple[str, str]:
 def prune(location: StoreLocation, keep_previous: bool = True, dry_run: bool = False) -> list[str]:
     """Delete backup collections (all but the live one, and the previous one unless keep_previous=False)."""
     live = Store.open(location)
+    live.sweep_residue()  # what a prune killed after a delete_collection left
     others = live.physical_collections()
     doomed = [c.name for c in others if not c.live and not (keep_previous and c.previous and not c.writing)]
     if not dry_run:
