@@ -35,7 +35,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from docvec.chunker import ChunkParams
 from docvec.errors import DocvecError
-from docvec.keyword import KeywordIndex
+from docvec.keyword import KeywordIndex, keyword_path
 from docvec.store import Store, StoreLocation, dumps_metadata, forget_cached_client
 from ingest.pipeline import SyncGuard
 from ingest.reindex import prune, reindex, rollback
@@ -82,7 +82,7 @@ class Snapshot:
     vectors: dict[str, np.ndarray]
     keyword: dict[str, dict[str, float]]  # question -> id -> bm25 score
     vector: dict[str, dict[str, float]]  # question -> id -> cosine similarity, every chunk (see `snapshot`)
-    leftovers: dict[str, int]  # residue rows of deleted records, and deleted keyword rows bm25 still counts
+    leftovers: dict[str, int]  # residue of deleted records, deleted keyword rows bm25 counts, no keyword index
 
     def differences(self, other: "Snapshot") -> list[str]:
         """What differs from `other` (a clean build), one line per kind, with an example."""
@@ -117,9 +117,13 @@ def snapshot(location: StoreLocation) -> Snapshot:
     ids = [rid for rid, _ in store.iter_metadata()]
     docs = store.get_documents(ids)
     records = {rid: (doc, dumps_metadata(meta)) for rid, (doc, meta) in docs.items()}
-    with KeywordIndex.of(store, read_only=True) as index:
-        keyword = {q: {h.id: h.score for h in index.search(q, 10_000)} for q in QUESTIONS}
-        leftovers = {**store.residue(), "keyword_deleted_rows": index.deleted_rows()}
+    leftovers: dict[str, int] = store.residue()
+    if (keyword_path(store.location, store.name) / "meta.json").is_file():
+        with KeywordIndex.of(store, read_only=True) as index:
+            keyword = {q: {h.id: h.score for h in index.search(q, 10_000)} for q in QUESTIONS}
+            leftovers["keyword_deleted_rows"] = index.deleted_rows()
+    else:  # a first build killed before its keyword index was made
+        keyword, leftovers["keyword_index_missing"] = {q: {} for q in QUESTIONS}, 1
     # Every chunk, by Chroma's HNSW search: exhaustive while the index holds no more chunks than the beam (ef_search
     # 100), so it must equal a clean build's; above that, HNSW's answer depends on the graph's history.
     embedder = RecordingEmbedder()
