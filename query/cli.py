@@ -23,7 +23,7 @@ from docvec.embedders import Embedder, make_embedder
 from docvec.errors import IndexNotFound
 from docvec.keyword import KeywordIndex, sync_keyword_index
 from query.model import index_embedder
-from query.search import MAX_QUERY_CHARS, MODES, Fusion, Hit, hit_from_dict, parse_where, search
+from query.search import MAX_K, MAX_QUERY_CHARS, MODES, Fusion, Hit, hit_from_dict, parse_where, search
 from query.spans import SPAN_MODES, point
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 @click.command(cls=DocvecCommand)
 @click.argument("question", nargs=-1, required=True)
 @config_options
-@click.option("-k", "--top-k", type=click.IntRange(1, 1000), help="Number of results (query.top_k, default 5).")
+@click.option("-k", "--top-k", type=click.IntRange(1, MAX_K), help="Number of results (query.top_k, default 5).")
 @click.option("--min-score", type=FiniteFloat(-1.0, 1.0),
               help="Drop hits whose score (the number shown, which orders the list) is below this.")
 @click.option("--per-file", type=click.IntRange(0, 1000), metavar="N",

@@ -477,11 +477,14 @@ def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] 
     return _select(store, read.pool, q, -math.inf)
 
 
+MAX_K = 1000  # the most hits one search returns: the same limit in the CLI, HTTP, MCP (in its schema) and the API
+
+
 def _check_numbers(top_k: int, min_score: float, per_file: int) -> None:
     """The numbers every entry point (CLI, HTTP, MCP, library) passes, checked once: NaN compares false with
     everything, so `min_score` NaN silently dropped every hit."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ConfigError(f"k must be a whole number of 1 or more, got {top_k!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_K:
+        raise ConfigError(f"k must be a whole number in 1..{MAX_K}, got {top_k!r}")
     if isinstance(per_file, bool) or not isinstance(per_file, int) or per_file < 0:
         raise ConfigError(f"per_file must be a whole number of 0 or more (0: no cap), got {per_file!r}")
     if not isinstance(min_score, (int, float)) or math.isnan(min_score) or min_score > 1:

@@ -6,15 +6,17 @@ at /mcp by `docvec serve`).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field, ValidationError
 
 from docvec import __version__
 from docvec.errors import DocvecError
 from docvec.text import printable
+from query.search import MAX_K
 from serve.index import Index
 
 INSTRUCTIONS = """docvec searches this project's markdown documentation (a vector + keyword index).
@@ -38,18 +40,37 @@ file (at most 5000 lines)."""
 STATUS_HELP = """What the index holds: docs folder, files, chunks, when it was last synced, the embedding model and
 its fingerprint."""
 
-MAX_K = 50
+
+
+class _Server(MCPServer):
+    """The SDK's server, whose argument errors are one line like the CLI's (pydantic's text names its website)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError) and cause.errors():
+                raise ToolError(printable(_one_line(cause.errors()[0]))) from cause
+            raise
+
+
+def _one_line(error: Any) -> str:
+    field = ".".join(str(part) for part in error.get("loc", ())) or "arguments"
+    message = str(error.get("msg", "is not valid"))
+    return f"'{field}': {message[:1].lower()}{message[1:]} (got {error.get('input')!r:.80})"
 
 
 def build_mcp(index: Index) -> MCPServer:
     """An MCP server whose tools answer from `index` (calls run in worker threads: the event loop stays free)."""
-    mcp: MCPServer = MCPServer(name="docvec", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING")
+    mcp: MCPServer = _Server(name="docvec", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING")
 
     @mcp.tool(description=SEARCH_HELP)
-    async def search(question: str, k: int = 5, mode: Literal["hybrid", "vector", "keyword"] = "hybrid",
-                     where: dict[str, str] | None = None, min_score: float | None = None) -> list[dict[str, Any]]:
-        if not 1 <= k <= MAX_K:
-            raise ToolError(f"k must be 1..{MAX_K}, got {k}")
+    async def search(question: str, k: Annotated[int, Field(ge=1, le=MAX_K)] = 5,
+                     mode: Literal["hybrid", "vector", "keyword"] = "hybrid",
+                     where: dict[str, str] | None = None,
+                     min_score: Annotated[float | None, Field(ge=-1.0, le=1.0)] = None) -> list[dict[str, Any]]:
+        # (the schema carries the limits; the Index checks them again for callers that skip the schema)
         hits = await _run(lambda: index.search(question, k=k, mode=mode, where=where, min_score=min_score))
         return [_hit(h.as_dict()) for h in hits]
 

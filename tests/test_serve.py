@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 import docvec
 from docvec.cli import cli
+from query.search import MAX_K
 from tests.conftest import REPO
 
 QUESTION = "How long are failed webhook deliveries retried?"
@@ -268,14 +269,19 @@ def test_mcp_over_stdio_with_the_official_client(project: Path) -> None:
     async def session() -> tuple[set[str], Any, Any, Any]:
         async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
             await s.initialize()
-            tools = {t.name for t in (await s.list_tools()).tools}
+            listed = (await s.list_tools()).tools
             found = await s.call_tool("search", {"question": QUESTION, "k": 2})
             got = await s.call_tool("get", {"source": "guides/webhooks.md", "start_line": 1, "end_line": 3})
             bad = await s.call_tool("get", {"source": "../config.yaml"})
-            return tools, found, got, bad
+            too_many = await s.call_tool("search", {"question": QUESTION, "k": 1001})
+            return listed, found, got, bad, too_many
 
-    tools, found, got, bad = anyio.run(session)
-    assert tools == {"search", "get", "status"}
+    listed, found, got, bad, too_many = anyio.run(session)
+    assert {t.name for t in listed} == {"search", "get", "status"}
+    k = next(t for t in listed if t.name == "search").input_schema["properties"]["k"]
+    assert (k["minimum"], k["maximum"]) == (1, MAX_K)  # the limits of the CLI, HTTP and the API, in the schema
+    assert too_many.is_error and "pydantic" not in too_many.content[0].text
+    assert too_many.content[0].text.splitlines() == ["'k': input should be less than or equal to 1000 (got 1001)"]
     hits = found.structured_content["result"]
     assert hits[0]["source"] == "guides/webhooks.md" and "answer_lines" in hits[0] and "score" in hits[0]
     assert got.structured_content["text"].startswith("---") and not got.is_error
