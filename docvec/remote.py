@@ -1,22 +1,32 @@
-"""Finding and asking a running `docvec serve`: its advert beside the index, and the client `docvec query` uses.
+"""Finding and asking a running `docvec serve` of this very index: a Unix socket beside the index.
 
-The advert names the server's URL and pid (never its token); the server also holds a lock beside it, so a second
-server on the same index is a clear refusal instead of a race. An advert whose pid is gone is stale and ignored.
+The server listens on `docvec-serve-<collection>.sock` beside the index, owner-only (0600): the kernel lets only
+the index's owner (and root) connect, so no token is needed on it, and nothing else names it — no port to guess,
+no advert to forge. The client connects only to a socket it finds owned by its own user and not open to others,
+checks the peer's credentials (the server runs as the same user), and bounds the whole exchange in time and size;
+any doubt and the caller answers in-process. The advert (`docvec-serve-<collection>.json`: URL and pid, never the
+token) tells people and `status` where the HTTP server is; `docvec query` never follows it.
+
 This module imports only the standard library: `docvec query` asks a server before deciding whether to load Chroma
 and the model at all.
 """
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
 import os
+import socket
+import stat
+import struct
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-TIMEOUT_S = 30.0  # a server busy with a long answer is still faster than a cold start
+DEADLINE_S = 5.0  # the whole exchange with a local server: a cold in-process answer takes ~1 s
+MAX_ANSWER_BYTES = 32 * 2**20  # a k=1000 answer of long chunks is a few MB
+SUN_PATH_MAX = 100  # AF_UNIX paths are limited to ~108 bytes: a longer one is reached through /proc/self/fd
 
 def advert_path(index_dir: Path, collection: str, chroma_host: str | None = None) -> Path:
     """Where the server of one index advertises itself (a Chroma server index: keyed by host too)."""
@@ -69,19 +79,102 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def ask_server(advert: Path, index: str, path: str, body: dict[str, Any], token: str | None) -> Any | None:
-    """POST body to a live server of this index and return its JSON answer; None when there is no such server or
-    it does not answer cleanly (the caller then answers in-process, with the same result)."""
-    data = read_advert(advert)
-    if data is None or data.get("index") != index or (data.get("token_required") and not token):
-        return None
-    request = urllib.request.Request(str(data["url"]) + path, data=json.dumps(body).encode("utf-8"),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+def socket_path(index_dir: Path, collection: str, chroma_host: str | None = None) -> Path:
+    """Where the server of one index listens for local clients (a Chroma server index: keyed by host too)."""
+    scope = f"{chroma_host}-" if chroma_host else ""
+    return index_dir / f"docvec-serve-{scope}{collection}.sock"
+
+
+class Reachable:
+    """A path that AF_UNIX accepts: the path itself, or, when it is too long, the same file through a descriptor
+    of its folder (/proc/self/fd/N/name, Linux). Use it in a `with` block."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd: int | None = None
+        self.address = str(path)
+        if len(self.address.encode()) > SUN_PATH_MAX:
+            self._fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.address = f"/proc/self/fd/{self._fd}/{path.name}"
+
+    def __enter__(self) -> "Reachable":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
+
+def ask_local_server(path: Path, route: str, body: dict[str, Any]) -> tuple[Any | None, str | None]:
+    """POST body to the server listening on the socket at `path`: (its JSON answer, None), or (None, why not) —
+    why is None when simply no server runs. The whole exchange ends within DEADLINE_S and MAX_ANSWER_BYTES."""
     try:
-        with opener.open(request, timeout=TIMEOUT_S) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
+        info = os.lstat(path)
+    except OSError:
+        return None, None
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None, f"{path} is not an owner-only socket of this user: ignored"
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        with Reachable(path) as reach, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(DEADLINE_S)
+            sock.connect(reach.address)
+            if not _same_user(sock):
+                return None, f"the process listening on {path} runs as another user: ignored"
+            raw = _exchange(sock, route, json.dumps(body).encode("utf-8"), deadline)
+    except ConnectionRefusedError:
+        return None, None  # a socket left by a server that was killed: nobody listens
+    except (OSError, ValueError) as exc:
+        return None, f"docvec serve did not answer cleanly ({exc})"
+    return _parse(raw)
+
+
+def _same_user(sock: socket.socket) -> bool:
+    """Whether the peer runs as this user (SO_PEERCRED, Linux); elsewhere the socket's owner-only mode holds."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    return bool(uid == os.getuid())
+
+
+def _exchange(sock: socket.socket, route: str, payload: bytes, deadline: float) -> bytes:
+    """Send one HTTP/1.1 request and read the whole answer, within the deadline and the size cap."""
+    head = (f"POST {route} HTTP/1.1\r\nHost: docvec\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode("ascii")
+    sock.sendall(head + payload)
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ValueError(f"no complete answer within {DEADLINE_S:.0f} s")
+        sock.settimeout(left)
+        block = sock.recv(1 << 16)
+        if not block:
+            return b"".join(chunks)
+        total += len(block)
+        if total > MAX_ANSWER_BYTES:
+            raise ValueError(f"an answer over {MAX_ANSWER_BYTES // 2**20} MiB")
+        chunks.append(block)
+
+
+class _Received:
+    """Bytes already read, as http.client reads a socket."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._file = io.BytesIO(raw)
+
+    def makefile(self, *args: Any, **kwargs: Any) -> io.BytesIO:
+        return self._file
+
+
+def _parse(raw: bytes) -> tuple[Any | None, str | None]:
+    try:
+        response = http.client.HTTPResponse(_Received(raw))  # type: ignore[arg-type]
+        response.begin()
+        body = response.read()
+        if response.status != 200:
+            return None, f"docvec serve answered {response.status}"
+        return json.loads(body), None
+    except (http.client.HTTPException, ValueError, OSError) as exc:
+        return None, f"docvec serve's answer is not HTTP with JSON ({type(exc).__name__})"

@@ -147,19 +147,42 @@ class _View:
 def from_server(settings: Settings, question: str, where: list[str], k: int | None = None,
                 mode: str | None = None) -> tuple[list[Hit], str | None] | None:
     """The hits a running `docvec serve` of this index gives for the query settings, and the docs folder the index
-    records; None when there is no such server."""
-    from docvec.remote import advert_path, ask_server
+    records; None when there is no such server, or its answer is in doubt (then one note on stderr)."""
+    from docvec.remote import ask_local_server, socket_path
 
     location = store_location(settings)
     q = settings.query
     body = {"question": question, "k": k or q.top_k, "mode": mode or q.mode, "where": where, "min_score": q.min_score,
             "per_file": q.per_file, "spans": q.spans, "fusion": asdict(Fusion.of(q))}
-    answer = ask_server(advert_path(location.path, location.collection, location.host), str(location.path),
-                        "/search", body, settings.serve.token)
-    if not isinstance(answer, dict) or not isinstance(answer.get("hits"), list):
+    answer, doubt = ask_local_server(socket_path(location.path, location.collection, location.host), "/search",
+                                     body)
+    if answer is None:
+        if doubt:
+            echo(f"note: {doubt}; answering in this process", err=True)
         return None
-    root = answer.get("docs_root")
-    return [hit_from_dict(h) for h in answer["hits"]], root if isinstance(root, str) else None
+    try:
+        hits = _checked(answer, location.collection, k or q.top_k)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        echo(f"note: docvec serve's answer is malformed ({type(exc).__name__}: {exc}); answering in this process",
+             err=True)
+        return None
+    return hits, answer["docs_root"]
+
+
+def _checked(answer: Any, collection: str, k: int) -> list[Hit]:
+    """The hits of an answer that is one of this index's: its live collection is this index's, its docs folder
+    an absolute path, every hit well formed with a source inside that folder, no more than asked."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("hits"), list):
+        raise ValueError("no list of hits")
+    live, root = answer.get("live"), answer.get("docs_root")
+    if not isinstance(live, str) or not live.startswith(f"{collection}--"):
+        raise ValueError(f"it answers from collection {live!r}, not one of '{collection}'")
+    if not isinstance(root, str) or not os.path.isabs(root) or len(answer["hits"]) > k:
+        raise ValueError("no docs folder, or more hits than asked")
+    hits = [hit_from_dict(h) for h in answer["hits"]]
+    if any(os.path.isabs(h.source) or ".." in Path(h.source).parts for h in hits):
+        raise ValueError("a source outside the docs folder")
+    return hits
 
 
 def fusion(settings: Settings) -> Fusion:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -18,7 +20,7 @@ from docvec.cli import DocvecCommand, config_options, echo, load
 from docvec.config import Settings
 from docvec.errors import ConfigError, LockHeld
 from ingest.watch import WatchEvent
-from docvec.remote import advert_path, lock_path, read_advert, remove_advert, write_advert
+from docvec.remote import Reachable, advert_path, lock_path, read_advert, remove_advert, socket_path, write_advert
 from serve.index import Index
 
 
@@ -51,8 +53,8 @@ def serve_command(config_path: Path | None, index_path: Path | None, collection:
             return
         assert sock is not None
         address, real_port = sock.getsockname()[:2]  # the port the kernel gave for :0
-        with _advertised(index, settings, address, real_port):
-            _serve_http(index, sock, address, real_port, settings.serve.token)
+        with _advertised(index, settings, address, real_port) as local:
+            _serve_http(index, [sock, *local], address, real_port, settings.serve.token)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -117,8 +119,9 @@ def log(message: str) -> None:
 
 
 @contextlib.contextmanager
-def _advertised(index: Index, settings: Settings, host: str, port: int) -> Iterator[None]:
-    """Hold the index's serve lock and advertise the URL beside the index (a read-only index: neither)."""
+def _advertised(index: Index, settings: Settings, host: str, port: int) -> Iterator[list[socket.socket]]:
+    """Hold the index's serve lock, advertise the URL and listen on the owner-only socket beside the index, for
+    `docvec query` (a read-only index: none of them); yields the local socket to serve."""
     from filelock import FileLock, Timeout
 
     location = index.location
@@ -133,18 +136,50 @@ def _advertised(index: Index, settings: Settings, host: str, port: int) -> Itera
     except OSError as exc:
         log(f"note: cannot advertise beside a read-only index ({exc.strerror}): `docvec query` will not find "
             f"this server by itself")
-        yield
+        yield []
         return
+    local = socket_path(location.path, location.collection, location.host)
     try:
         shown = f"[{host}]" if ":" in host else host
         write_advert(advert, f"http://{shown}:{port}", bool(settings.serve.token), str(location.path))
-        yield
+        with _listening(local) as listening:
+            yield listening
     finally:
         remove_advert(advert)
         lock.release()
 
 
-def _serve_http(index: Index, sock: socket.socket, host: str, port: int, token: str | None) -> None:
+@contextlib.contextmanager
+def _listening(path: Path) -> Iterator[list[socket.socket]]:
+    """An owner-only Unix socket at `path` (created 0600 under the serve lock, so a file there is a dead
+    server's); none if the folder refuses it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with Reachable(path) as reach:
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)
+            old = os.umask(0o177)
+            try:
+                sock.bind(reach.address)
+            finally:
+                os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        log(f"note: no local socket at {path} ({exc.strerror}): `docvec query` answers in its own process")
+        yield []
+        return
+    try:
+        yield [sock]
+    finally:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _serve_http(index: Index, sockets: list[socket.socket], host: str, port: int, token: str | None) -> None:
     import uvicorn
 
     from serve.http import create_app
@@ -161,7 +196,7 @@ def _serve_http(index: Index, sock: socket.socket, host: str, port: int, token: 
     shown = f"[{host}]" if ":" in host else host
     log(f"http://{shown}:{port} — POST /search, POST /get, GET /status, GET /healthz, MCP at /mcp "
         f"({index.location.describe()}{', token required' if token else ''})")
-    server.run(sockets=[sock])  # SIGINT / SIGTERM / SIGHUP: finish open requests, then return
+    server.run(sockets=sockets)  # SIGINT / SIGTERM / SIGHUP: finish open requests, then return
     log("stopped")
 
 

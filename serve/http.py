@@ -35,6 +35,7 @@ from serve.index import Index
 from serve.tools import build_mcp
 
 MAX_BODY_BYTES = 64 * 1024
+LOCAL_ROUTES = {"/search", "/get", "/status", "/healthz"}  # what a local client may ask over the socket
 SEARCH_FIELDS = {"question", "k", "mode", "where", "min_score", "per_file", "spans", "fusion"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -105,6 +106,14 @@ class Gate:
         await self.app(scope, receive, send)
 
     def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return 413, f"the request body is larger than {MAX_BODY_BYTES} bytes"
+        server = scope.get("server")
+        if server is not None and server[1] is None and scope["path"] in LOCAL_ROUTES:
+            # The owner-only Unix socket beside the index: the kernel let only the owner connect (no browser, no
+            # other user), so neither Host nor token applies.
+            return None
         if self.hosts and headers.get("host") not in self.hosts:
             return 421, "this server answers only to its own address (Host header refused)"
         origin = headers.get("origin")
@@ -116,9 +125,6 @@ class Gate:
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8", "replace"),
                                                                      self.token.encode("utf-8")):
                 return 401, "missing or wrong token: send 'Authorization: Bearer <serve.token>'"
-        length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return 413, f"the request body is larger than {MAX_BODY_BYTES} bytes"
         return None
 
 

@@ -538,3 +538,84 @@ def test_serve_watch_builds_a_missing_index_first(project: Path) -> None:
     finally:
         err = _stop(proc)
     assert "no index at" in err and "building it" in err and "docvec ingest" not in err
+
+
+class _FakeLocalServer:
+    """Something listening on the index's socket path that is not this index's docvec serve: it answers `reply`
+    (bytes, sent `drip_s` apart one byte at a time when set)."""
+
+    def __init__(self, path: Path, reply: bytes, drip_s: float = 0.0, mode: int = 0o600) -> None:
+        import threading
+
+        self.path, self.reply, self.drip_s = path, reply, drip_s
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        os.chmod(path, mode)
+        self.sock.listen(4)
+        self.asked = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.asked += 1
+            with conn:
+                conn.recv(65536)
+                for i in range(len(self.reply)) if self.drip_s else [None]:
+                    conn.sendall(self.reply if i is None else self.reply[i:i + 1])
+                    if self.drip_s:
+                        time.sleep(self.drip_s)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _http(body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+
+
+FORGED_HIT = {"rank": 1, "score": 0.99, "id": "x", "label": "root", "source": "../../../../etc/shadow", "line": 1,
+              "end_line": 1, "text": "root:$6$forged"}
+
+
+@pytest.mark.parametrize("case", ["open to others", "forged hits", "another collection", "drips", "no server"])
+def test_query_talks_only_to_this_index_s_own_server(project: Path, case: str) -> None:
+    """A socket that is not owner-only, an answer with forged hits or of another collection, a server that drips
+    its answer: each is one note on stderr and an in-process answer, within seconds. No URL is ever followed."""
+    from docvec.remote import socket_path, write_advert
+
+    cfg = str(project / "config.yaml")
+    assert CliRunner().invoke(cli, ["ingest", "-q", "--config", cfg]).exit_code == 0
+    path = socket_path(project / "index", "docvec")
+    fake = None
+    if case != "no server":
+        reply = _http({"hits": [FORGED_HIT], "live": "docvec--x" if case != "another collection" else "other--x",
+                       "docs_root": "/etc"})
+        fake = _FakeLocalServer(path, reply, drip_s=1.0 if case == "drips" else 0.0,
+                                mode=0o666 if case == "open to others" else 0o600)
+    else:  # an advert naming a URL, as anyone who can write the index folder could leave
+        write_advert(project / "index" / "docvec-serve-docvec.json", "http://127.0.0.1:9", False,
+                     str(project / "index"))
+    try:
+        started = time.monotonic()
+        run = _docvec(["query", QUESTION, "--config", cfg, "-k", "3", "--json"], project)
+        took = time.monotonic() - started
+    finally:
+        if fake is not None:
+            fake.close()
+    assert run.returncode == 0, run.stderr
+    hits = [json.loads(line) for line in run.stdout.splitlines()]
+    assert hits and all(not h["source"].startswith("..") and "forged" not in h["text"] for h in hits)
+    assert took < 15
+    notes = [line for line in run.stderr.splitlines() if line.startswith("note:")]
+    if case == "no server":
+        assert not notes
+    else:
+        assert len(notes) == 1 and "answering in this process" in notes[0], run.stderr
+    if case == "open to others":
+        assert fake is not None and fake.asked == 0
