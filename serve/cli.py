@@ -44,10 +44,10 @@ def serve_command(config_path: Path | None, index_path: Path | None, collection:
         log(f"note: {note}")
     with _watching(index, settings, watch):
         if stdio_mcp:
-            from serve.tools import build_mcp
+            from serve.tools import build_mcp, run_stdio
 
             try:
-                build_mcp(index).run("stdio")  # returns when the client closes stdin
+                run_stdio(build_mcp(index))  # returns when the client closes stdin
             except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (docvec's handler: KeyboardInterrupt)
                 log("stopped")
             return

@@ -6,8 +6,10 @@ at /mcp by `docvec serve`).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any, Literal
 
+import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -100,3 +102,41 @@ def _hit(d: dict[str, Any]) -> dict[str, Any]:
     """A hit as a model wants it: no internal ids or bookkeeping metadata."""
     keep = ("rank", "score", "source", "line", "end_line", "answer_lines", "label", "text", "also")
     return {k: d[k] for k in keep if k in d}
+
+
+NOT_A_MESSAGE = ("the line is not one JSON-RPC 2.0 message: malformed JSON, a batch (not supported), or a value "
+                 "too deep, too large or not valid text")
+
+
+def run_stdio(mcp: MCPServer) -> None:
+    """MCP over stdin/stdout, where a line that is not one JSON-RPC message (malformed JSON, a batch, nesting or a
+    number too large to parse, a lone surrogate) gets a JSON-RPC error answer: the SDK drops such a line, and the
+    client waits for an answer forever (to be reported upstream; this uses the SDK's stdio transport and server
+    loop, which mcp 2.x keeps on these names)."""
+    anyio.run(_run_stdio, mcp)
+
+
+async def _run_stdio(mcp: MCPServer) -> None:
+    from mcp.server.stdio import stdio_server
+    from mcp.shared._context_streams import create_context_streams
+    from mcp.shared.message import SessionMessage
+    from mcp_types import ErrorData, JSONRPCError
+
+    server = mcp._lowlevel_server
+    async with stdio_server() as (read_stream, write_stream):
+        messages, incoming = create_context_streams[Any](0)
+
+        async def sort_out() -> None:
+            async with messages:
+                async for item in read_stream:
+                    if not isinstance(item, Exception):
+                        await messages.send(item)
+                        continue
+                    error = ErrorData(code=-32700, message=NOT_A_MESSAGE)
+                    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        await write_stream.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=None, error=error)))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sort_out)
+            await server.run(incoming, write_stream, server.create_initialization_options())
+            tasks.cancel_scope.cancel()

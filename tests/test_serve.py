@@ -620,3 +620,39 @@ def test_query_talks_only_to_this_index_s_own_server(project: Path, case: str) -
         assert len(notes) == 1 and "answering in this process" in notes[0], run.stderr
     if case == "open to others":
         assert fake is not None and fake.asked == 0
+
+
+def test_mcp_over_stdio_answers_every_line_it_cannot_read(project: Path) -> None:
+    """Malformed JSON, a batch, deep nesting, a 5,000-digit number, a lone surrogate: each gets a JSON-RPC error
+    answer (the SDK dropped such lines and the client waited forever), and the session goes on."""
+    import select
+
+    assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(project / "config.yaml")]).exit_code == 0
+    proc = subprocess.Popen([sys.executable, "-m", "docvec.cli", "--config", str(project / "config.yaml"), "serve",
+                             "--mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def ask(line: bytes) -> dict[str, Any]:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(line + b"\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, f"no answer to {line[:60]!r}"
+        return dict(json.loads(proc.stdout.readline()))
+
+    try:
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+        assert "result" in ask(json.dumps(init).encode())
+        proc.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+        for line in (b"{not json", json.dumps([{"jsonrpc": "2.0", "id": 2, "method": "tools/list"}]).encode(),
+                     b'{"jsonrpc":"2.0","id":3,"method":"ping","params":' + b"[" * 5000 + b"]" * 5000 + b"}",
+                     b'{"jsonrpc":"2.0","id":' + b"1" * 5000 + b',"method":"tools/list"}',
+                     b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"search","arguments":'
+                     b'{"question":"\\ud800 token"}}}'):
+            answer = ask(line)
+            assert answer["error"]["code"] == -32700 and answer["id"] is None, answer
+        assert "tools" in ask(b'{"jsonrpc":"2.0","id":6,"method":"tools/list"}')["result"]
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
