@@ -264,8 +264,10 @@ def test_mcp_over_stdio_with_the_official_client(project: Path) -> None:
     from mcp.client.stdio import stdio_client
 
     assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(project / "config.yaml")]).exit_code == 0
-    params = StdioServerParameters(command=sys.executable, cwd=str(project), args=[
-        "-m", "docvec.cli", "serve", "--mcp", "--config", str(project / "config.yaml")])
+    # The README's registration form: the configuration named by DOCVEC_CONFIG, started from another folder.
+    params = StdioServerParameters(command=str(Path(sys.executable).with_name("docvec")), cwd="/",
+                                   args=["serve", "--mcp"],
+                                   env={**os.environ, "DOCVEC_CONFIG": str(project / "config.yaml")})
 
     async def session() -> tuple[set[str], Any, Any, Any]:
         async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
