@@ -49,10 +49,25 @@ def write_advert(path: Path, url: str, token_required: bool, index: str) -> None
     os.replace(tmp, path)
 
 
+def read_small_file(path: Path, limit: int = 64 * 2**10) -> bytes | None:
+    """A small regular file's bytes, or None: a symlink, a FIFO, a device or a file over `limit` is not read
+    (an advert symlinked to /dev/zero grew a reader to 22 GB; a FIFO hung it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        data = f.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
 def read_advert(path: Path) -> dict[str, Any] | None:
     """The advert of a live server, or None (no file, unreadable, or its process is gone)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_small_file(path) or b"null")
         pid = int(data["pid"])
         str(data["url"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -76,6 +91,8 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # another user's live process
+    except (OverflowError, ValueError):
+        return False  # no process has such a pid
     return True
 
 

@@ -36,8 +36,10 @@ def record(path: Path, state: str, detail: str | None = None, held: list[str] | 
 
 def read(path: Path) -> dict[str, Any] | None:
     """The last recorded state; a watcher whose process is gone is 'stopped' (killed); None if none ever ran."""
+    from docvec.remote import read_small_file
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8")[:1_000_000])
+        data = json.loads(read_small_file(path, 2**20) or b"null")
         pid = int(data["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -53,6 +55,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError, ValueError):
+    except PermissionError:
         return True
+    except (OverflowError, ValueError):
+        return False
     return True

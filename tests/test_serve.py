@@ -658,3 +658,19 @@ def test_mcp_over_stdio_answers_every_line_it_cannot_read(project: Path) -> None
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+def test_hostile_adverts_and_watch_states_are_not_read(tmp_path: Path) -> None:
+    """A symlink to /dev/zero, a FIFO, a huge file or a pid no process can have: refused without reading."""
+    from docvec.remote import read_advert
+    from docvec.watchstate import read as read_watch
+
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "huge.json").write_text('{"pid": 1, "url": "http://x", "pad": "' + "x" * 3_000_000 + '"}')
+    (tmp_path / "pid.json").write_text('{"pid": ' + "9" * 40 + ', "url": "http://x", "state": "watching"}')
+    for name in ("zero.json", "fifo.json", "huge.json", "pid.json"):
+        assert read_advert(tmp_path / name) is None, name
+    for name in ("zero.json", "fifo.json", "huge.json"):
+        assert read_watch(tmp_path / name) is None, name
+    assert (read_watch(tmp_path / "pid.json") or {}).get("state") == "stopped"
