@@ -627,7 +627,7 @@ def test_query_talks_only_to_this_index_s_own_server(project: Path, case: str) -
 def test_mcp_over_stdio_answers_every_line_it_cannot_read(project: Path) -> None:
     """Malformed JSON, a batch, deep nesting, a 5,000-digit number, a lone surrogate: each gets a JSON-RPC error
     answer (the SDK dropped such lines and the client waited forever), and the session goes on."""
-    import select
+    import selectors
 
     assert CliRunner().invoke(cli, ["ingest", "-q", "--config", str(project / "config.yaml")]).exit_code == 0
     proc = subprocess.Popen([sys.executable, "-m", "docvec.cli", "--config", str(project / "config.yaml"), "serve",
@@ -638,8 +638,9 @@ def test_mcp_over_stdio_answers_every_line_it_cannot_read(project: Path) -> None
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(line + b"\n")
         proc.stdin.flush()
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        assert ready, f"no answer to {line[:60]!r}"
+        with selectors.DefaultSelector() as waiting:  # epoll: select() refuses the high fds of a long test run
+            waiting.register(proc.stdout, selectors.EVENT_READ)
+            assert waiting.select(timeout=30), f"no answer to {line[:60]!r}"
         return dict(json.loads(proc.stdout.readline()))
 
     try:
