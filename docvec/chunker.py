@@ -16,16 +16,12 @@ import math
 import json
 import re
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, islice, repeat
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import yaml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 CHUNKER_VERSION = "6"  # 2: long headings capped in context, split code blocks packed; 3: TOML/JSON front
 # matter, description-only pages, MDX; 4: pulldown-cmark's blocks (markdown-it's differed on rare HTML/table cases);
