@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 @config_options
 @click.option("-k", "--top-k", type=click.IntRange(1, MAX_K), help="Number of results (query.top_k, default 5).")
 @click.option("--min-score", type=FiniteFloat(-1.0, 1.0),
-              help="Drop hits whose score (the number shown, which orders the list) is below this.")
+              help="Drop hits whose relevance (the score before the same-file penalty) is below this.")
 @click.option("--per-file", type=click.IntRange(0, 1000), metavar="N",
               help="At most N hits from one file; 0: no cap (query.per_file).")
 @click.option("--file-penalty", type=FiniteFloat(0.0, 2.0), metavar="P",

@@ -374,8 +374,9 @@ def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float,
     by_text: dict[str, str] = {}
     per_source: dict[str, int] = {}
     for rid, c, lowered in walk.best_first(lambda c: penalty * per_source.get(_source(c), 0)):
-        if c.score - lowered <= bound or c.score - lowered < q.min_score:
+        if c.score - lowered <= bound:
             break  # every later chunk scores no more than this one
+        # (min_score filtered the candidates on relevance, before the penalty: a penalty reorders, never removes)
         source, text_key = _source(c), _text_key(c.document or "")
         if text_key in by_text:
             also[by_text[text_key]].append(_location(c.metadata))

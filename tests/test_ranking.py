@@ -216,3 +216,17 @@ def test_vector_lists_share_one_beam_whatever_k(tmp_path: Path, recorder: Record
                 missed += sum(h.counted_similarity is not None for h in found[-1])
     assert store.count() > 500 and not changed
     assert missed  # the beam missed chunks the keyword side found; they count as its last similarity
+
+
+def test_the_file_penalty_reorders_and_never_removes_a_hit_k_asked_for(tmp_path: Path,
+                                                                       recorder: RecordingEmbedder) -> None:
+    """min_score filters on relevance before the penalty: -k larger than the index returns every chunk whose
+    relevance passes, however many of them one file holds (it returned about 20 of 100 asked)."""
+    store = _crowded(tmp_path, recorder)
+    with KeywordIndex.of(store) as index:
+        free = search(store, recorder, "cache eviction policy", 100, 0.0, mode="hybrid", keyword=index,
+                      fusion=Fusion(file_penalty=0))
+        lowered = search(store, recorder, "cache eviction policy", 100, 0.0, mode="hybrid", keyword=index,
+                         fusion=Fusion(file_penalty=0.3))
+    assert len(lowered) == len(free) == 9 and {h.id for h in lowered} == {h.id for h in free}
+    assert min(h.score for h in lowered) < 0.0  # shown after the penalty, kept: its relevance passed
