@@ -16,6 +16,7 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from docvec.errors import ConfigError, IndexNotFound
+from docvec.smallfiles import read_until_end
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -58,16 +59,10 @@ def _open_at(fd: int, name: str, flags: int, rel: str) -> int:
 
 def _read(fd: int, max_bytes: int, rel: str) -> bytes:
     """At most max_bytes from fd (a file that grew past the cap since fstat is refused, not cut)."""
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        try:
-            block = os.read(fd, 1 << 16)
-        except OSError as exc:
-            raise IndexNotFound(f"'{rel}' cannot be read: {exc.strerror}") from None
-        if not block:
-            return b"".join(chunks)
-        total += len(block)
-        if total > max_bytes:
-            raise ConfigError(f"'{rel}' is larger than {max_bytes // 2**20} MiB: ask for lines of it via search hits")
-        chunks.append(block)
+    try:
+        data = read_until_end(lambda: os.read(fd, 1 << 16), max_bytes)
+    except OSError as exc:
+        raise IndexNotFound(f"'{rel}' cannot be read: {exc.strerror}") from None
+    if data is None:
+        raise ConfigError(f"'{rel}' is larger than {max_bytes // 2**20} MiB: ask for lines of it via search hits")
+    return data

@@ -24,14 +24,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from docvec.smallfiles import (beside_index, pid_alive, read_small_file, read_until_end,
+                               write_json_atomically)
+
 DEADLINE_S = 5.0  # the whole exchange with a local server: a cold in-process answer takes ~1 s
 MAX_ANSWER_BYTES = 32 * 2**20  # a k=1000 answer of long chunks is a few MB
 SUN_PATH_MAX = 100  # AF_UNIX paths are limited to ~108 bytes: a longer one is reached through /proc/self/fd
 
 def advert_path(index_dir: Path, collection: str, chroma_host: str | None = None) -> Path:
-    """Where the server of one index advertises itself (a Chroma server index: keyed by host too)."""
-    scope = f"{chroma_host}-" if chroma_host else ""
-    return index_dir / f"docvec-serve-{scope}{collection}.json"
+    """Where the server of one index advertises itself."""
+    return beside_index(index_dir, "serve", collection, chroma_host, ".json")
 
 
 def lock_path(advert: Path) -> Path:
@@ -40,28 +42,8 @@ def lock_path(advert: Path) -> Path:
 
 def write_advert(path: Path, url: str, token_required: bool, index: str) -> None:
     """Atomically write the advert (readable by this user only)."""
-    data = {"pid": os.getpid(), "url": url, "token_required": token_required, "index": index,
-            "started": time.time()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-
-def read_small_file(path: Path, limit: int = 64 * 2**10) -> bytes | None:
-    """A small regular file's bytes, or None: a symlink, a FIFO, a device or a file over `limit` is not read
-    (an advert symlinked to /dev/zero grew a reader to 22 GB; a FIFO hung it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
-            return None
-        data = f.read(limit + 1)
-    return data if len(data) <= limit else None
+    write_json_atomically(path, {"pid": os.getpid(), "url": url, "token_required": token_required, "index": index,
+                                 "started": time.time()}, mode=0o600)
 
 
 def read_advert(path: Path) -> dict[str, Any] | None:
@@ -72,7 +54,7 @@ def read_advert(path: Path) -> dict[str, Any] | None:
         str(data["url"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not _alive(pid):
+    if not pid_alive(pid):
         return None
     return dict(data)
 
@@ -84,22 +66,9 @@ def remove_advert(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    except (OverflowError, ValueError):
-        return False  # no process has such a pid
-    return True
-
-
 def socket_path(index_dir: Path, collection: str, chroma_host: str | None = None) -> Path:
-    """Where the server of one index listens for local clients (a Chroma server index: keyed by host too)."""
-    scope = f"{chroma_host}-" if chroma_host else ""
-    return index_dir / f"docvec-serve-{scope}{collection}.sock"
+    """Where the server of one index listens for local clients."""
+    return beside_index(index_dir, "serve", collection, chroma_host, ".sock")
 
 
 class Reachable:
@@ -159,20 +128,18 @@ def _exchange(sock: socket.socket, route: str, payload: bytes, deadline: float) 
     head = (f"POST {route} HTTP/1.1\r\nHost: docvec\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode("ascii")
     sock.sendall(head + payload)
-    chunks: list[bytes] = []
-    total = 0
-    while True:
+
+    def block() -> bytes:
         left = deadline - time.monotonic()
         if left <= 0:
             raise ValueError(f"no complete answer within {DEADLINE_S:.0f} s")
         sock.settimeout(left)
-        block = sock.recv(1 << 16)
-        if not block:
-            return b"".join(chunks)
-        total += len(block)
-        if total > MAX_ANSWER_BYTES:
-            raise ValueError(f"an answer over {MAX_ANSWER_BYTES // 2**20} MiB")
-        chunks.append(block)
+        return sock.recv(1 << 16)
+
+    raw = read_until_end(block, MAX_ANSWER_BYTES)
+    if raw is None:
+        raise ValueError(f"an answer over {MAX_ANSWER_BYTES // 2**20} MiB")
+    return raw
 
 
 class _Received:

@@ -13,31 +13,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+from docvec.smallfiles import beside_index, pid_alive, read_small_file, write_json_atomically
+
 
 def state_path(index_dir: Path, collection: str, chroma_host: str | None = None) -> Path:
     """Where the watcher of one index records its state."""
-    scope = f"{chroma_host}-" if chroma_host else ""
-    return index_dir / f"docvec-watch-{scope}{collection}.json"
+    return beside_index(index_dir, "watch", collection, chroma_host, ".json")
 
 
 def record(path: Path, state: str, detail: str | None = None, held: list[str] | None = None) -> None:
-    """Record the watcher's state (written whole, then renamed: never half a file). A folder that cannot be
-    written (a read-only index) keeps no state: the log lines still say it."""
+    """Record the watcher's state. A folder that cannot be written (a read-only index) keeps no state: the log
+    lines still say it."""
     data = {"pid": os.getpid(), "state": state, "detail": detail, "held_deletions": held or [],
             "since": round(time.time(), 3)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        tmp.replace(path)
+        write_json_atomically(path, data)
     except OSError:
         pass
 
 
 def read(path: Path) -> dict[str, Any] | None:
     """The last recorded state; a watcher whose process is gone is 'stopped' (killed); None if none ever ran."""
-    from docvec.remote import read_small_file
-
     try:
         data = json.loads(read_small_file(path, 2**20) or b"null")
         pid = int(data["pid"])
@@ -45,18 +42,6 @@ def read(path: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict):
         return None
-    if data.get("state") != "stopped" and not _alive(pid):
+    if data.get("state") != "stopped" and not pid_alive(pid):
         data.update(state="stopped", detail=f"its process ({pid}) is gone: it was killed or crashed")
     return data
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
