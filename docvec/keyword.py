@@ -25,6 +25,7 @@ import Stemmer
 import tantivy
 
 from docvec.errors import DocvecError, LockHeld, StoreError
+from docvec.smallfiles import write_json_atomically
 from docvec.store import GENERATION_KEY, PAGE, WRITING_KEY, Store, StoreLocation
 
 # English stop words (the common list used by IR toolkits); dropping them keeps bm25 from rewarding filler.
@@ -169,6 +170,17 @@ class KeywordSession:
         """Delete rows by id and add (id, label, text) rows in one atomic commit, then merge `state` into the
         recorded one; returns the rows added. A kill between the two leaves the old state: the next writer then
         compares every row, which is slower but never wrong."""
+        added = self._commit(delete, (_document(rid, label, text) for rid, label, text in add))
+        if state:
+            self.index.set_state(state)
+        return added
+
+    def rewrite(self, docs: Sequence[tantivy.Document]) -> None:
+        """Delete stored rows by id and add them again as they are, in one commit (see `settle`)."""
+        self._commit([str(doc["id"][0]) for doc in docs], (_copy(doc) for doc in docs))
+
+    def _commit(self, delete: Sequence[str], add: Iterable[tantivy.Document]) -> int:
+        """Delete rows by id, then add rows, in one atomic commit; returns the rows added."""
         writer = self._writer
         if writer is None:
             raise StoreError(f"the keyword index {self.index.path} was closed for writing")
@@ -176,33 +188,15 @@ class KeywordSession:
         try:
             for rid in delete:
                 writer.delete_documents_by_term("id", rid)
-            for rid, label, text in add:
-                writer.add_document(_document(rid, label, text))
+            for doc in add:
+                writer.add_document(doc)
                 added += 1
             writer.commit()
-            if state:
-                self.index.set_state(state)
         except (ValueError, OSError) as exc:
             with contextlib.suppress(DocvecError):  # this error is the one to report
                 self.close()
             raise StoreError(f"cannot write the keyword index {self.index.path}: {exc}") from exc
         return added
-
-    def rewrite(self, docs: Sequence[tantivy.Document]) -> None:
-        """Delete stored rows by id and add them again as they are, in one commit (see `settle`)."""
-        writer = self._writer
-        if writer is None:
-            raise StoreError(f"the keyword index {self.index.path} was closed for writing")
-        try:
-            for doc in docs:
-                writer.delete_documents_by_term("id", str(doc["id"][0]))
-            for doc in docs:
-                writer.add_document(_copy(doc))
-            writer.commit()
-        except (ValueError, OSError) as exc:
-            with contextlib.suppress(DocvecError):
-                self.close()
-            raise StoreError(f"cannot write the keyword index {self.index.path}: {exc}") from exc
 
     def wipe(self) -> None:
         """Delete every row (committed with the next write)."""
@@ -299,10 +293,8 @@ class KeywordIndex:
         """Every row as (chunk id, label, digest of label and text); a repeated id is listed each time."""
         searcher = self._searcher()
         try:
-            hits = searcher.search(tantivy.Query.all_query(), max(searcher.num_docs, 1)).hits
-            docs = [searcher.doc(address) for _, address in hits]
             return [(str(d["id"][0]), str(d.get_first("label") or ""), str(d.get_first("digest") or ""))
-                    for d in docs]
+                    for _, d in _every_row(searcher)]
         except ValueError as exc:
             raise StoreError(f"cannot read the keyword index {self.path}: {exc}") from exc
 
@@ -335,10 +327,7 @@ class KeywordIndex:
 
     def set_state(self, state: dict[str, str]) -> None:
         """Merge `state` into the recorded one (written whole, then renamed: never half a file)."""
-        merged = {**self._state(), **state}
-        tmp = self.path / f"{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(merged, sort_keys=True), encoding="utf-8")
-        tmp.replace(self.path / STATE_FILE)
+        write_json_atomically(self.path / STATE_FILE, {**self._state(), **state})
 
     def settle(self, store: Store, wait: bool = True) -> int:
         """Rewrite the segments that hold deleted rows, so that bm25's statistics (documents, document
@@ -376,9 +365,9 @@ class KeywordIndex:
         self._index.reload()
         self._seen = self._meta_stamp()
         searcher = self._index.searcher()
-        hits = searcher.search(tantivy.Query.all_query(), max(searcher.num_docs, 1)).hits
         # (if the searcher saw other segments than meta.json listed, every row is rewritten)
-        return [searcher.doc(a) for _, a in hits if a.segment_ord in dirty or searcher.num_segments != len(segments)]
+        return [doc for segment, doc in _every_row(searcher)
+                if segment in dirty or searcher.num_segments != len(segments)]
 
     def apply(self, add: Iterable[tuple[str, str, str]], delete: Sequence[str], state: dict[str, str],
               wait: bool = True) -> int:
@@ -450,26 +439,33 @@ class KeywordIndex:
                                             for t in terms[:MAX_TERMS]])
 
 
-def _document(rid: str, label: str, text: str) -> tantivy.Document:
+def _row(rid: str) -> tantivy.Document:
+    """A new row holding its id (and, for docvec's 32-hex-digit ids, the two 64-bit columns read back fast)."""
     doc = tantivy.Document()
     doc.add_text("id", rid)
     if _HEX_ID.fullmatch(rid):
         doc.add_unsigned("hi", int(rid[:16], 16))
         doc.add_unsigned("lo", int(rid[16:], 16))
+    return doc
+
+
+def _document(rid: str, label: str, text: str) -> tantivy.Document:
+    doc = _row(rid)
     doc.add_text("label", label)
     doc.add_text("digest", row_digest(label, text))
     doc.add_text("body", " ".join(analyzed(f"{label}\n{text}")))
     return doc
 
 
+def _every_row(searcher: tantivy.Searcher) -> list[tuple[int, tantivy.Document]]:
+    """Every live row, with the ordinal of the segment holding it."""
+    hits = searcher.search(tantivy.Query.all_query(), max(searcher.num_docs, 1)).hits
+    return [(address.segment_ord, searcher.doc(address)) for _, address in hits]
+
+
 def _copy(stored: tantivy.Document) -> tantivy.Document:
     """A new row equal to a stored one (its body is stored as stems, which the whitespace tokenizer reads back)."""
-    doc = tantivy.Document()
-    rid = str(stored.get_first("id") or "")
-    doc.add_text("id", rid)
-    if _HEX_ID.fullmatch(rid):
-        doc.add_unsigned("hi", int(rid[:16], 16))
-        doc.add_unsigned("lo", int(rid[16:], 16))
+    doc = _row(str(stored.get_first("id") or ""))
     for name in ("label", "digest", "body"):
         doc.add_text(name, str(stored.get_first(name) or ""))
     return doc
