@@ -20,7 +20,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-CHROMA_FILE = "chroma.sqlite3"
+from docvec.store import CHROMA_FILE  # (imported by Store's methods: no import cycle at load)
+
 # kind -> (table, the rows that point nowhere)
 _ORPHANS = {
     "metadata_array": ("embedding_metadata_array", "id NOT IN (SELECT id FROM embeddings)"),

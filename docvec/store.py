@@ -150,6 +150,7 @@ class Store:
         self._collection = collection
         self.name: str = collection.name
         self.read_copy: Path | None = None  # set when reading from a copy of a read-only index
+        self._swept = False  # residue swept since this Store was opened (the sweep covers the whole database)
 
     @classmethod
     def open(cls, location: StoreLocation, create_with: Fingerprint | None = None) -> "Store":
@@ -283,6 +284,7 @@ class Store:
         """Remove what deleted records and collections left in a local index's files; returns rows by kind."""
         from docvec.residue import sweep
 
+        self._swept = True
         return {} if self.location.host or self.read_copy else sweep(self.location.path)
 
     def residue(self) -> dict[str, int]:
@@ -513,7 +515,8 @@ class Store:
         one and to the derived keyword index, and sweep residue that a new record could inherit. The last step
         is `bump_generation`, which clears the mark."""
         self.mark_writing()
-        self.sweep_residue()
+        if not self._swept:  # a writer that opened the index with open_for_writing swept it then
+            self.sweep_residue()
 
     def mark_writing(self) -> None:
         """Mark the collection as being written (see `begin_write`)."""
