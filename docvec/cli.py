@@ -21,7 +21,7 @@ import click
 
 from docvec import __version__
 from docvec.config import Settings, check_headers, load_settings
-from docvec.entry import STOPPED, stop_signal
+from docvec.entry import STOP_SIGNALS, STOPPED, stop_signal
 from docvec.errors import ConfigError, DocvecError, Interrupted
 from docvec.settings import store_location
 from docvec.status import mask_userinfo, status_data
@@ -291,9 +291,6 @@ def completion_command(shell: str) -> None:
 
 
 READ_ONLY = {"query", "status", "eval"}  # commands that write nothing, so may skip interpreter teardown
-# Signals that end a run from outside: docker stop, systemd and CI cancel send SIGTERM; a closed terminal or a
-# dropped ssh session sends SIGHUP. Each stops a run like Ctrl-C instead of killing it mid-write (docvec.entry).
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def interrupted_exit_code() -> int:

@@ -12,6 +12,9 @@ import sys
 from typing import Any, NoReturn
 
 STOPPED: list[int] = []  # the signals received, last one last
+# Signals that end a run from outside: docker stop, systemd and CI cancel send SIGTERM; a closed terminal or a
+# dropped ssh session sends SIGHUP. Each stops a run like Ctrl-C instead of killing it mid-write.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def stop_signal(signum: int, frame: Any) -> None:
@@ -21,17 +24,15 @@ def stop_signal(signum: int, frame: Any) -> None:
 
 
 def _ignore_signals() -> None:
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    for signum in (signal.SIGINT, *STOP_SIGNALS):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def main() -> NoReturn:
     """Run the CLI; an interrupt at any moment is one line and exit 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), stop_signal)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop_signal)
     try:
         from docvec.cli import main as cli_main
 
