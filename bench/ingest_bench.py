@@ -24,8 +24,8 @@ from docvec.config import EmbeddingSettings  # noqa: E402
 from docvec.embedders import make_embedder  # noqa: E402
 from docvec.fingerprint import Fingerprint  # noqa: E402
 from docvec.store import StoreLocation  # noqa: E402
-from ingest.pipeline import EMBED_SLICE, ingest, open_for_writing  # noqa: E402
-from ingest.scan import ScanOptions, read_markdown, scan  # noqa: E402
+from docvec.ingest.pipeline import EMBED_SLICE, ingest, open_for_writing  # noqa: E402
+from docvec.ingest.scan import ScanOptions, read_markdown, scan  # noqa: E402
 
 
 def main(corpus: Path) -> None:

@@ -3,7 +3,7 @@
     python bench/memory_bench.py [--sizes 10000,100000] [--repo PATH] [--label NAME]
 
 Corpora: SciFact itself (~10k chunks) and ten copies of it (~100k chunks, the folder bench/serve_bench.py builds).
-Each ingest runs in a fresh process through docvec's own pipeline (`ingest.pipeline.ingest`); the built-in model is
+Each ingest runs in a fresh process through docvec's own pipeline (`docvec.ingest.pipeline.ingest`); the built-in model is
 loaded for token counting, as in a real run, but vectors come from a hash of the text, so the figure is the
 pipeline's memory and a 100k run takes minutes, not hours. Peak RSS is the child's ru_maxrss (os.wait4).
 `--repo` measures another checkout's code (e.g. a worktree of an older commit) with this same script.
@@ -73,8 +73,8 @@ def _child(repo: Path, docs: Path, index: Path) -> None:
     from docvec.embedders.builtin import BuiltinEmbedder
     from docvec.fingerprint import Fingerprint
     from docvec.store import StoreLocation
-    from ingest.pipeline import ingest, open_for_writing
-    from ingest.scan import ScanOptions
+    from docvec.ingest.pipeline import ingest, open_for_writing
+    from docvec.ingest.scan import ScanOptions
 
     class HashEmbedder:
         """The built-in model's tokenizer and identity; a text's vector is drawn from a hash of it."""

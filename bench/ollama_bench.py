@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from docvec.chunker import ChunkParams, chunk_markdown  # noqa: E402
 from docvec.embedders.builtin import BuiltinEmbedder  # noqa: E402
-from ingest.scan import ScanOptions, read_markdown, scan  # noqa: E402
+from docvec.ingest.scan import ScanOptions, read_markdown, scan  # noqa: E402
 
 MODEL = "all-minilm:latest"
 RESULTS = REPO / "bench" / "results"

@@ -26,7 +26,7 @@ from docvec.embedders import make_embedder  # noqa: E402
 from docvec.keyword import KeywordIndex  # noqa: E402
 from docvec.settings import store_location  # noqa: E402
 from docvec.store import Store  # noqa: E402
-from query.search import search  # noqa: E402
+from docvec.query.search import search  # noqa: E402
 
 KS = (1, 5, 10, 20, 100, 400)
 

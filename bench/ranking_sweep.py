@@ -26,8 +26,8 @@ from docvec.settings import store_location  # noqa: E402
 from docvec.embedders import make_embedder  # noqa: E402
 from docvec.keyword import KeywordIndex  # noqa: E402
 from docvec.store import Store  # noqa: E402
-from query.evaluate import load_queries, score_query  # noqa: E402
-from query.search import Hit  # noqa: E402
+from docvec.query.evaluate import load_queries, score_query  # noqa: E402
+from docvec.query.hits import Hit  # noqa: E402
 
 Pool = list[tuple[str, float, float]]  # (id, cosine, bm25)
 Rule = Callable[..., float]  # (cosine, bm25, best cosine, best bm25, cosine at rank D, bm25 at rank D) -> score

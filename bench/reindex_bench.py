@@ -27,9 +27,9 @@ from docvec.config import EmbeddingSettings  # noqa: E402
 from docvec.embedders import make_embedder  # noqa: E402
 from docvec.fingerprint import Fingerprint  # noqa: E402
 from docvec.store import StoreLocation  # noqa: E402
-from ingest.pipeline import ingest, open_for_writing  # noqa: E402
-from ingest.reindex import reindex  # noqa: E402
-from ingest.scan import ScanOptions  # noqa: E402
+from docvec.ingest.pipeline import ingest, open_for_writing  # noqa: E402
+from docvec.ingest.reindex import reindex  # noqa: E402
+from docvec.ingest.scan import ScanOptions  # noqa: E402
 
 
 def _run(name: str, action: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ real geometry, but unrelated to the words.) Recall is measured on the real 9,979
 - throughput: docvec's ingest pipeline (scan, chunk, plan, windowed writes; its embedder looks the vector up)
   against raw `collection.add` of exactly the records docvec wrote, in batches of 5,000, into a fresh collection;
 - cold query: a new `docvec query` process per question (15 questions), p50 / p95, vector and hybrid;
-- warm query: 100 questions in one process through `query.search.search` (question embedding included), p50 / p95;
+- warm query: 100 questions in one process through `docvec.query.search.search` (question embedding included), p50 / p95;
 - recall@10 of Chroma's HNSW against exact brute force over the same vectors, for the 300 SciFact queries, at
   the default ef_search and tuned values.
 Writes bench/results/scale.json.
@@ -44,8 +44,8 @@ from docvec.embedders import make_embedder  # noqa: E402
 from docvec.embedders.builtin import BuiltinEmbedder  # noqa: E402
 from docvec.fingerprint import Fingerprint  # noqa: E402
 from docvec.store import Store, StoreLocation  # noqa: E402
-from ingest.pipeline import ingest, open_for_writing  # noqa: E402
-from ingest.scan import ScanOptions  # noqa: E402
+from docvec.ingest.pipeline import ingest, open_for_writing  # noqa: E402
+from docvec.ingest.scan import ScanOptions  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 COPY_MARKER = re.compile(r"Copy \d+\. ")
@@ -225,7 +225,7 @@ def _cold(cfg: Path, questions: list[str], mode: str) -> dict[str, float]:
 
 def _warm(location: StoreLocation, questions: list[str]) -> dict[str, Any]:
     from docvec.keyword import KeywordIndex, sync_keyword_index
-    from query.search import search
+    from docvec.query.search import search
 
     store = Store.open(location)
     embedder = make_embedder(EmbeddingSettings())

@@ -6,7 +6,7 @@
 - 100k chunks: ten copies of SciFact, each text with its own real vector, built once like bench/scale_bench.py
   (no embedding): nine in ten chunks have exact duplicates, which hybrid search folds into one hit.
 For each size a real `docvec serve` runs; measured side by side in one run: `docvec query` through it vs
-`--no-server` (median wall of 9 alternating runs each), warm POST /search p50/p95 (vector, hybrid; 100 questions
+`--no-server` and `python -c pass`, the floor (median wall of 31 alternating runs each), warm POST /search p50/p95 (vector, hybrid; 100 questions
 each, answer pointing by words as by default), 20 concurrent clients x 50 questions (errors, p50/p95), idle RSS.
 Watch: `docvec serve --watch` on a copy of a real docs folder: median seconds from saving an edit to the edited
 text being searchable, and how many syncs a 1,000-file burst causes. Writes bench/results/serve.json.
@@ -68,8 +68,8 @@ def _big_index(size: int) -> Path:
     from docvec.chunker import ChunkParams
     from docvec.fingerprint import Fingerprint
     from docvec.store import StoreLocation
-    from ingest.pipeline import ingest, open_for_writing
-    from ingest.scan import ScanOptions
+    from docvec.ingest.pipeline import ingest, open_for_writing
+    from docvec.ingest.scan import ScanOptions
     from scale_bench import LookupEmbedder, _corpus, scifact_by_hash
 
     work = RESULTS / f"serve-{size}"
@@ -126,7 +126,7 @@ def _one_size(cfg: Path, questions: list[str]) -> dict[str, Any]:
         for mode in ("vector", "hybrid"):
             out[f"http_{mode}"] = _latencies(url, questions[5:105], mode)
         out["concurrent_20x50_hybrid"] = _concurrent(url, questions, 20, 50)
-        out["cli"] = _cli(cfg, questions[200:209])
+        out["cli"] = _cli(cfg, questions[200:231])
         out["rss_after_mb"] = _rss_mb(proc.pid)
     finally:
         _stop(proc)
@@ -166,17 +166,22 @@ def _concurrent(url: str, questions: list[str], clients: int, each: int) -> dict
 
 
 def _cli(cfg: Path, questions: list[str]) -> dict[str, float]:
-    """Median wall of `docvec query` through the server and in-process, alternating."""
-    via: list[float] = []
-    local: list[float] = []
+    """Median wall of `docvec query` through the server (the installed script: the warm client), in-process
+    (--no-server), and of `python -c pass` (the floor of any Python client), alternating."""
+    script = Path(sys.executable).with_name("docvec")
+    docvec = [str(script)] if script.exists() else [sys.executable, "-m", "docvec.cli"]
+    subprocess.run([*docvec, "query", questions[0], "--config", str(cfg)], capture_output=True, check=True)  # records
+    runs: dict[str, list[float]] = {"via": [], "local": [], "floor": []}
     for q in questions:
-        for flag, sink in (([], via), (["--no-server"], local)):
+        for name, cmd in (("via", [*docvec, "query", q, "--config", str(cfg)]),
+                          ("local", [*docvec, "query", q, "--config", str(cfg), "--no-server"]),
+                          ("floor", [sys.executable, "-c", "pass"])):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "docvec.cli", "query", q, "--config", str(cfg), *flag],
-                           capture_output=True, check=True)
-            sink.append(time.perf_counter() - t0)
-    return {"via_server_median_s": round(statistics.median(via), 3),
-            "no_server_median_s": round(statistics.median(local), 3)}
+            subprocess.run(cmd, capture_output=True, check=True)
+            runs[name].append(time.perf_counter() - t0)
+    return {"via_server_median_s": round(statistics.median(runs["via"]), 3),
+            "no_server_median_s": round(statistics.median(runs["local"]), 3),
+            "python_c_pass_median_s": round(statistics.median(runs["floor"]), 3), "runs": len(questions)}
 
 
 def _pct(times: list[float]) -> dict[str, float]:

@@ -25,9 +25,9 @@ sys.path.insert(0, str(REPO))
 
 from docvec.keyword import KeywordIndex  # noqa: E402
 from docvec.store import Store, StoreLocation  # noqa: E402
-from ingest.scan import ScanOptions  # noqa: E402
-from ingest.sync import sync_index  # noqa: E402
-from ingest.verify import verify  # noqa: E402
+from docvec.ingest.scan import ScanOptions  # noqa: E402
+from docvec.ingest.sync import sync_index  # noqa: E402
+from docvec.ingest.verify import verify  # noqa: E402
 from tests.conftest import RecordingEmbedder  # noqa: E402
 from tests.convergence import ALL, PARAMS  # noqa: E402
 

@@ -27,8 +27,9 @@ from docvec.settings import store_location  # noqa: E402
 from docvec.embedders import make_embedder  # noqa: E402
 from docvec.keyword import KeywordIndex  # noqa: E402
 from docvec.store import Store  # noqa: E402
-from query.search import Fusion, Hit, search  # noqa: E402
-from query.spans import point  # noqa: E402
+from docvec.query.hits import Fusion, Hit  # noqa: E402
+from docvec.query.search import search  # noqa: E402
+from docvec.query.spans import point  # noqa: E402
 
 Ranges = list[tuple[int, int]]
 SPANS = "words"

@@ -23,10 +23,13 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import yaml
 
-CHUNKER_VERSION = "6"  # 2: long headings capped in context, split code blocks packed; 3: TOML/JSON front
+from docvec.text import valid_text
+
+CHUNKER_VERSION = "7"  # 2: long headings capped in context, split code blocks packed; 3: TOML/JSON front
 # matter, description-only pages, MDX; 4: pulldown-cmark's blocks (markdown-it's differed on rare HTML/table cases);
 # 5: chunk text capped at CHARS_PER_TOKEN characters per token of the limit; 6: a description-only page's
-# description cut to the limits too
+# description cut to the limits too; 7: a title is front matter's or a heading that opens the document (a
+# heading deep in a file labelled every chunk before it)
 #: Counts model tokens (special tokens included) of each text in a batch. Counts must add up across ASCII
 #: whitespace: count(a + w + b) = count(a) + count(b) - count("") when w holds a space, tab, CR or LF. Word-piece
 #: tokenizers, whose words never span whitespace, do (tests/test_embedder.py checks the built-in one). Each
@@ -200,16 +203,6 @@ def chunk_ids(source: str, chunks: Sequence[Chunk]) -> list[str]:
         seen[key] = seen.get(key, -1) + 1
         ids.append(chunk_id(source, chunk, seen[key]))
     return ids
-
-
-def valid_text(text: str) -> str:
-    """The text with each lone surrogate (an undecodable byte in argv, a \\ud800 escape in JSON or YAML) replaced
-    by U+FFFD: the tokenizer, tantivy and Chroma are native code that refuses them."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return text
 
 
 def content_hash(embed_text: str) -> str:
@@ -467,10 +460,15 @@ def _heading_text(raw: str) -> str:
 
 
 def _noting_first_h1(sections: Iterator[_Section], found: list[str]) -> Iterator[_Section]:
-    """The sections unchanged; the text of the first level-1 heading among them is appended to `found`."""
+    """The sections unchanged; the text of a level-1 heading that opens the document is appended to `found`.
+
+    Opens: nothing but HTML blocks (a logo, a badge, a comment) comes before it. A first heading deep in a file
+    titles only what follows it (its trail does that), never the chunks before it."""
+    opening = True
     for s in sections:
-        if not found and s.has_heading and len(s.trail) == 1 and s.blocks[0][3].get("level") == "1":
+        if opening and s.has_heading and len(s.trail) == 1 and s.blocks[0][3].get("level") == "1":
             found.append(s.trail[0])
+        opening = opening and not found and all(kind == "html_block" for _, _, kind, _ in s.blocks)
         yield s
 
 

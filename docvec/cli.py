@@ -30,15 +30,15 @@ from docvec.text import json_safe, printable
 F = TypeVar("F", bound=Callable[..., Any])
 
 SUBCOMMANDS = {
-    "ingest": ("ingest.cli", "ingest_command"),
-    "query": ("query.cli", "query_command"),
-    "eval": ("query.cli", "eval_command"),
-    "verify": ("ingest.cli", "verify_command"),
-    "reindex": ("ingest.cli", "reindex_command"),
-    "rollback": ("ingest.cli", "rollback_command"),
-    "prune": ("ingest.cli", "prune_command"),
+    "ingest": ("docvec.ingest.cli", "ingest_command"),
+    "query": ("docvec.query.cli", "query_command"),
+    "eval": ("docvec.query.cli", "eval_command"),
+    "verify": ("docvec.ingest.cli", "verify_command"),
+    "reindex": ("docvec.ingest.cli", "reindex_command"),
+    "rollback": ("docvec.ingest.cli", "rollback_command"),
+    "prune": ("docvec.ingest.cli", "prune_command"),
     "status": ("docvec.cli", "status_command"),
-    "serve": ("serve.cli", "serve_command"),
+    "serve": ("docvec.serve.cli", "serve_command"),
     "completion": ("docvec.cli", "completion_command"),
 }
 
@@ -315,10 +315,12 @@ def main() -> None:
         command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
         if command in READ_ONLY and isinstance(done.code, (int, type(None))):
             # Tearing down Chroma's and onnxruntime's modules costs ~0.25 s of a 1.5 s cold query; a read-only
-            # command has nothing to flush but its own output (and the copy of a read-only index to remove).
-            from docvec.store import remove_snapshots
+            # command has nothing to flush but its own output (and the copy of a read-only index to remove, made
+            # only by a store this process opened: a query a server answered never imports one).
+            if "docvec.store" in sys.modules:
+                from docvec.store import remove_snapshots
 
-            remove_snapshots()
+                remove_snapshots()
             flushed = _flush_output()
             os._exit(done.code or (0 if flushed else 1))
         raise

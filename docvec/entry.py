@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Any, NoReturn
+TYPE_CHECKING = False  # typing costs ~7 ms to import: this module is on the warm client's path (query/client.py)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 STOPPED: list[int] = []  # the signals received, last one last
 # Signals that end a run from outside: docker stop, systemd and CI cancel send SIGTERM; a closed terminal or a
@@ -34,6 +36,9 @@ def main() -> NoReturn:
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop_signal)
     try:
+        from docvec.query.client import main as answer_through_server
+
+        answer_through_server()  # `docvec query` a running server answers: standard library only, no click
         from docvec.cli import main as cli_main
 
         cli_main()

@@ -4,12 +4,14 @@ Shared by the CLI and the Python API (no click here)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from docvec.chunker import ChunkParams
 from docvec.config import Settings
 from docvec.errors import ConfigError
-from docvec.store import Hnsw, StoreLocation
+from docvec.location import Hnsw, StoreLocation
+
+if TYPE_CHECKING:  # the chunker loads the markdown parser: not on the path of a query a server answers
+    from docvec.chunker import ChunkParams
 
 
 def store_location(settings: Settings) -> StoreLocation:
@@ -21,6 +23,8 @@ def store_location(settings: Settings) -> StoreLocation:
 
 def chunk_params(settings: Settings) -> ChunkParams:
     """Chunking parameters from the settings."""
+    from docvec.chunker import ChunkParams
+
     c = settings.chunking
     return ChunkParams(c.max_tokens, c.min_tokens, c.overlap_tokens, c.heading_context)
 

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from docvec import __version__
 from docvec.errors import IndexMismatch, IndexNotFound, StoreError
 from docvec.fingerprint import FORMAT_VERSION, Fingerprint
+from docvec.location import Hnsw as Hnsw, StoreLocation as StoreLocation  # re-exported: where a Store opens
 
 PAGE = 1_000  # records per read: Chroma keeps memory that grows with one get's size (reading 100k records' metadata
 # peaked at 472 MB by 2,500, 376 MB by 1,000, 347 MB by 500, and 1,000 was the fastest)
@@ -51,43 +52,6 @@ Metadata = dict[str, Any]
 DEFAULT_EF_SEARCH = 100  # Chroma's HNSW defaults
 DEFAULT_EF_CONSTRUCTION = 100
 DEFAULT_MAX_NEIGHBORS = 16
-
-
-@dataclass(frozen=True)
-class Hnsw:
-    """HNSW settings for large indexes; None leaves Chroma's default. Only ef_search can change after creation."""
-
-    ef_search: int | None = None
-    ef_construction: int | None = None
-    max_neighbors: int | None = None
-
-    def creation(self) -> dict[str, Any]:
-        """Chroma's `configuration` for a new collection: cosine space plus whatever is set."""
-        hnsw: dict[str, Any] = {"space": "cosine"}
-        hnsw.update({k: v for k, v in (("ef_search", self.ef_search), ("ef_construction", self.ef_construction),
-                                       ("max_neighbors", self.max_neighbors)) if v is not None})
-        return {"hnsw": hnsw}
-
-
-@dataclass(frozen=True)
-class StoreLocation:
-    """Where an index lives: a local folder, or a Chroma server when `host` is set."""
-
-    path: Path
-    collection: str
-    host: str | None = None
-    port: int = 8000
-    ssl: bool = False
-    headers: tuple[tuple[str, str], ...] = ()  # sent with every request to a server (an auth token)
-    tenant: str = "default_tenant"
-    database: str = "default_database"
-    hnsw: Hnsw = Hnsw()
-
-    def describe(self) -> str:
-        where = f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}" if self.host else str(self.path)
-        if (self.tenant, self.database) != ("default_tenant", "default_database"):
-            where += f" (tenant {self.tenant}, database {self.database})"
-        return f"collection '{self.collection}' at {where}"
 
 
 @dataclass(frozen=True)

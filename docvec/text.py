@@ -27,3 +27,13 @@ def one_line(text: str) -> str:
     """A name or label as one line: every control character escaped, newlines and tabs too (a file name with a
     newline in it must not print a second, forged hit line)."""
     return _ANY_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def valid_text(text: str) -> str:
+    """The text with each lone surrogate (an undecodable byte in argv, a \\ud800 escape in JSON or YAML) replaced
+    by U+FFFD: the tokenizer, tantivy and Chroma are native code that refuses them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text

@@ -1,3 +1,3 @@
-from ingest.cli import main
+from docvec.ingest.cli import main
 
 main()

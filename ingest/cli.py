@@ -1,4 +1,4 @@
-"""`docvec ingest` (and `python -m ingest`): sync a docs folder into the index."""
+"""`docvec ingest` (and `python -m docvec.ingest`): sync a docs folder into the index."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from docvec.embedders import token_counter
 from docvec.errors import Interrupted, SourceError
 from docvec.fingerprint import Fingerprint
 from docvec.store import Store
-from ingest.pipeline import (IndexState, IngestReport, Progress, SyncGuard, check_fingerprint, index_exists,
+from docvec.ingest.pipeline import (IndexState, IngestReport, Progress, SyncGuard, check_fingerprint, index_exists,
                              ingest, open_for_writing, reason_kind)
-from ingest.scan import Skipped
-from ingest.sync import first_build, index_before, scan_options, sync_index, writer_lock_of
+from docvec.ingest.scan import Skipped
+from docvec.ingest.sync import first_build, index_before, scan_options, sync_index, writer_lock_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,7 +35,7 @@ def guard_options(func: F) -> F:
     return func
 
 if TYPE_CHECKING:
-    from ingest.verify import VerifyReport
+    from docvec.ingest.verify import VerifyReport
 
 
 @click.command(cls=DocvecCommand)
@@ -92,7 +92,7 @@ def _watch(settings: Settings, embedder: Any, guard: SyncGuard) -> None:
     import time
 
     from docvec.watchstate import state_path
-    from ingest.watch import WatchEvent, describe, recorder, watch_folder
+    from docvec.ingest.watch import WatchEvent, describe, recorder, watch_folder
 
     echo(f"watching {settings.resolve(settings.docs.path)} (Ctrl-C stops)", err=True)
 
@@ -201,8 +201,8 @@ def verify_command(docs_dir: Path | None, config_path: Path | None, index_path: 
     """Compare the index with a clean build of DOCS_DIR (default: docs.path); exit 1 if anything differs (or
     still differs after --repair). Without --repair it changes nothing."""
     from docvec.status import writer_of
-    from ingest.verify import repair as repair_index
-    from ingest.verify import verify
+    from docvec.ingest.verify import repair as repair_index
+    from docvec.ingest.verify import verify
 
     settings = load(config_path, {"docs.path": str(docs_dir) if docs_dir else None, "store.path": index_path,
                                   "store.collection": collection})
@@ -283,7 +283,7 @@ def reindex_command(docs_dir: Path | None, config_path: Path | None, index_path:
                     wait: bool, docs_moved: bool, yes: bool, as_json: bool, quiet: bool) -> None:
     """Re-embed DOCS_DIR (default: docs.path) with the configured model/chunking beside the live index, then
     switch to it."""
-    from ingest.reindex import reindex
+    from docvec.ingest.reindex import reindex
 
     settings = load(config_path, {"docs.path": str(docs_dir) if docs_dir else None, "store.path": index_path,
                                   "store.collection": collection})
@@ -313,7 +313,7 @@ def reindex_command(docs_dir: Path | None, config_path: Path | None, index_path:
 @click.option("--wait", is_flag=True, help="Wait for another writer of this index instead of failing.")
 def rollback_command(config_path: Path | None, index_path: Path | None, collection: str | None, wait: bool) -> None:
     """Make the index that was live before the last reindex live again."""
-    from ingest.reindex import rollback
+    from docvec.ingest.reindex import rollback
 
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
     location = store_location(settings)
@@ -330,7 +330,7 @@ def rollback_command(config_path: Path | None, index_path: Path | None, collecti
 def prune_command(config_path: Path | None, index_path: Path | None, collection: str | None, everything: bool,
                   dry_run: bool, wait: bool) -> None:
     """Delete backup indexes left by reindex (the previous one is kept unless --all)."""
-    from ingest.reindex import prune
+    from docvec.ingest.reindex import prune
 
     settings = load(config_path, {"store.path": index_path, "store.collection": collection})
     location = store_location(settings)
@@ -343,5 +343,5 @@ def prune_command(config_path: Path | None, index_path: Path | None, collection:
 
 
 def main() -> None:
-    """`python -m ingest`."""
-    ingest_command(prog_name="python -m ingest")
+    """`python -m docvec.ingest`."""
+    ingest_command(prog_name="python -m docvec.ingest")

@@ -24,7 +24,7 @@ from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordChanges, KeywordIndex, sync_keyword_index
 from docvec.store import (DOCS_ROOT_KEY, STATS_KEY, Metadata, Store, StoreLocation, dumps_metadata,
                           is_unwritable)
-from ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, content_file_hash, read_markdown, scan
+from docvec.ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, content_file_hash, read_markdown, scan
 
 # Chunks written per window. A window is embedded, then written with one Chroma call of each kind (Chroma's cost
 # is mostly per call, ~45 ms): the window is sized to ~WINDOW_SECONDS of embedding at the last window's measured

@@ -17,10 +17,10 @@ from docvec.errors import IndexNotFound, Refused, StoreError
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import remove_keyword_index
 from docvec.store import Store, StoreLocation, physical_name
-from ingest.pipeline import (IngestReport, ProgressCallback, SyncGuard, VectorLender, check_docs_root,
+from docvec.ingest.pipeline import (IngestReport, ProgressCallback, SyncGuard, VectorLender, check_docs_root,
                              check_fingerprint, exceeds_share, ingest, open_for_writing)
-from ingest.scan import ScanOptions
-from ingest.verify import verify
+from docvec.ingest.scan import ScanOptions
+from docvec.ingest.verify import verify
 
 
 @dataclass

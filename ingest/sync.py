@@ -14,8 +14,8 @@ from docvec.errors import IndexNotFound, SourceError
 from docvec.fingerprint import Fingerprint
 from docvec.lock import lock_path_for, server_writer_lock, writer_lock
 from docvec.store import CHROMA_FILE, LeaseBoard, Store, StoreLocation
-from ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard, ingest, open_for_writing
-from ingest.scan import ScanOptions
+from docvec.ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard, ingest, open_for_writing
+from docvec.ingest.scan import ScanOptions
 
 
 def sync_index(location: StoreLocation, embedder: Embedder, scan: ScanOptions, params: ChunkParams,

@@ -25,9 +25,9 @@ from docvec.embedders import Embedder
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordIndex, keyword_path, row_digest, sync_keyword_index
 from docvec.store import PAGE, Metadata, Store, dumps_metadata
-from ingest.pipeline import (FileWork, IndexState, IngestReport, ProgressCallback, Record, SyncGuard,
+from docvec.ingest.pipeline import (FileWork, IndexState, IngestReport, ProgressCallback, Record, SyncGuard,
                              check_deletions, check_docs_root, ingest, plan_file)
-from ingest.scan import ScanOptions, Unreadable, content_file_hash, read_markdown, scan
+from docvec.ingest.scan import ScanOptions, Unreadable, content_file_hash, read_markdown, scan
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
 VECTOR_TOLERANCE = 1e-4  # largest difference per dimension between a stored vector and the model's, with --vectors

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 from docvec.config import Settings, include_suffixes
 from docvec.errors import DocvecError, Interrupted
-from ingest.pipeline import IngestReport, Progress
+from docvec.ingest.pipeline import IngestReport, Progress
 
 GROUP_MS = 60_000  # a burst that never pauses is still cut into syncs of at most this long
 RETRY_S = (2, 5, 15, 30, 60)  # waits before retrying a failed sync

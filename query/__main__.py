@@ -1,3 +1,3 @@
-from query.cli import main
+from docvec.query.cli import main
 
 main()

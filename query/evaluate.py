@@ -18,7 +18,7 @@ import yaml
 
 from docvec.config import load_yaml
 from docvec.errors import ConfigError
-from query.search import Hit
+from docvec.query.hits import Hit
 
 DEPTH = 100  # documents ranked per query when deep: recall@100 needs them
 

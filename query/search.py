@@ -18,16 +18,15 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from docvec.chunker import valid_text
+from docvec.text import valid_text
 from docvec.config import QuerySettings
 from docvec.embedders import Embedder, Vectors
 from docvec.errors import ConfigError
 from docvec.keyword import KeywordIndex
+from docvec.query.hits import (FUSIONS, MAX_K, MAX_QUERY_CHARS, MODES, Fusion, Hit, Location, hit_from_dict,
+                               parse_where, where_keys)
 from docvec.store import Metadata, QueryResult, Store
 
-MAX_QUERY_CHARS = 10_000
-MODES = ("vector", "keyword", "hybrid")
-FUSIONS = ("score", "rrf")
 _HEADING = re.compile(r"^ {0,3}#{1,6}(\s|$)")
 FIRST_DEPTH = 50  # candidates read from each ranking at first; most questions need no deeper read
 # Every -k up to this makes the same reads: HNSW is approximate, so a deeper read (a wider beam, more keyword
@@ -35,104 +34,6 @@ FIRST_DEPTH = 50  # candidates read from each ranking at first; most questions n
 # lists are prefixes of each other whatever the vector index misses (a -k 3 read deeper than -k 1 in CI and put a
 # missed chunk second).
 SAME_READS_UP_TO = 10
-
-
-@dataclass(frozen=True)
-class Fusion:
-    """How hybrid mode combines the two sides into its score.
-
-    'score' (default): (vector_weight · cosine similarity + keyword_weight · bm25 / best bm25) / (sum of weights),
-    where "best bm25" is the best any chunk of the index gets for this question: a similarity plus a bonus for the
-    question's words, at most 1. Chosen by measurement among pool-independent rules (bench/ranking_sweep.py,
-    bench/README.md). 'rrf': reciprocal-rank fusion, sum of weight / (rrf_k + rank) over each ranking's first
-    `candidates` (default 100) chunks; chunks deeper in both are not ranked.
-
-    `file_penalty` (every mode but rrf): a chunk's score drops by this much for each hit of its file listed above
-    it, so a second passage of one file must beat the next file's best by that margin (measured in
-    bench/README.md: ten chunks of one long file no longer fill the list, and a file's second chunk still shows
-    when it is clearly better).
-    """
-
-    method: str = "score"
-    vector_weight: float = 0.7
-    keyword_weight: float = 0.3
-    rrf_k: int = 60
-    candidates: int = 0  # first read depth per ranking (rrf: the fixed depth); 0 = 50 (rrf: 100)
-    file_penalty: float = 0.05
-
-    @classmethod
-    def of(cls, q: QuerySettings) -> "Fusion":
-        """The fusion the query settings describe."""
-        return cls(q.fusion, q.vector_weight, q.keyword_weight, q.rrf_k, q.candidates, q.file_penalty)
-
-
-@dataclass(frozen=True)
-class Location:
-    """Another place holding the same text as a hit."""
-
-    source: str
-    start_line: int
-    end_line: int
-    label: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "line": self.start_line, "end_line": self.end_line, "label": self.label}
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One ranked answer; `score` is the number the list is ordered by (see README: Scores)."""
-
-    rank: int
-    score: float
-    id: str
-    label: str
-    source: str
-    start_line: int
-    end_line: int
-    text: str
-    metadata: Metadata
-    similarity: float | None = None  # cosine similarity of question and chunk (None without the model)
-    keyword_score: float | None = None  # bm25 (None when the keyword side was not asked; 0 when no word matches)
-    vector_rank: int | None = None  # rank in the vector ranking, when read that deep
-    keyword_rank: int | None = None
-    also: tuple[Location, ...] = ()  # other places with exactly this text
-    answer_lines: tuple[int, int] | None = None  # the lines of the chunk that best answer the question
-    answer_span: tuple[int, int] | None = None  # the same as [start, end) characters of `text`
-    penalty: float = 0.0  # taken off the score for the hits of the same file above it (Fusion.file_penalty)
-    counted_similarity: float | None = None  # what the score counted instead, when the vector beam missed it
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "rank": self.rank, "score": round(self.score, 6), "id": self.id, "label": self.label,
-            "source": self.source, "line": self.start_line, "end_line": self.end_line, "text": self.text,
-            "similarity": _rounded(self.similarity), "keyword_score": _rounded(self.keyword_score),
-            "vector_rank": self.vector_rank, "keyword_rank": self.keyword_rank, "penalty": round(self.penalty, 6),
-            "metadata": dict(sorted(self.metadata.items()))}  # Chroma's key order varies between reads
-        if self.answer_lines is not None:
-            out["answer_lines"], out["answer_span"] = list(self.answer_lines), list(self.answer_span or ())
-        if self.also:
-            out["also"] = [loc.as_dict() for loc in self.also]
-        if self.counted_similarity is not None:
-            out["similarity_counted"] = _rounded(self.counted_similarity)
-        return out
-
-
-def hit_from_dict(d: Mapping[str, Any]) -> Hit:
-    """A Hit back from its `as_dict` form (what `docvec serve` sends)."""
-    answer = d.get("answer_lines")
-    span = d.get("answer_span")
-    return Hit(int(d["rank"]), float(d["score"]), str(d["id"]), str(d["label"]), str(d["source"]), int(d["line"]),
-               int(d["end_line"]), str(d["text"]), dict(d.get("metadata") or {}), d.get("similarity"),
-               d.get("keyword_score"), d.get("vector_rank"), d.get("keyword_rank"),
-               tuple(Location(str(a["source"]), int(a["line"]), int(a["end_line"]), str(a["label"]))
-                     for a in d.get("also") or ()),
-               (int(answer[0]), int(answer[1])) if answer else None, (int(span[0]), int(span[1])) if span else None,
-               float(d.get("penalty") or 0.0), d.get("similarity_counted"))
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
 
 
 @dataclass
@@ -379,7 +280,7 @@ def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float,
         # (min_score filtered the candidates on relevance, before the penalty: a penalty reorders, never removes)
         source, text_key = _source(c), _text_key(c.document or "")
         if text_key in by_text:
-            also[by_text[text_key]].append(_location(c.metadata))
+            also[by_text[text_key]].append(_location(rid, c.metadata))
             continue
         if q.per_file and per_source.get(source, 0) >= q.per_file:
             continue
@@ -403,22 +304,24 @@ class _Walk:
         self.step = step
 
     def best_first(self, penalty: Callable[[_Candidate], float]) -> Iterator[tuple[str, _Candidate, float]]:
-        queue: list[tuple[float, str, int]] = []  # (-(score - penalty), id, position in order)
+        # (-(score - penalty), source, start, id, position in order): identical texts score alike, and of copies
+        # that rank equal the one shown is the first in path order, then in the file (README: duplicates)
+        queue: list[tuple[float, str, int, str, int]] = []
         next_in = 0
         while True:
             # Queue every candidate that could beat the queue's best: its score bounds its lowered score.
             while next_in < len(self.order) and (not queue or self.order[next_in][1].score >= -queue[0][0]):
                 rid, c = self._read(next_in)
                 if c.document is not None:  # None: deleted by a concurrent ingest since it was ranked
-                    heapq.heappush(queue, (penalty(c) - c.score, rid, next_in))
+                    heapq.heappush(queue, (penalty(c) - c.score, *_place(c), rid, next_in))
                 next_in += 1
             if not queue:
                 return
-            neg, rid, at = heapq.heappop(queue)
+            neg, _, _, rid, at = heapq.heappop(queue)
             c = self.order[at][1]
             lowered = penalty(c)
             if lowered - c.score > neg:  # its file gained a hit since it was queued
-                heapq.heappush(queue, (lowered - c.score, rid, at))
+                heapq.heappush(queue, (lowered - c.score, *_place(c), rid, at))
                 continue
             yield rid, c, lowered
 
@@ -431,6 +334,10 @@ class _Walk:
         return self.order[at]
 
 
+def _place(c: _Candidate) -> tuple[str, int]:
+    return _source(c), int(c.metadata.get("start_char", 0))
+
+
 def _source(c: _Candidate) -> str:
     return str(c.metadata.get("source", ""))
 
@@ -441,9 +348,9 @@ def _text_key(text: str) -> str:
     return hashlib.sha1(" ".join(" ".join(body).split()).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _location(m: Metadata) -> Location:
+def _location(rid: str, m: Metadata) -> Location:
     return Location(str(m.get("source", "")), int(m.get("start_line", 0)), int(m.get("end_line", 0)),
-                    str(m.get("label", "")))
+                    str(m.get("label", "")), rid, int(m.get("start_char", 0)), int(m.get("end_char", 0)))
 
 
 def _hit(rank: int, rid: str, c: _Candidate, q: Query, penalty: float) -> Hit:
@@ -478,9 +385,6 @@ def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] 
     return _select(store, read.pool, q, -math.inf)
 
 
-MAX_K = 1000  # the most hits one search returns: the same limit in the CLI, HTTP, MCP (in its schema) and the API
-
-
 def _check_numbers(top_k: int, min_score: float, per_file: int) -> None:
     """The numbers every entry point (CLI, HTTP, MCP, library) passes, checked once: NaN compares false with
     everything, so `min_score` NaN silently dropped every hit."""
@@ -499,50 +403,6 @@ def _check_question(question: str) -> str:
     if len(question) > MAX_QUERY_CHARS:
         raise ConfigError(f"the query is {len(question)} characters; the limit is {MAX_QUERY_CHARS}")
     return question
-
-
-def parse_where(filters: list[str]) -> dict[str, Any] | None:
-    """`source=guides/` (a file or a folder), `tag=auth`, `KEY=VALUE` (front matter) -> a Chroma where clause."""
-    clauses: list[dict[str, Any]] = []
-    for item in map(valid_text, filters):
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key or not value:
-            raise ConfigError(f"--where '{item}': expected KEY=VALUE, e.g. source=guides/ or tag=auth")
-        clauses.append(_clause(key, value))
-    if not clauses:
-        return None
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
-
-def _clause(key: str, value: str) -> dict[str, Any]:
-    if key.startswith("fm."):  # the name --json shows: always a front-matter key (a page's own `source:` too)
-        return _front_matter_clause(key[3:], value)
-    if key == "source":
-        folder = value.rstrip("/")
-        if value.endswith("/"):
-            return {"dirs": {"$contains": folder}}
-        return {"$or": [{"source": value}, {"dirs": {"$contains": folder}}]}
-    if key in ("tag", "tags"):
-        return {"fm.tags": {"$contains": value}}
-    return _front_matter_clause(key, value)
-
-
-def _front_matter_clause(key: str, value: str) -> dict[str, Any]:
-    # A list-valued key (tags: [a, b]; stored as strings) matches by membership, a scalar one by equality.
-    return {"$or": [{f"fm.{key}": _scalar(value)}, {f"fm.{key}": {"$contains": value}}]}
-
-
-def where_keys(clause: Mapping[str, Any] | None) -> set[str]:
-    """The metadata keys a where clause filters on."""
-    keys: set[str] = set()
-    for key, value in (clause or {}).items():
-        if key in ("$and", "$or"):
-            for part in value:
-                keys |= where_keys(part)
-        else:
-            keys.add(key)
-    return keys
 
 
 def check_where_keys(store: Store, clause: Mapping[str, Any] | None) -> None:
@@ -565,19 +425,3 @@ def check_where_keys(store: Store, clause: Mapping[str, Any] | None) -> None:
         asked, what = ("tag", "tags (a `tags:` list in front matter)") if key == "fm.tags" else \
             (key[3:], f"a front-matter key '{key[3:]}'")
         raise ConfigError(f"--where {asked}=…: no indexed file has {what}{hint} (keys: {shown})")
-
-
-def _scalar(value: str) -> Any:
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    for cast in (int, float):
-        try:
-            number = cast(value)
-        except ValueError:
-            continue
-        if isinstance(number, float) and not math.isfinite(number):
-            return value  # 'nan', 'inf': compared as text, never as a number no value can equal
-        if isinstance(number, int) and not -2**63 <= number < 2**63:
-            return value  # beyond what the index stores as a number
-        return number
-    return value

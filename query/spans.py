@@ -14,10 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from docvec.chunker import valid_text
+from docvec.text import valid_text
 from docvec.embedders import Embedder, Vectors
 from docvec.keyword import question_words as content_words
-from query.search import Hit
+from docvec.query.hits import Hit
 
 MAX_PARAGRAPH_CHARS = 800  # the best sentence's whole paragraph is the span when it is no longer than this
 MAX_SPAN_CHARS = 600  # else the span grows past its best sentence, within its paragraph, while this short
@@ -108,7 +108,6 @@ def _stem(word: str) -> str:
     return word
 
 
-SPAN_MODES = ("words", "model", "off")
 
 
 def point(hits: list[Hit], question: str, embedder: Embedder | None, vector: Vectors | None = None) -> list[Hit]:

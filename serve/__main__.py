@@ -1,3 +1,3 @@
-from serve.cli import main
+from docvec.serve.cli import main
 
 main()

@@ -19,9 +19,9 @@ import click
 from docvec.cli import DocvecCommand, config_options, echo, load
 from docvec.config import Settings
 from docvec.errors import ConfigError, LockHeld
-from ingest.watch import WatchEvent
+from docvec.ingest.watch import WatchEvent
 from docvec.remote import Reachable, advert_path, lock_path, read_advert, remove_advert, socket_path, write_advert
-from serve.index import Index
+from docvec.serve.index import Index
 
 
 @click.command(cls=DocvecCommand)
@@ -44,7 +44,7 @@ def serve_command(config_path: Path | None, index_path: Path | None, collection:
         log(f"note: {note}")
     with _watching(index, settings, watch):
         if stdio_mcp:
-            from serve.tools import build_mcp, run_stdio
+            from docvec.serve.tools import build_mcp, run_stdio
 
             try:
                 run_stdio(build_mcp(index))  # returns when the client closes stdin
@@ -101,8 +101,8 @@ def _loopback(address: str) -> bool:
 def _build_if_missing(settings: Settings) -> None:
     """`serve --watch` on a folder with no index yet builds it first (watching is syncing: it would anyway)."""
     from docvec.settings import chunk_params, make_configured_embedder, store_location
-    from ingest.pipeline import index_exists
-    from ingest.sync import scan_options, sync_index
+    from docvec.ingest.pipeline import index_exists
+    from docvec.ingest.sync import scan_options, sync_index
 
     location = store_location(settings)
     if index_exists(location) is not None:
@@ -182,7 +182,7 @@ def _listening(path: Path) -> Iterator[list[socket.socket]]:
 def _serve_http(index: Index, sockets: list[socket.socket], host: str, port: int, token: str | None) -> None:
     import uvicorn
 
-    from serve.http import create_app
+    from docvec.serve.http import create_app
 
     app = create_app(index, host, port, token)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
@@ -207,8 +207,8 @@ def _watching(index: Index, settings: Settings, enabled: bool) -> Iterator[None]
         yield
         return
     from docvec.watchstate import state_path
-    from ingest.pipeline import SyncGuard
-    from ingest.watch import follow, recorder, watch_folder
+    from docvec.ingest.pipeline import SyncGuard
+    from docvec.ingest.watch import follow, recorder, watch_folder
 
     index.check_docs_root()  # watching another folder than the index's could only fail, forever: say so now
     stop = threading.Event()
@@ -234,11 +234,11 @@ def _watching(index: Index, settings: Settings, enabled: bool) -> Iterator[None]
 
 def report_event(event: WatchEvent) -> None:
     """One log line per watch event."""
-    from ingest.watch import describe
+    from docvec.ingest.watch import describe
 
     log(describe(event))
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """`python -m serve`."""
-    return serve_command.main(argv if argv is not None else sys.argv[1:], prog_name="python -m serve")
+    """`python -m docvec.serve`."""
+    return serve_command.main(argv if argv is not None else sys.argv[1:], prog_name="python -m docvec.serve")

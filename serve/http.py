@@ -25,14 +25,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from docvec.chunker import valid_text
+from docvec.text import valid_text
 from docvec.config import RANGES
 from docvec.errors import ConfigError, DocvecError, IndexNotFound, ModelUnavailable
 from docvec.status import mask_userinfo
 from docvec.text import printable
-from query.search import FUSIONS, MAX_K, MAX_QUERY_CHARS, Fusion
-from serve.index import Index
-from serve.tools import build_mcp
+from docvec.query.hits import FUSIONS, MAX_K, MAX_QUERY_CHARS, Fusion
+from docvec.serve.index import Index
+from docvec.serve.tools import build_mcp
 
 MAX_BODY_BYTES = 64 * 1024
 LOCAL_ROUTES = {"/search", "/get", "/status", "/healthz"}  # what a local client may ask over the socket
@@ -183,7 +183,7 @@ def _search(index: Index, body: dict[str, Any]) -> dict[str, Any]:
         raise HttpError(400, "'question' must be a non-empty string")
     if len(question) > MAX_QUERY_CHARS:
         raise HttpError(413, f"'question' is {len(question)} characters; the limit is {MAX_QUERY_CHARS}")
-    k = _int(body, "k", 1, MAX_K)  # query.search.MAX_K: the same limit everywhere
+    k = _int(body, "k", 1, MAX_K)  # docvec.query.search.MAX_K: the same limit everywhere
     per_file = _int(body, "per_file", *_range("per_file"))
     min_score = body.get("min_score")
     low, high = _range("min_score")

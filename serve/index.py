@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from docvec.chunker import valid_text
+from docvec.text import valid_text
 from docvec.config import Settings, load_settings
 from docvec.confined import read_beneath
 from docvec.settings import chunk_params, make_configured_embedder, store_location
@@ -30,11 +30,12 @@ from docvec.errors import ConfigError, IndexNotFound, Refused, StoreError
 from docvec.keyword import KeywordIndex, sync_keyword_index
 from docvec.status import status_data
 from docvec.store import GENERATION_KEY, Store, StoreLocation, forget_cached_client
-from ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard, other_docs_root
-from ingest.sync import scan_options, sync_index
-from query.model import index_embedder
-from query.search import Fusion, Hit, parse_where, search
-from query.spans import SPAN_MODES, point
+from docvec.ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard, other_docs_root
+from docvec.ingest.sync import scan_options, sync_index
+from docvec.query.model import index_embedder
+from docvec.query.hits import SPAN_MODES, Fusion, Hit, parse_where
+from docvec.query.search import search
+from docvec.query.spans import point
 
 T = TypeVar("T")
 READ_ATTEMPTS = 4  # a read that another process's write broke is tried again from a fresh view

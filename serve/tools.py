@@ -18,8 +18,8 @@ from pydantic import Field, ValidationError
 from docvec import __version__
 from docvec.errors import DocvecError
 from docvec.text import printable
-from query.search import MAX_K
-from serve.index import Index
+from docvec.query.hits import MAX_K
+from docvec.serve.index import Index
 
 INSTRUCTIONS = """docvec searches this project's markdown documentation (a vector + keyword index).
 Use `search` first with a natural-language question; read more of a hit's file with `get` (source and lines from a

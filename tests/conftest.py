@@ -7,9 +7,10 @@ the real MiniLM tokenizer so chunk sizes are the real ones.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -85,3 +86,16 @@ def project(tmp_path: Path, docs: Path) -> Path:
     """A folder with a config.yaml pointing at a docs copy and an index inside tmp_path."""
     (tmp_path / "config.yaml").write_text(f"docs:\n  path: {docs}\nstore:\n  path: {tmp_path / 'index'}\n")
     return tmp_path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The warm client's settings cache (query/client.py) lives in the tests' own folder, for every process they
+    start: never in the user's ~/.cache."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous

@@ -37,11 +37,11 @@ from docvec.chunker import ChunkParams
 from docvec.errors import DocvecError
 from docvec.keyword import KeywordIndex, keyword_path
 from docvec.store import Store, StoreLocation, dumps_metadata, forget_cached_client
-from ingest.pipeline import SyncGuard
-from ingest.reindex import prune, reindex, rollback
-from ingest.scan import ScanOptions
-from ingest.sync import sync_index
-from ingest.verify import chunk_params, repair, verify
+from docvec.ingest.pipeline import SyncGuard
+from docvec.ingest.reindex import prune, reindex, rollback
+from docvec.ingest.scan import ScanOptions
+from docvec.ingest.sync import sync_index
+from docvec.ingest.verify import chunk_params, repair, verify
 from tests.conftest import RecordingEmbedder
 from tests.killpoint import boundaries
 

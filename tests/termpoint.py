@@ -15,14 +15,14 @@ import sys
 import threading
 from typing import Any
 
-import ingest.watch
+import docvec.ingest.watch
 from docvec.store import Store
 
 seen: list[threading.Event] = []
 
 
 def main() -> None:
-    original_sync, original_add = ingest.watch._sync_once, Store.add
+    original_sync, original_add = docvec.ingest.watch._sync_once, Store.add
 
     def sync_once(sync: Any, stop: threading.Event, changes: int) -> Any:
         if changes:  # a sync the watcher started for changes (not the one at start-up, before signals are handled)
@@ -35,7 +35,7 @@ def main() -> None:
             seen[-1].wait(60)  # the write goes on once the stop is set: the sync stops after it
         return original_add(self, *a, **kw)
 
-    ingest.watch._sync_once = sync_once  # type: ignore[assignment]
+    docvec.ingest.watch._sync_once = sync_once  # type: ignore[assignment]
     Store.add = add  # type: ignore[method-assign]
     sys.argv = ["docvec", *sys.argv[1:]]
     from docvec.cli import cli

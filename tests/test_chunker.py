@@ -387,3 +387,24 @@ def test_a_block_ends_on_its_last_visible_line() -> None:
     blocks = [(text[a:b].strip(), kind) for a, b, kind, _ in _blocks(text, 0, _line_starts(text))]
     assert blocks == [("é", "paragraph"), ("2) two ü", "ordered_list"), ("ü para", "paragraph"),
                       ("- x\n\n  é more", "bullet_list")]
+
+
+def test_a_heading_deep_in_a_file_titles_only_what_follows_it() -> None:
+    """A plain document whose first heading sits at line ~2,300: that heading labelled every chunk, line 1 included."""
+    plain = "\n\n".join(f"Paragraph {i} of measurements and their discussion in plain prose." for i in range(1200))
+    doc = chunk_markdown(plain + "\n\n# Figure S1 Effect of Wnt Stimulation\n\nThe figure's caption.\n", COUNT,
+                         ChunkParams())
+    assert doc.title is None  # the label falls back to the file name
+    before = [c for c in doc.chunks if c.start_line < 2300]
+    assert before and all("Figure S1" not in " ".join(c.trail) for c in before)
+
+
+@pytest.mark.parametrize("text,title", [
+    ("# Opening\n\nBody.\n\n# Second\n\nMore.\n", "Opening"),
+    ('<p align="center"><img src="logo.png"></p>\n\n# Behind a logo\n\nBody.\n', "Behind a logo"),
+    ("Intro paragraph first.\n\n# Later\n\nBody.\n", None),
+    ("## A section first\n\nText.\n\n# Later\n\nBody.\n", None),
+    ("---\ntitle: From front matter\n---\nIntro.\n\n# Later\n\nBody.\n", "From front matter"),
+])
+def test_a_title_is_front_matter_or_a_heading_that_opens_the_document(text: str, title: str | None) -> None:
+    assert chunk_markdown(text, COUNT, ChunkParams()).title == title

@@ -155,11 +155,11 @@ def test_huge_query_is_a_usage_error(indexed: Path) -> None:
 
 def test_stage_modules_run_with_python_m(indexed: Path) -> None:
     env = {**os.environ, "DOCVEC_CONFIG": str(indexed / "config.yaml")}
-    q = subprocess.run([sys.executable, "-m", "query", QUESTION, "-k", "1", "--json"], env=env,
+    q = subprocess.run([sys.executable, "-m", "docvec.query", QUESTION, "-k", "1", "--json"], env=env,
                        capture_output=True, text=True, timeout=120)
     assert q.returncode == 0, q.stderr
     assert json.loads(q.stdout)["source"] == "guides/authentication-tokens.md"
-    i = subprocess.run([sys.executable, "-m", "ingest", "--json"], env=env, capture_output=True, text=True,
+    i = subprocess.run([sys.executable, "-m", "docvec.ingest", "--json"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert i.returncode == 0 and json.loads(i.stdout)["files_unchanged"] == 12
 

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, Phase, settings
 
 from docvec.chunker import ChunkParams
 from docvec.store import Store, StoreLocation, forget_cached_client
-from ingest.reindex import prune, reindex, rollback
-from ingest.scan import ScanOptions
-from ingest.sync import sync_index
-from ingest.verify import chunk_params, repair, verify
+from docvec.ingest.reindex import prune, reindex, rollback
+from docvec.ingest.scan import ScanOptions
+from docvec.ingest.sync import sync_index
+from docvec.ingest.verify import chunk_params, repair, verify
 from tests.conftest import RecordingEmbedder
 from tests.convergence import (ALL, PARAMS, SERVER, WORDS, Convergence, Killed, Snapshot, killed_at, render,
                                snapshot)

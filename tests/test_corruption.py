@@ -16,9 +16,9 @@ import pytest
 
 from docvec.keyword import KeywordIndex, _document, keyword_path
 from docvec.store import Store, StoreLocation
-from ingest.scan import ScanOptions
-from ingest.sync import sync_index
-from ingest.verify import repair, verify
+from docvec.ingest.scan import ScanOptions
+from docvec.ingest.sync import sync_index
+from docvec.ingest.verify import repair, verify
 from tests.conftest import RecordingEmbedder
 from tests.convergence import ALL, PARAMS, snapshot
 

@@ -162,8 +162,8 @@ def test_a_kill_at_every_write_boundary_converges_on_the_next_run(tmp_path: Path
 
     from docvec.chunker import ChunkParams
     from docvec.fingerprint import Fingerprint
-    from ingest.scan import ScanOptions
-    from ingest.verify import verify
+    from docvec.ingest.scan import ScanOptions
+    from docvec.ingest.verify import verify
 
     docs = tmp_path / "docs"
     _corpus(docs, 8, seed=5)

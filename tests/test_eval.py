@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from docvec.cli import cli
 from docvec.errors import ConfigError
-from query.evaluate import LabelledQuery, Relevant, load_queries, score_query
-from query.search import Hit
+from docvec.query.evaluate import LabelledQuery, Relevant, load_queries, score_query
+from docvec.query.hits import Hit
 from tests.conftest import REPO
 
 

@@ -233,7 +233,7 @@ def test_every_entry_point_shares_one_number_check(tmp_path: Path, docs: Path, k
     from docvec.errors import ConfigError
     from docvec.keyword import KeywordIndex
     from docvec.store import Store, StoreLocation
-    from query.search import search
+    from docvec.query.search import search
 
     cfg = _cfg(tmp_path / "p", docs)
     assert _run(["ingest", "-q"], cfg).exit_code == 0

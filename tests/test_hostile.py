@@ -10,9 +10,9 @@ import pytest
 from docvec.chunker import ChunkParams
 from docvec.fingerprint import Fingerprint
 from docvec.store import Store, StoreLocation
-from ingest.pipeline import ingest, open_for_writing
-from ingest.scan import ScanOptions
-from ingest.verify import verify
+from docvec.ingest.pipeline import ingest, open_for_writing
+from docvec.ingest.scan import ScanOptions
+from docvec.ingest.verify import verify
 from tests.conftest import RecordingEmbedder
 
 PARAMS = ChunkParams()
@@ -80,7 +80,7 @@ def test_permission_denied_is_reported_per_file_and_folder(tmp_path: Path) -> No
     os.chmod(docs / "secret.md", 0o000)
     os.chmod(docs / "locked", 0o000)
     os.chmod(docs, 0o755)
-    script = ("import json, sys; from pathlib import Path; from ingest.scan import scan, ScanOptions, read_markdown, "
+    script = ("import json, sys; from pathlib import Path; from docvec.ingest.scan import scan, ScanOptions, read_markdown, "
               "Unreadable\nfiles, skipped = scan(ScanOptions(Path(sys.argv[1])))\nout = {s.rel: s.reason for s in "
               "skipped}\nfor f in files:\n    try: read_markdown(f.path)\n    except Unreadable as e: "
               "out[f.rel] = str(e)\nprint(json.dumps(out))")
@@ -194,7 +194,7 @@ def test_index_of_another_docvec_version_is_refused_not_rebuilt(project: Path) -
 
 def test_file_vanishing_between_listing_and_reading(tmp_path: Path, docs: Path, recorder: RecordingEmbedder,
                                                    monkeypatch: "pytest.MonkeyPatch") -> None:
-    import ingest.pipeline as pipeline
+    import docvec.ingest.pipeline as pipeline
 
     store = open_for_writing(StoreLocation(tmp_path / "idx", "race"), Fingerprint.build(recorder.info, PARAMS))
     ingest(store, recorder, ScanOptions(docs), PARAMS)

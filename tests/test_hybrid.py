@@ -11,9 +11,10 @@ from docvec.chunker import ChunkParams
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import SCHEMA_VERSION, KeywordIndex, analyzed, keyword_path, sync_keyword_index
 from docvec.store import Store, StoreLocation
-from ingest.pipeline import ingest, open_for_writing
-from ingest.scan import ScanOptions
-from query.search import Fusion, search
+from docvec.ingest.pipeline import ingest, open_for_writing
+from docvec.ingest.scan import ScanOptions
+from docvec.query.hits import Fusion
+from docvec.query.search import search
 from tests.conftest import RecordingEmbedder
 
 PARAMS = ChunkParams()

@@ -16,10 +16,11 @@ from docvec.cli import cli
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordIndex
 from docvec.store import Hnsw, Store, StoreLocation
-from ingest.pipeline import ingest, open_for_writing
-from ingest.scan import ScanOptions
-from query.search import Fusion, Hit, search
-from query.spans import grow, line_of, units
+from docvec.ingest.pipeline import ingest, open_for_writing
+from docvec.ingest.scan import ScanOptions
+from docvec.query.hits import Fusion, Hit
+from docvec.query.search import search
+from docvec.query.spans import grow, line_of, units
 from tests.conftest import SAMPLE_DOCS, RecordingEmbedder
 
 PARAMS = ChunkParams(max_tokens=64, min_tokens=8, overlap_tokens=0)  # small chunks: many candidates, many ties
@@ -77,6 +78,27 @@ def test_identical_passages_are_one_hit_listing_the_other_places(tmp_path: Path,
     assert len(same) == 1 and len(same[0].also) == 2
     places = {(same[0].source, same[0].start_line)} | {(a.source, a.start_line) for a in same[0].also}
     assert places == {("a.md", 1), ("a.md", 7), ("b.md", 1)}  # where each chunk starts
+    for place in same[0].also:  # located as a hit is: its chunk, lines and characters
+        text = (docs / place.source).read_text()
+        assert note in text[place.start_char:place.end_char] and place.id and place.id != same[0].id
+        assert text[:place.start_char].count("\n") + 1 == place.start_line
+    assert same[0].as_dict()["also"][0].keys() >= {"id", "source", "line", "end_line", "start_char", "end_char"}
+
+
+def test_of_copies_that_rank_alike_the_first_in_path_then_reading_order_is_shown(
+        tmp_path: Path, recorder: RecordingEmbedder) -> None:
+    """Identical files score alike: which one was shown was the tie-break of chunk ids (a hash)."""
+    docs = tmp_path / "docs"
+    (docs / "team").mkdir(parents=True)
+    page = "# Runbook\n\nRotate the signing keys every ninety days and revoke the old ones at once.\n"
+    for name in ("zeta.md", "team/alpha.md", "mid.md", "beta.md"):
+        (docs / name).write_text(page)
+    store = _index(tmp_path / "idx", docs, recorder)
+    with KeywordIndex.of(store) as index:
+        for mode in ("vector", "keyword", "hybrid"):
+            (hit,) = search(store, recorder, "rotate signing keys", 1, mode=mode, keyword=index)
+            assert hit.source == "beta.md" and [a.source for a in hit.also] == ["mid.md", "team/alpha.md",
+                                                                                 "zeta.md"], mode
 
 
 def _crowded(tmp_path: Path, recorder: RecordingEmbedder) -> Store:
@@ -125,7 +147,7 @@ def test_units_are_disjoint_ordered_non_blank_slices(text: str) -> None:
 @given(st.lists(st.floats(-1, 1), min_size=1, max_size=30), st.data())
 def test_span_holds_the_best_unit_stays_in_its_paragraph_and_is_short(scores: list[float],
                                                                      data: st.DataObject) -> None:
-    from query.spans import MAX_PARAGRAPH_CHARS, MAX_SPAN_CHARS, Unit
+    from docvec.query.spans import MAX_PARAGRAPH_CHARS, MAX_SPAN_CHARS, Unit
     lengths = data.draw(st.lists(st.integers(1, 500), min_size=len(scores), max_size=len(scores)))
     breaks = data.draw(st.lists(st.booleans(), min_size=len(scores), max_size=len(scores)))
     spans, at, paragraph = [], 0, 0

@@ -20,11 +20,11 @@ from docvec.embedders.builtin import BuiltinEmbedder
 from docvec.errors import IndexMismatch, Refused
 from docvec.fingerprint import Fingerprint
 from docvec.store import Store, StoreLocation
-from ingest.pipeline import SyncGuard, ingest, open_for_writing
-from ingest.reindex import prune, reindex, rollback
-from ingest.scan import ScanOptions
-from ingest.verify import verify
-from query.search import search
+from docvec.ingest.pipeline import SyncGuard, ingest, open_for_writing
+from docvec.ingest.reindex import prune, reindex, rollback
+from docvec.ingest.scan import ScanOptions
+from docvec.ingest.verify import verify
+from docvec.query.search import search
 from tests.conftest import RecordingEmbedder
 from tests.test_crash import _corpus
 
@@ -102,7 +102,7 @@ def test_a_chunking_change_copies_the_vectors_of_texts_the_live_index_has(tmp_pa
     monkeypatch.setattr("docvec.fingerprint.CHUNKER_VERSION", "test-bump")
     same = RecordingEmbedder("model-a")
     report = reindex(location, same, ScanOptions(docs), PARAMS)
-    assert report.switched and report.changes == ["chunker_version: '6' → 'test-bump'"]
+    assert report.switched and report.changes == ["chunker_version: '7' → 'test-bump'"]
     assert same.calls == 0 and report.ingest and report.ingest.chunks_reused == report.ingest.chunks_total > 0
     live = Store.open(location)
     metas = dict(live.iter_metadata())

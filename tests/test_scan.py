@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from docvec.errors import SourceError
-from ingest.scan import ScanOptions, Unreadable, read_markdown, scan
+from docvec.ingest.scan import ScanOptions, Unreadable, read_markdown, scan
 
 
 def _tree(root: Path) -> None:

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 import docvec
 from docvec.cli import cli
-from query.search import MAX_K
+from docvec.query.hits import MAX_K
 from tests.conftest import REPO
 
 QUESTION = "How long are failed webhook deliveries retried?"
@@ -432,7 +432,7 @@ def test_listen_is_judged_by_the_addresses_a_name_resolves_to(monkeypatch: pytes
     import socket as socket_module
 
     from docvec.errors import ConfigError
-    from serve.cli import bind
+    from docvec.serve.cli import bind
 
     def every_interface(host: str, port: int, *a: object, **kw: object) -> list[tuple[object, ...]]:
         return [(socket_module.AF_INET, socket_module.SOCK_STREAM, 6, "", ("0.0.0.0", port))]

@@ -36,7 +36,7 @@ def test_a_stop_signal_while_a_command_starts_is_one_line_and_its_exit_code(proj
 
 def test_an_interrupted_sync_exits_with_the_signal_code_not_1(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """verify --repair's sync interrupted between two writes says what it kept and exits 130, as ingest does."""
-    from ingest import pipeline
+    from docvec.ingest import pipeline
 
     runner = CliRunner()
     assert runner.invoke(cli, ["--config", str(project / "config.yaml"), "ingest", "-q"]).exit_code == 0

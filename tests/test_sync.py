@@ -12,9 +12,9 @@ from docvec.errors import IndexMismatch
 from docvec.fingerprint import Fingerprint
 from docvec.store import Store, StoreLocation
 from docvec.keyword import KeywordIndex
-from ingest import pipeline
-from ingest.pipeline import IndexState, IngestReport, Progress, ingest, open_for_writing
-from ingest.scan import ScanOptions
+from docvec.ingest import pipeline
+from docvec.ingest.pipeline import IndexState, IngestReport, Progress, ingest, open_for_writing
+from docvec.ingest.scan import ScanOptions
 from tests.conftest import RecordingEmbedder
 
 PARAMS = ChunkParams()
@@ -158,7 +158,7 @@ def test_other_model_is_refused_naming_the_change(tmp_path: Path, docs: Path, re
 
 
 def test_write_windows_follow_the_embedding_speed() -> None:
-    from ingest.pipeline import WINDOW, WINDOW_MAX, _next_window
+    from docvec.ingest.pipeline import WINDOW, WINDOW_MAX, _next_window
 
     assert _next_window(128, 128, 5.0) == WINDOW  # built-in model on 2 cores: ~25 chunks/s -> 128
     assert _next_window(128, 128, 0.128) == WINDOW_MAX  # 1,000 chunks/s: capped at Chroma-sized writes

@@ -8,9 +8,9 @@ from docvec.chunker import ChunkParams
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordIndex, keyword_path
 from docvec.store import Store, StoreLocation
-from ingest.pipeline import ingest, open_for_writing
-from ingest.scan import ScanOptions
-from ingest.verify import repair, verify
+from docvec.ingest.pipeline import ingest, open_for_writing
+from docvec.ingest.scan import ScanOptions
+from docvec.ingest.verify import repair, verify
 from tests.conftest import RecordingEmbedder
 
 PARAMS = ChunkParams()

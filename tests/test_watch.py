@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from docvec.cli import cli
 from docvec.store import StoreLocation
 from docvec.watchstate import state_path
-from ingest.pipeline import IngestReport, Progress, SyncGuard
-from ingest.scan import ScanOptions
-from ingest.sync import sync_index
-from ingest.watch import WatchEvent, recorder, watch
+from docvec.ingest.pipeline import IngestReport, Progress, SyncGuard
+from docvec.ingest.scan import ScanOptions
+from docvec.ingest.sync import sync_index
+from docvec.ingest.watch import WatchEvent, recorder, watch
 from tests.conftest import RecordingEmbedder
 from tests.convergence import PARAMS
 
