@@ -5,6 +5,8 @@
     ├── Refused                 the run would act on the wrong docs folder or delete most of the index; it names
     │                           the flag that confirms it (--docs-moved, --yes)
     ├── ConfigError             a config file, key or value is wrong (names file, key, expected)
+    │   └── InvalidValue        an argument's value is out of range (k=0, a NaN score, line -3); also a
+    │                           ValueError, as the Python API's wrong types are TypeError
     ├── SourceError             the docs folder is missing, not a folder, or unreadable
     ├── EmbeddingError          the embedding provider failed (raised ``from`` the provider's error)
     │   ├── ModelUnavailable    the model cannot be loaded or reached (missing package, bad checksum, not pulled,
@@ -41,6 +43,10 @@ class Refused(DocvecError):
 
 class ConfigError(DocvecError):
     """A configuration file, key or value is invalid."""
+
+
+class InvalidValue(ConfigError, ValueError):
+    """An argument (of a command, a request or a Python call) has a value outside what it accepts."""
 
 
 class SourceError(DocvecError):

@@ -40,8 +40,7 @@ def writer_lock(path: Path, wait: bool = False, timeout: float | None = None) ->
         path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=(-1 if timeout is None else timeout) if wait else 0)
     except Timeout as exc:
-        raise LockHeld(f"another docvec process is writing this index ({_holder(path)}); "
-                       f"wait for it, or run with --wait") from exc
+        raise LockHeld(_held_message(_holder(path), _holder_pid(path))) from exc
     except OSError as exc:
         raise StoreError(f"cannot take the writer lock {path}: {exc.strerror or exc} — the index folder must be "
                          f"writable to ingest") from exc
@@ -71,6 +70,22 @@ def current_holder(path: Path) -> str | None:
         except PermissionError:
             pass
     return _holder(path)
+
+
+def _held_message(holder: str, pid: object, host: object = None) -> str:
+    """Who holds the lock, truthfully: flock locks are per open file, so a second handle (or thread) of this very
+    process that syncs the same index is refused too, and used to be called "another docvec process"."""
+    if pid == os.getpid() and host in (None, socket.gethostname()):
+        return (f"this process is already writing this index through another Index handle or thread ({holder}); "
+                "wait for that sync to finish (sync(wait=True) waits for it), or sync through one handle")
+    return f"another docvec process is writing this index ({holder}); wait for it, or run with --wait"
+
+
+def _holder_pid(path: Path) -> object:
+    try:
+        return json.loads(path.with_suffix(".holder").read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _holder(path: Path) -> str:
@@ -142,8 +157,8 @@ class ServerLease:
             if holder is None:
                 return
             if not wait:
-                raise LockHeld(f"another docvec process is writing this index ({_describe(holder)}; "
-                               f"{_expiry(holder, self.clock())}); wait for it, or run with --wait")
+                raise LockHeld(_held_message(f"{_describe(holder)}; {_expiry(holder, self.clock())}",
+                                             holder.get("pid"), holder.get("host")))
             time.sleep(poll)
 
     def beat(self) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 from docvec.text import valid_text
 from docvec.config import QuerySettings
 from docvec.embedders import Embedder, Vectors
-from docvec.errors import ConfigError
+from docvec.errors import ConfigError, InvalidValue
 from docvec.keyword import KeywordIndex
 from docvec.query.hits import (FUSIONS, MAX_K, MAX_QUERY_CHARS, MODES, Fusion, Hit, Location, hit_from_dict,
                                parse_where, where_keys)
@@ -100,7 +100,7 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
     _check_numbers(top_k, min_score, per_file)
     q = Query(_check_question(question), max(top_k, SAME_READS_UP_TO), mode, where, min_score, per_file, fusion)
     if mode not in MODES:
-        raise ConfigError(f"query mode '{mode}' is unknown; expected one of {', '.join(MODES)}")
+        raise InvalidValue(f"query mode '{mode}' is unknown; expected one of {', '.join(MODES)}")
     if fusion.method not in FUSIONS:
         raise ConfigError(f"fusion '{fusion.method}' is unknown; expected one of {', '.join(FUSIONS)}")
     if mode != "vector" and keyword is None:
@@ -389,19 +389,19 @@ def _check_numbers(top_k: int, min_score: float, per_file: int) -> None:
     """The numbers every entry point (CLI, HTTP, MCP, library) passes, checked once: NaN compares false with
     everything, so `min_score` NaN silently dropped every hit."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_K:
-        raise ConfigError(f"k must be a whole number in 1..{MAX_K}, got {top_k!r}")
+        raise InvalidValue(f"k must be a whole number in 1..{MAX_K}, got {top_k!r}")
     if isinstance(per_file, bool) or not isinstance(per_file, int) or per_file < 0:
-        raise ConfigError(f"per_file must be a whole number of 0 or more (0: no cap), got {per_file!r}")
+        raise InvalidValue(f"per_file must be a whole number of 0 or more (0: no cap), got {per_file!r}")
     if not isinstance(min_score, (int, float)) or math.isnan(min_score) or min_score > 1:
-        raise ConfigError(f"min_score must be a number up to 1 (scores lie in -1..1), got {min_score!r}")
+        raise InvalidValue(f"min_score must be a number up to 1 (scores lie in -1..1), got {min_score!r}")
 
 
 def _check_question(question: str) -> str:
     question = valid_text(question).strip()
     if not question:
-        raise ConfigError("the query is empty: pass a question, e.g. docvec query \"how do I rotate a token?\"")
+        raise InvalidValue("the query is empty: pass a question, e.g. docvec query \"how do I rotate a token?\"")
     if len(question) > MAX_QUERY_CHARS:
-        raise ConfigError(f"the query is {len(question)} characters; the limit is {MAX_QUERY_CHARS}")
+        raise InvalidValue(f"the query is {len(question)} characters; the limit is {MAX_QUERY_CHARS}")
     return question
 
 

@@ -18,7 +18,7 @@ import click
 
 from docvec.cli import DocvecCommand, config_options, echo, load
 from docvec.config import Settings
-from docvec.errors import ConfigError, LockHeld
+from docvec.errors import ConfigError, IndexNotFound, LockHeld
 from docvec.ingest.watch import WatchEvent
 from docvec.remote import Reachable, advert_path, lock_path, read_advert, remove_advert, socket_path, write_advert
 from docvec.serve.index import Index
@@ -39,6 +39,8 @@ def serve_command(config_path: Path | None, index_path: Path | None, collection:
     sock = None if stdio_mcp else bind(host, port, settings.serve.token)  # before loading: a busy port fails fast
     if watch:
         _build_if_missing(settings)
+    else:
+        _require_index(settings)
     index = Index(settings)
     for note in index.notes:
         log(f"note: {note}")
@@ -111,6 +113,17 @@ def _build_if_missing(settings: Settings) -> None:
     report = sync_index(location, make_configured_embedder(settings), scan_options(settings),
                         chunk_params(settings))
     log(f"built: {len(report.files_added)} files, {report.chunks_total} chunks in {report.seconds:.1f} s")
+
+
+def _require_index(settings: Settings) -> None:
+    """A server of nothing answers nothing: without --watch, a missing index is an error at start."""
+    from docvec.ingest.pipeline import index_exists
+    from docvec.settings import store_location
+
+    location = store_location(settings)
+    if index_exists(location) is None:
+        raise IndexNotFound(f"no index at {location.describe()}: build it with `docvec ingest`, or start "
+                            "`docvec serve --watch`, which builds it first")
 
 
 def log(message: str) -> None:

@@ -26,7 +26,7 @@ from docvec.config import Settings, load_settings
 from docvec.confined import read_beneath
 from docvec.settings import chunk_params, make_configured_embedder, store_location
 from docvec.embedders import Embedder
-from docvec.errors import ConfigError, IndexNotFound, Refused, StoreError
+from docvec.errors import ConfigError, IndexNotFound, InvalidValue, Refused, StoreError
 from docvec.keyword import KeywordIndex, sync_keyword_index
 from docvec.status import status_data
 from docvec.store import GENERATION_KEY, Store, StoreLocation, forget_cached_client
@@ -62,10 +62,22 @@ def open_index(config: str | Path | None = None, index: str | Path | None = None
                environ: Mapping[str, str] | None = None) -> "Index":
     """Open the index a config file names (default: $DOCVEC_CONFIG, else ./config.yaml), `index`/`collection`
     overriding store.path / store.collection."""
-    overrides = {"store.path": str(index) if index is not None else None, "store.collection": collection}
+    _expect("config", config, (str, os.PathLike))
+    _expect("index", index, (str, os.PathLike))
+    _expect("collection", collection, str)
+    overrides = {"store.path": os.fspath(index) if index is not None else None, "store.collection": collection}
     settings = load_settings(Path(config) if config is not None else None,
                              os.environ if environ is None else environ, overrides)
     return Index(settings)
+
+
+def _expect(name: str, value: object, types: type | tuple[type, ...], optional: bool = True) -> None:
+    """TypeError naming the argument unless `value` is one of `types` (or None when optional); bool is no int."""
+    kinds = types if isinstance(types, tuple) else (types,)
+    if (value is None and optional) or (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
+        return
+    wanted = " or ".join(getattr(k, "__name__", str(k)) for k in kinds) + (" or None" if optional else "")
+    raise TypeError(f"{name} must be {wanted}, got {type(value).__name__} {value!r:.60}")
 
 
 class Index:
@@ -84,7 +96,10 @@ class Index:
         self._syncing = False  # a sync of this process is writing (its writes need no reopen to be seen)
         self._sync_embedder: Embedder | None = None
         self._sync_state: IndexState | None = None  # bookkeeping as this process's last sync left it
-        self._open()
+        try:
+            self._open()
+        except IndexNotFound:  # nothing built yet: sync() builds it, as `docvec ingest` would; reads say so
+            self._store = None
 
     def _open(self, fresh: bool = False) -> None:
         """(Re)open the live collection, its keyword index and its model; `fresh` drops Chroma's cached state."""
@@ -108,8 +123,11 @@ class Index:
     def _current(self) -> Store:
         """The live store, reopened when another process moved the pointer (reindex, rollback) or synced (the
         writer lock means no sync of this process ran meanwhile)."""
-        if self._store is None:  # a reopen failed (another process was switching the index): try again now
-            self._open(fresh=True)
+        if self._store is None:  # not built yet, or a reopen failed (another process was switching the index)
+            try:
+                self._open(fresh=True)
+            except IndexNotFound as exc:
+                raise IndexNotFound(f"{exc}, or from Python with Index.sync()") from exc
         assert self._store is not None
         if self._store.read_copy is None and not self._syncing and (
                 self._store.live_name() != self._live or self._store.stored_generation() != self._generation):
@@ -122,10 +140,15 @@ class Index:
                per_file: int | None = None, spans: str | None = None, fusion: Fusion | None = None) -> list[Hit]:
         """The best chunks for the question (defaults from the settings' query section), pointed at their
         answer lines by `spans`: "words", "model" or "off"."""
+        _expect("question", question, str, optional=False)
+        for name, value, kinds in (("k", k, int), ("mode", mode, str), ("min_score", min_score, (int, float)),
+                                   ("per_file", per_file, int), ("spans", spans, str), ("fusion", fusion, Fusion)):
+            _expect(name, value, kinds)
+        _expect("where", where, (Mapping, list, tuple, str))
         q = self.settings.query
         mode, spans = mode or q.mode, spans or q.spans  # an unknown mode is refused by search() itself
         if spans not in SPAN_MODES:
-            raise ConfigError(f"spans '{spans}' is unknown; expected one of {', '.join(SPAN_MODES)}")
+            raise InvalidValue(f"spans '{spans}' is unknown; expected one of {', '.join(SPAN_MODES)}")
         clause = parse_where(_where_items(where))
         return self._reading(lambda: self._search(question, k, mode, clause, min_score, per_file, spans, fusion))
 
@@ -154,10 +177,11 @@ class Index:
             store = self._current()
             keyword = None
             if mode != "vector":
+                if self._keyword is None:  # closed: a search after close() opens it again
+                    self._keyword = KeywordIndex.of(store)
                 keyword = self._keyword
-                assert keyword is not None
                 sync_keyword_index(store, keyword, reader=True)
-            hits = search(store, self._embedder, question, k or q.top_k,
+            hits = search(store, self._embedder, question, q.top_k if k is None else k,
                           q.min_score if min_score is None else min_score, clause, mode, keyword,
                           fusion or Fusion.of(q),
                           None, q.per_file if per_file is None else per_file)
@@ -172,6 +196,13 @@ class Index:
 
         Anything else is refused: absolute paths, `..`, files the index does not hold, and paths that leave the
         docs folder through a symlink."""
+        _expect("source", source, str, optional=False)
+        for name, line in (("start_line", start_line), ("end_line", end_line)):
+            _expect(name, line, int)
+            if line is not None and line < 1:
+                raise InvalidValue(f"{name} must be 1 or more (lines count from 1), got {line}")
+        if start_line is not None and end_line is not None and end_line < start_line:
+            raise InvalidValue(f"end_line {end_line} is before start_line {start_line}")
         rel = _relative_source(source)
         root = self._reading(lambda: self._root_holding(rel))
         if root is None:
@@ -207,12 +238,19 @@ class Index:
 
     def sync(self, on_progress: Callable[[Progress], None] | None = None, guard: SyncGuard = SyncGuard(),
              wait: bool = False) -> IngestReport:
-        """Sync the configured docs folder into the index (the writer lock is taken; `wait` waits for it)."""
+        """Sync the configured docs folder into the index, building it if there is none yet (the writer lock is
+        taken; `wait` waits for it, also for another handle or thread of this process that is syncing)."""
+        if on_progress is not None and not callable(on_progress):
+            raise TypeError(f"on_progress must be a callable taking a Progress, or None, got "
+                            f"{type(on_progress).__name__} {on_progress!r:.60}")
+        _expect("guard", guard, SyncGuard, optional=False)
+        _expect("wait", wait, bool, optional=False)
         if self._sync_embedder is None:  # loaded once: watch mode syncs often, a model load costs ~0.5 s
             self._sync_embedder = make_configured_embedder(self.settings)
         embedder = self._sync_embedder
         with self._lock:
-            self._current()  # take in what another process wrote before writing on top of it
+            with contextlib.suppress(IndexNotFound):  # none yet: this sync builds it
+                self._current()  # take in what another process wrote before writing on top of it
             self._syncing = True
         known, self._sync_state = self._sync_state, None
         try:
@@ -222,11 +260,14 @@ class Index:
         finally:
             with self._lock:
                 self._syncing = False
-                self._open()  # this process's writes are in its cache: no fresh client needed
+                try:
+                    self._open()  # this process's writes are in its cache: no fresh client needed
+                except IndexNotFound:  # a first build that failed left no index (the error that says why goes on)
+                    self._store = None
         return report
 
     def close(self) -> None:
-        """Release the keyword index's file."""
+        """Release the keyword index's file (a later search opens it again)."""
         with self._lock:
             self._close_keyword()
 

@@ -144,9 +144,10 @@ def test_a_writer_on_another_machine_is_refused_while_the_lease_is_held(server_c
     board = LeaseBoard(_location(config))
     other = ServerLease(board)  # "machine A": nothing shared with this run but the Chroma server
     other.acquire(wait=False)
+    board.write({**other._meta(), "pid": 4242, "host": "machine-a"})  # as machine A's own process wrote it
     refused = _run(["ingest", "-q"], config)
     assert refused.exit_code == 1
-    assert f"another docvec process is writing this index (pid {os.getpid()} on " in refused.output
+    assert "another docvec process is writing this index (pid 4242 on machine-a since " in refused.output
     # A holder that died stops renewing: the message says when its lease runs out and what --wait does then.
     assert "its lease expires at" in refused.output and "with --wait this run takes it over then" in refused.output
     other.release()
