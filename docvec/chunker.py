@@ -29,7 +29,8 @@ CHUNKER_VERSION = "7"  # 2: long headings capped in context, split code blocks p
 # matter, description-only pages, MDX; 4: pulldown-cmark's blocks (markdown-it's differed on rare HTML/table cases);
 # 5: chunk text capped at CHARS_PER_TOKEN characters per token of the limit; 6: a description-only page's
 # description cut to the limits too; 7: a title is front matter's or a heading that opens the document (a
-# heading deep in a file labelled every chunk before it)
+# heading deep in a file labelled every chunk before it), HTML comments blanked, lines without trailing spaces,
+# a description is a chunk of a page with a body too
 #: Counts model tokens (special tokens included) of each text in a batch. Counts must add up across ASCII
 #: whitespace: count(a + w + b) = count(a) + count(b) - count("") when w holds a space, tab, CR or LF. Word-piece
 #: tokenizers, whose words never span whitespace, do (tests/test_embedder.py checks the built-in one). Each
@@ -42,7 +43,10 @@ _NO_SPAN: _Span = (-1, -1, 0, False)  # after the last span
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 _TOML_FRONT_MATTER = re.compile(r"\A\+\+\+[ \t]*\r?\n(.*?)(?:\r?\n)?^\+\+\+[ \t]*(?:\r?\n|\Z)", re.S | re.M)
-_SUMMARY_KEYS = ("description", "summary", "excerpt")  # front-matter prose that can stand in for an empty body
+_SUMMARY_KEYS = ("description", "summary", "excerpt")  # front-matter prose that says what a page is about
+# Keys whose comma-separated text is a list: `keywords: cache, cdn` is filtered by membership like `tags: [a, b]`
+_LIST_KEYS = frozenset({"tags", "keywords", "categories", "aliases", "authors", "series"})
+MAX_FRONT_MATTER_DEPTH = 4  # nested tables deeper than this are not flattened into filterable keys
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 # Finer and finer places to cut a block that is too big on its own.
 _LINES = re.compile(r"\n")
@@ -145,15 +149,18 @@ class _Section:
 def chunk_markdown(text: str, count_tokens: TokenCounter, params: ChunkParams) -> ParsedDocument:
     """Split a markdown document into chunks that each fit `params.max_tokens` model tokens."""
     front, body_start, warnings = _front_matter(text)
+    text = text[:body_start] + blank_comments(text[body_start:])
     title = _title_of(front.get("title"))
-    if not text[body_start:].strip() and _summary(front):  # a section page: its description is its text
-        return ParsedDocument(front, title, _summary_chunks(text, front, title, body_start, count_tokens, params),
-                              warnings)
+    # A page's description says what the page is about in the words people search with: it is a chunk of its
+    # own (pointing at the front matter) whether or not the page has a body (a section page has only that).
+    summary = _summary_chunks(text, front, title, body_start, count_tokens, params) if _summary(front) else []
+    if not text[body_start:].strip():
+        return ParsedDocument(front, title, summary, warnings)
     starts = _line_starts(text)
     first_h1: list[str] = []
     sections = _noting_first_h1(_sections(text, body_start, starts), first_h1)
     chunks = _Packer(text, count_tokens, params, starts).pack(sections)
-    return ParsedDocument(front, title or next(iter(first_h1), None), chunks, warnings)
+    return ParsedDocument(front, title or next(iter(first_h1), None), summary + chunks, warnings)
 
 
 def _title_of(value: object) -> str | None:
@@ -218,35 +225,69 @@ _JSX_TAG = re.compile(r"</?[A-Z][\w.]*(?:\s+(?:[^<>\"'{}]|\"[^\"]*\"|'[^']*'|\{[
 
 
 def mdx_to_markdown(text: str) -> str:
-    """MDX as markdown: import/export lines and JSX component tags (capitalised: <Tabs>, <Card title="x" />)
-    and {/* comments */} are blanked, their text children kept; fenced code untouched. Every removed character
-    becomes a space, so lines and offsets stay those of the file."""
+    """MDX as markdown: import/export lines and JSX component tags (capitalised: <Tabs>, <Card title="x" />, also
+    over several lines) and {/* comments */} are blanked, their text children kept; fenced code untouched. Every
+    removed character becomes a space, so lines and offsets stay those of the file."""
+    return _outside_fences(text, lambda run: _JSX_TAG.sub(lambda m: _blank(m.group()), _blank_esm(run)))
+
+
+def _blank_esm(run: str) -> str:
+    """import/export lines blanked; an ESM block runs to the next blank line (MDX)."""
     out: list[str] = []
-    fence: str | None = None
     in_esm = False
+    for line in run.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        in_esm = bool(_ESM_LINE.match(body) or (in_esm and body.strip()))
+        out.append(_blank(body) + line[len(body):] if in_esm else line)
+    return "".join(out)
+
+
+# An HTML comment, unless inside an inline code span (`<!--more-->` written about, not used); the code span is
+# matched first and kept.
+_COMMENT = re.compile(r"(`+)[^`\n]*?\1|<!--.*?-->", re.S)
+
+
+def blank_comments(text: str) -> str:
+    """HTML comments (template instructions, `<!-- TODO -->`) are not content: blanked outside fenced and inline
+    code, every character but a newline a space, so lines and offsets stay the file's (the chunk text drops the
+    blank space, see _tidy)."""
+    if "<!--" not in text:
+        return text
+    return _outside_fences(text, lambda run: _COMMENT.sub(lambda m: m.group() if m.group(1) else _blank(m.group()),
+                                                          run))
+
+
+def _outside_fences(text: str, transform: Callable[[str], str]) -> str:
+    """`transform` applied to each run of lines outside fenced code blocks (fences and their code untouched)."""
+    out: list[str] = []
+    run: list[str] = []
+    fence: str | None = None
     for line in text.splitlines(keepends=True):
         opener = _FENCE_LINE.match(line)
-        if fence is not None:
-            if opener and opener.group(1)[0] == fence[0] and len(opener.group(1)) >= len(fence):
-                fence = None
-            out.append(line)
+        if fence is None and not opener:
+            run.append(line)
             continue
-        if opener:
-            fence = opener.group(1)
-            out.append(line)
-            continue
-        body = line.rstrip("\r\n")
-        if _ESM_LINE.match(body) or (in_esm and body.strip()):  # an ESM block runs to the next blank line (MDX)
-            in_esm = True
-            out.append(_blank(body) + line[len(body):])
-            continue
-        in_esm = False
-        out.append(_JSX_TAG.sub(lambda m: _blank(m.group()), body) + line[len(body):])
+        if run:
+            out.append(transform("".join(run)))
+            run = []
+        if fence is None:
+            fence = opener.group(1) if opener else None
+        elif opener and opener.group(1)[0] == fence[0] and len(opener.group(1)) >= len(fence):
+            fence = None
+        out.append(line)
+    if run:
+        out.append(transform("".join(run)))
     return "".join(out)
 
 
 def _blank(text: str) -> str:
     return re.sub(r"[^\n]", " ", text)
+
+
+def _tidy(text: str) -> str:
+    """Chunk text as shown and embedded: each line without trailing whitespace (blanked comments and tags leave
+    runs of spaces; lines stay where they were)."""
+    return "\n".join(line.rstrip() for line in text.split("\n"))
 
 
 # --- front matter -------------------------------------------------------------------------------------------
@@ -293,18 +334,24 @@ def _fields(data: Any, body_start: int) -> tuple[dict[str, Scalar | list[str]], 
     return _scalar_fields(data), body_start, []
 
 
-def _scalar_fields(data: dict[Any, Any]) -> dict[str, Scalar | list[str]]:
-    """Keep what a vector store can filter on: scalars, and lists of scalars as lists of strings."""
+def _scalar_fields(data: dict[Any, Any], prefix: str = "", depth: int = 0) -> dict[str, Scalar | list[str]]:
+    """Keep what a vector store can filter on: scalars, lists of scalars as lists of strings, and the keys of nested
+    tables flattened with dots (Hugo's `params.hidden`, Zola's `[extra] release` -> `extra.release`)."""
     out: dict[str, Scalar | list[str]] = {}
     for key, value in data.items():
+        name = _storable(f"{prefix}{key}")
         if isinstance(value, (datetime.date, datetime.datetime)):
             value = value.isoformat()
+        if isinstance(value, str) and name.rsplit(".", 1)[-1].lower() in _LIST_KEYS and "," in value:
+            value = [v.strip() for v in value.split(",")]  # `keywords: a, b, c` matches by membership, as a list
         if isinstance(value, (str, int, float, bool)):
-            out[_storable(str(key))] = _storable(value)
+            out[name] = _storable(value)
         elif isinstance(value, list):
-            items = [_storable(str(v)) for v in value if isinstance(v, (str, int, float, bool))]
+            items = [_storable(str(v)) for v in value if isinstance(v, (str, int, float, bool)) and str(v).strip()]
             if items:
-                out[_storable(str(key))] = items
+                out[name] = items
+        elif isinstance(value, dict) and depth < MAX_FRONT_MATTER_DEPTH:
+            out.update(_scalar_fields(value, f"{name}.", depth + 1))
     return out
 
 
@@ -788,6 +835,7 @@ class _Packer:
     def _chunk(self, text: str, trail: tuple[str, ...], shown: tuple[str, ...], start: int, end: int,
                tokens: int | None = None) -> Chunk:
         """The chunk of `text`; `tokens` is its embed text's exact count when the caller has it."""
+        text = _tidy(text)
         embed = _context(shown) + text
         first = bisect.bisect_right(self.starts, start)
         last = bisect.bisect_right(self.starts, max(start, end - 1))

@@ -13,7 +13,8 @@ import click
 from docvec.cli import DocvecCommand, FiniteFloat, config_options, echo, emit_json, load
 from docvec.config import Settings
 from docvec.query import client
-from docvec.query.hits import MAX_K, MAX_QUERY_CHARS, MODES, SPAN_MODES, Hit, hit_from_dict, parse_where
+from docvec.query.hits import (MAX_K, MAX_QUERY_CHARS, MODES, SPAN_MODES, Hit, docs_relative, hit_from_dict,
+                               parse_where)
 from docvec.query.render import Printer, View
 from docvec.remote import ask_local_server, socket_path
 from docvec.settings import store_location
@@ -68,17 +69,32 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
                                   "query.top_k": top_k, "query.min_score": min_score, "query.mode": mode,
                                   "query.per_file": 1 if files_only else per_file, "query.spans": spans,
                                   "query.file_penalty": file_penalty})
-    view = View(explain, as_json, files_only, settings.resolve(settings.docs.path))
-    where_clause = parse_where(list(where))
-    served = None if no_server else from_server(settings, text, list(where))
+    docs = settings.resolve(settings.docs.path)
+    view = View(explain, as_json, files_only, docs)
+    filters = [_as_docs_relative(w, docs) for w in where]  # a path as hits print it works here too
+    where_clause = parse_where(filters)
+    served = None if no_server else from_server(settings, text, filters)
     if served is not None:  # a warm `docvec serve` of this index answered: no Chroma, no model here
         _remember(config_path, index_path, collection)
-        view.of_index(served[1]).show(served[0], Printer())
-        return
-    from docvec.query.local import answer_here  # numpy, Chroma and the model: only when no server answered
+        hits, root = served[0], served[1]
+    else:
+        from docvec.query.local import answer_here  # numpy, Chroma and the model: only when no server answered
 
-    hits, root = answer_here(settings, text, where_clause, note=lambda line: echo(line, err=True))
-    view.of_index(root).show([hit.as_dict() for hit in hits], Printer())
+        found, recorded = answer_here(settings, text, where_clause, note=lambda line: echo(line, err=True))
+        hits, root = [hit.as_dict() for hit in found], recorded or str(docs)
+    view.of_index(root).show(hits, Printer())
+    sources = [w.partition("=")[2].strip() for w in filters if w.partition("=")[0].strip() == "source"]
+    if not hits and sources and not as_json:
+        echo(f"note: with --where source={sources[0]} nothing matched; source= takes a file or a folder/ of the docs "
+             f"folder {root}, relative to it (as --json shows `source`) or as a path from here", err=True)
+
+
+def _as_docs_relative(item: str, docs: Path) -> str:
+    """`source=PATH` with PATH as docvec prints it (from the current folder) -> the docs-relative path."""
+    key, sep, value = item.partition("=")
+    if key.strip() != "source" or not sep:
+        return item
+    return f"{key}={docs_relative(value.strip(), docs)}"
 
 
 def _remember(config_path: Path | None, index_path: Path | None, collection: str | None) -> None:

@@ -196,6 +196,8 @@ def _set(opts: dict[str, Any], key: str, value: str) -> bool:
             return False
         opts[key] = number
     elif key == "where":
+        if value.partition("=")[0].strip() == "source":
+            return False  # a path as printed is mapped, and an empty answer explained, by the full CLI
         opts["where"].append(value)
     elif key in ("mode", "spans"):
         if value not in (MODES if key == "mode" else SPAN_MODES):

@@ -7,6 +7,7 @@ Chroma or the model (bench/README.md: the warm client).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -125,6 +126,19 @@ def _rounded(value: float | None) -> float | None:
 
 
 MAX_K = 1000  # the most hits one search returns: the same limit in the CLI, HTTP, MCP (in its schema) and the API
+
+
+def docs_relative(path: str, docs_root: str | os.PathLike[str], cwd: str | None = None) -> str:
+    """A path as docvec prints it (relative to the current folder, or absolute) as the docs-relative path the index
+    stores, when it lies inside the docs folder; else unchanged (a docs-relative path stays as it is)."""
+    root = os.path.normpath(os.path.abspath(docs_root))
+    if not path or not os.path.isabs(path) and os.path.lexists(os.path.join(root, path)):
+        return path  # already relative to the docs folder
+    full = os.path.normpath(os.path.join(cwd or os.getcwd(), path))
+    if full != root and not full.startswith(root + os.sep):
+        return path
+    rel = os.path.relpath(full, root).replace(os.sep, "/")
+    return "" if rel == "." else rel + ("/" if path.endswith("/") and rel != "." else "")
 
 
 def parse_where(filters: list[str]) -> dict[str, Any] | None:

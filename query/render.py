@@ -94,13 +94,14 @@ def _render(hits: list[HitDict], view: View, printer: Printer) -> None:
         printer.line()
 
 
-def _excerpt(hit: HitDict, width: int, max_lines: int = 6) -> list[str]:
-    """The pointed lines (else the chunk's first ones): code and table lines kept as lines (cut at the width),
-    prose reflowed into paragraphs."""
+def _excerpt(hit: HitDict, width: int, max_lines: int = 10) -> list[str]:
+    """The pointed lines (else the chunk's first ones): code, table, quote and template lines kept as lines (cut
+    at the width), prose reflowed into paragraphs."""
     start, end = hit.get("answer_span") or (0, len(hit["text"]))
+    start = hit["text"].rfind("\n", 0, start) + 1  # from the start of its line: code keeps its indentation
     out: list[str] = []
     paragraph: list[str] = []
-    fence = False
+    fence = _inside_fence(hit["text"][:start])  # lines pointed at inside a code block are code
 
     def flush() -> None:
         if paragraph:
@@ -108,7 +109,7 @@ def _excerpt(hit: HitDict, width: int, max_lines: int = 6) -> list[str]:
             paragraph.clear()
     for raw in hit["text"][start:end].splitlines():
         line = printable(raw.rstrip())
-        literal = fence or line.lstrip().startswith(("```", "~~~", "|")) or line.startswith(("    ", "\t"))
+        literal = fence or line.lstrip().startswith(_LITERAL) or line.startswith(("    ", "\t"))
         if line.lstrip().startswith(("```", "~~~")):
             fence = not fence
         if literal or not line.strip() or line.lstrip().startswith(("- ", "* ", "#")) or line[:3].rstrip(".").isdigit():
@@ -122,6 +123,20 @@ def _excerpt(hit: HitDict, width: int, max_lines: int = 6) -> list[str]:
             paragraph.append(line.strip())
     flush()
     return out if len(out) <= max_lines else out[:max_lines - 1] + [out[max_lines - 1] + " …"]
+
+
+# Lines printed as they are, never joined into a paragraph: fences, tables, quotes and callouts (> [!NOTE]),
+# template and shortcode lines ({{< >}}, {% %}), HTML and JSX tags.
+_LITERAL = ("```", "~~~", "|", ">", "{{", "{%", "<")
+
+
+def _inside_fence(before: str) -> bool:
+    """Whether text that follows `before` is inside a fenced code block (an odd number of fence lines before)."""
+    inside = False
+    for line in before.splitlines():
+        if line.lstrip().startswith(("```", "~~~")) and len(line) - len(line.lstrip()) <= 3:
+            inside = not inside
+    return inside
 
 
 def _also(hit: HitDict) -> str:

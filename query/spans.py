@@ -27,7 +27,9 @@ VECTOR_WEIGHT = 0.5  # the rest is the share of the question's words a sentence 
 _SENTENCE_END = re.compile(r"(?<=[.!?:])\s+(?=[\"'`*_(\[]?[A-Z0-9])")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _NOT_PROSE = re.compile(r"^\s*(#{1,6}\s|```|~~~|\|?\s*:?-{3,}|<!--)")
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 _ITEM = re.compile(r"^\s*([-*+]|\d+[.)])\s")
+MAX_INTRODUCED_CHARS = 1200  # the block a line ending in ":" introduces joins its span up to this size
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Unit:
     start: int
     end: int
     paragraph: int = 0
+    kind: str = "prose"  # prose, item (a list item's line), code (inside a fence), table, quote
 
 
 def units(text: str) -> list[Unit]:
@@ -45,18 +48,57 @@ def units(text: str) -> list[Unit]:
     A paragraph ends at a blank line, a heading or fence line, and before a list item."""
     out: list[Unit] = []
     offset = paragraph = 0
+    fenced = False
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
-        if not body.strip() or _NOT_PROSE.match(body) or _ITEM.match(body):
+        if _FENCE.match(body):
+            fenced = not fenced
             paragraph += 1
-        if body.strip() and not _NOT_PROSE.match(body):
-            start = offset + len(body) - len(body.lstrip())
-            for piece in _SENTENCE_END.split(body.strip()):
-                at = text.index(piece, start)
-                out.append(Unit(at, at + len(piece), paragraph))
-                start = at + len(piece)
+        elif fenced:  # a code line is a line: never split into sentences, never a heading
+            if body.strip():
+                out.append(Unit(offset + len(body) - len(body.lstrip()), offset + len(body), paragraph, "code"))
+        else:
+            if not body.strip() or _NOT_PROSE.match(body) or _ITEM.match(body):
+                paragraph += 1
+            if body.strip() and not _NOT_PROSE.match(body):
+                out.extend(_sentences(text, body, offset, paragraph, _kind(body)))
         offset += len(line)
     return out
+
+
+def _kind(body: str) -> str:
+    stripped = body.lstrip()
+    return ("item" if _ITEM.match(body) else "table" if stripped.startswith("|") else
+            "quote" if stripped.startswith(">") else "prose")
+
+
+def _sentences(text: str, body: str, offset: int, paragraph: int, kind: str) -> list[Unit]:
+    """A prose line's sentences (a table or quote line is one unit)."""
+    start = offset + len(body) - len(body.lstrip())
+    if kind in ("table", "quote"):
+        return [Unit(start, offset + len(body.rstrip()), paragraph, kind)]
+    out = []
+    for piece in _SENTENCE_END.split(body.strip()):
+        at = text.index(piece, start)
+        out.append(Unit(at, at + len(piece), paragraph, kind))
+        start = at + len(piece)
+    return out
+
+
+def introduced(text: str, spans: Sequence[Unit], last: int) -> int:
+    """The last unit of the span ending at `last`, extended over the block its last line introduces: a line that
+    ends in ":" ("To undo the last commit, keeping its changes:") is answered by the code, list or table after it."""
+    if not text[spans[last].start:spans[last].end].rstrip().endswith(":") or last + 1 >= len(spans):
+        return last
+    nxt = spans[last + 1]
+    if nxt.kind == "prose":
+        return last
+    end = last + 1
+    while end + 1 < len(spans) and spans[end + 1].kind == nxt.kind and \
+            (nxt.kind == "item" or spans[end + 1].paragraph == nxt.paragraph) and \
+            spans[end + 1].end - spans[last].start <= MAX_INTRODUCED_CHARS:
+        end += 1
+    return end
 
 
 def grow(scores: Sequence[float], spans: Sequence[Unit]) -> tuple[int, int]:
@@ -122,6 +164,7 @@ def point(hits: list[Hit], question: str, embedder: Embedder | None, vector: Vec
         sims = np.asarray(embedder.embed_documents(texts), dtype=np.float32) @ qvec
     out, at = [], 0
     wanted = question_words(question)
+    claimed: dict[str, set[int]] = {}  # lines of each file that a better hit already points at
     for hit, us in pieces:
         if not us:
             out.append(hit)
@@ -129,7 +172,14 @@ def point(hits: list[Hit], question: str, embedder: Embedder | None, vector: Vec
         scores = [VECTOR_WEIGHT * max(float(sims[at + i]), 0.0) * (embedder is not None)
                   + (1 - VECTOR_WEIGHT) * word_overlap(wanted, hit.text[u.start:u.end]) for i, u in enumerate(us)]
         at += len(us)
+        taken = claimed.setdefault(hit.source, set())
+        fresh = [i for i, u in enumerate(us) if line_of(hit, u.start) not in taken]
+        if fresh and len(fresh) < len(us):  # overlapping chunks: point at what the better hit does not show
+            us, scores = [us[i] for i in fresh], [scores[i] for i in fresh]
         first, last = grow(scores, us)
+        last = introduced(hit.text, us, last)
         start, end = us[first].start, us[last].end
-        out.append(replace(hit, answer_span=(start, end), answer_lines=(line_of(hit, start), line_of(hit, end - 1))))
+        lines = (line_of(hit, start), line_of(hit, end - 1))
+        taken.update(range(lines[0], lines[1] + 1))
+        out.append(replace(hit, answer_span=(start, end), answer_lines=lines))
     return out

@@ -33,7 +33,7 @@ from docvec.store import GENERATION_KEY, Store, StoreLocation, forget_cached_cli
 from docvec.ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard, other_docs_root
 from docvec.ingest.sync import scan_options, sync_index
 from docvec.query.model import index_embedder
-from docvec.query.hits import SPAN_MODES, Fusion, Hit, parse_where
+from docvec.query.hits import SPAN_MODES, Fusion, Hit, docs_relative, parse_where
 from docvec.query.search import search
 from docvec.query.spans import point
 
@@ -192,10 +192,11 @@ class Index:
             return point(hits, question, self._embedder if spans == "model" else None)
 
     def get(self, source: str, start_line: int | None = None, end_line: int | None = None) -> Passage:
-        """Lines of a file that this index holds (relative path as `search` shows it), read from the docs folder.
+        """Lines of a file that this index holds, read from the docs folder: its path relative to that folder (as
+        `search` gives it), or a path to it as the CLI prints it (from the current folder, or absolute).
 
-        Anything else is refused: absolute paths, `..`, files the index does not hold, and paths that leave the
-        docs folder through a symlink."""
+        Anything else is refused: paths outside the docs folder, files the index does not hold, and paths that
+        leave the docs folder through a symlink."""
         _expect("source", source, str, optional=False)
         for name, line in (("start_line", start_line), ("end_line", end_line)):
             _expect(name, line, int)
@@ -203,7 +204,8 @@ class Index:
                 raise InvalidValue(f"{name} must be 1 or more (lines count from 1), got {line}")
         if start_line is not None and end_line is not None and end_line < start_line:
             raise InvalidValue(f"end_line {end_line} is before start_line {start_line}")
-        rel = _relative_source(source)
+        recorded = self.docs_root()
+        rel = _relative_source(docs_relative(source, recorded) if recorded else source)
         root = self._reading(lambda: self._root_holding(rel))
         if root is None:
             raise IndexNotFound("this index does not record its docs folder yet: run `docvec ingest` once")

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from docvec.chunker import (CHARS_PER_TOKEN, MAX_HEADING_CHARS, ChunkParams, ParsedDocument, _blocks, _join,
-                            _line_starts, _trim, chunk_ids, chunk_markdown)
+                            _line_starts, _tidy, _trim, blank_comments, chunk_ids, chunk_markdown)
 from tests.conftest import _tokenizer
 
 COUNT = _tokenizer().count_tokens
@@ -48,7 +48,8 @@ def test_properties_hold_for_any_markdown(text: str) -> None:
         assert c.tokens == COUNT([c.embed_text])[0]
         assert c.start_char >= previous_start  # in document order
         previous_start = c.start_char
-        assert text[c.start_char:c.end_char] in c.text  # the text is the source span (plus repeated fences)
+        # the text is the source span (plus repeated fences), comments blanked and lines without trailing spaces
+        assert _tidy(blank_comments(text)[c.start_char:c.end_char]) in c.text
         assert 1 <= c.start_line <= c.end_line
     assert chunk_markdown(text, COUNT, SMALL) == doc  # deterministic
 
@@ -80,7 +81,7 @@ def test_fences_are_split_only_when_too_big_alone(text: str) -> None:
 def test_front_matter_is_metadata_not_text() -> None:
     text = "---\ntitle: Tokens\ntags: [auth, api]\nnested: {a: 1}\n---\n# Heading\n\nBody text here.\n"
     doc = chunk_markdown(text, COUNT, ChunkParams())
-    assert doc.front_matter == {"title": "Tokens", "tags": ["auth", "api"]}
+    assert doc.front_matter == {"title": "Tokens", "tags": ["auth", "api"], "nested.a": 1}  # tables flattened
     assert doc.title == "Tokens"
     assert all("tags:" not in c.embed_text for c in doc.chunks)
     assert doc.chunks[0].start_line == 6

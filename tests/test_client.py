@@ -47,7 +47,7 @@ def test_a_served_query_imports_only_the_standard_library_and_answers_the_same(s
 
 
 EXTRAS = [[], ["--json"], ["--files"], ["-k", "2", "--explain"], ["--mode", "keyword"],
-          ["--where", "source=guides/", "--top-k=4"], ["--spans", "off", "--min-score", "0.2"],
+          ["--where", "tag=auth", "--top-k=4"], ["--spans", "off", "--min-score", "0.2"],
           ["--per-file", "1", "--file-penalty", "0"]]
 
 
@@ -77,7 +77,7 @@ def _fast(argv: list[str], cwd: Path, environ: dict[str, str] | None = None) -> 
 UNUSUAL = [["--help"], [QUESTION, "--no-server"], [QUESTION, "-k", "0"], [QUESTION, "-k", "x"], [QUESTION, "-k"],
            [QUESTION, "-k5"], [QUESTION, "--mode", "fuzzy"], ["-"], [QUESTION, "--min-score", "nan"],
            [QUESTION, "--host", "chroma"], ["--", QUESTION], [QUESTION, "--config", "a.yaml", "--config", "b.yaml"],
-           ["\udcff"], [QUESTION, "--where", ""], ["x" * (MAX_QUERY_CHARS + 1)]]
+           ["\udcff"], [QUESTION, "--where", ""], [QUESTION, "--where", "source=guides/"], ["x" * (MAX_QUERY_CHARS + 1)]]
 
 
 def test_anything_unusual_is_left_to_the_full_cli(served: Served) -> None:
