@@ -87,7 +87,12 @@ class Index:
         self.settings = settings
         self.location: StoreLocation = store_location(settings)
         self.notes = notes if notes is not None else []  # model notes (another model configured, ...)
+        # Searches run side by side (Chroma, tantivy and onnxruntime release the GIL): each takes the lock only to
+        # check that what is open is current, then searches holding a share of it. Whatever replaces or closes the
+        # open index (a reopen, a keyword catch-up, close) holds the lock and first waits until no search uses it.
         self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._searching = 0
         self._store: Store | None = None
         self._keyword: KeywordIndex | None = None
         self._embedder: Embedder | None = None
@@ -103,6 +108,7 @@ class Index:
 
     def _open(self, fresh: bool = False) -> None:
         """(Re)open the live collection, its keyword index and its model; `fresh` drops Chroma's cached state."""
+        self._wait_idle()
         self._close_keyword()
         if fresh:
             self._store = None
@@ -180,16 +186,27 @@ class Index:
                 if self._keyword is None:  # closed: a search after close() opens it again
                     self._keyword = KeywordIndex.of(store)
                 keyword = self._keyword
-                sync_keyword_index(store, keyword, reader=True)
-            hits = search(store, self._embedder, question, q.top_k if k is None else k,
+                if _behind(store, keyword):  # a catch-up writes the keyword index: no search may be reading it
+                    self._wait_idle()
+                    sync_keyword_index(store, keyword, reader=True)
+            embedder = self._embedder
+            self._searching += 1
+        try:
+            hits = search(store, embedder, question, q.top_k if k is None else k,
                           q.min_score if min_score is None else min_score, clause, mode, keyword,
-                          fusion or Fusion.of(q),
-                          None, q.per_file if per_file is None else per_file)
+                          fusion or Fusion.of(q), None, q.per_file if per_file is None else per_file)
             if not hits and store.count() == 0:  # counted only when nothing was found: a count costs ms
                 raise IndexNotFound(f"{store.location.describe()} is empty: run `docvec ingest` first")
-            if spans == "off":
-                return hits
-            return point(hits, question, self._embedder if spans == "model" else None)
+            return hits if spans == "off" else point(hits, question, embedder if spans == "model" else None)
+        finally:
+            with self._lock:
+                self._searching -= 1
+                self._idle.notify_all()
+
+    def _wait_idle(self) -> None:
+        """Wait (holding the lock, which waiting lends out) until no search uses what is open."""
+        while self._searching:
+            self._idle.wait()
 
     def get(self, source: str, start_line: int | None = None, end_line: int | None = None) -> Passage:
         """Lines of a file that this index holds, read from the docs folder: its path relative to that folder (as
@@ -274,6 +291,7 @@ class Index:
             self._close_keyword()
 
     def _close_keyword(self) -> None:
+        self._wait_idle()
         if self._keyword is not None:
             self._keyword.close()
             self._keyword = None
@@ -283,6 +301,11 @@ class Index:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _behind(store: Store, keyword: KeywordIndex) -> bool:
+    """Whether the keyword index may be behind the collection (a reader's catch-up then may write it)."""
+    return str(store.collection_metadata().get(GENERATION_KEY, 0)) != keyword.get_state("generation")
 
 
 def _where_items(where: Mapping[str, Any] | Sequence[str] | None) -> list[str]:

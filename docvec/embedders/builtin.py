@@ -6,6 +6,8 @@ Texts are sorted by length before batching so that padding wastes little; onnxru
 
 from __future__ import annotations
 
+import threading
+
 import hashlib
 import re
 from importlib import resources
@@ -42,6 +44,7 @@ class BuiltinEmbedder:
         self._tokenizer = load_tokenizer()
         self._counter: WordPieceCounter | None = None  # its own tokenizer, untruncated; made when first counting
         self._session: Any = None
+        self._loading = threading.Lock()  # searches run side by side: the first two must not both load the model
         self._digest = ""
         self.info = EmbedderInfo("builtin", MODEL_NAME, DIMENSION, MAX_TOKENS, True, _expected_sha256())
 
@@ -100,6 +103,10 @@ class BuiltinEmbedder:
 
     def _ensure_session(self) -> Any:
         """Load the ONNX model on first use, after checking its sha256 against the package's pin."""
+        with self._loading:
+            return self._session if self._session is not None else self._load_session()
+
+    def _load_session(self) -> Any:
         if self._session is None:
             path = _model_path()
             _check_sha256(path, _expected_sha256())
