@@ -126,6 +126,7 @@ def _one_size(cfg: Path, questions: list[str]) -> dict[str, Any]:
         for mode in ("vector", "hybrid"):
             out[f"http_{mode}"] = _latencies(url, questions[5:105], mode)
         out["concurrent_20x50_hybrid"] = _concurrent(url, questions, 20, 50)
+        out["throughput_hybrid"] = _throughput(url, questions)
         out["cli"] = _cli(cfg, questions[200:231])
         out["rss_after_mb"] = _rss_mb(proc.pid)
     finally:
@@ -144,25 +145,47 @@ def _latencies(url: str, questions: list[str], mode: str) -> dict[str, float]:
     return _pct(times)
 
 
-def _concurrent(url: str, questions: list[str], clients: int, each: int) -> dict[str, Any]:
-    def run(c: int) -> tuple[list[float], int]:
-        times, errors = [], 0
+def _concurrent(url: str, questions: list[str], clients: int, each: int,
+                serial: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """`clients` threads, each asking `each` questions one after another: latency, throughput, errors, and how many
+    answers differ from the serial answer of the same question (`serial`: question -> hit ids)."""
+    def run(c: int) -> tuple[list[float], int, int]:
+        times, errors, differ = [], 0, 0
         with httpx.Client(timeout=120) as client:
             for i in range(each):
                 q = questions[(c * each + i) % len(questions)]
                 t0 = time.perf_counter()
                 try:
-                    ok = client.post(f"{url}/search", json={"question": q, "k": 10}).status_code == 200
+                    answer = client.post(f"{url}/search", json={"question": q, "k": 10})
+                    ok = answer.status_code == 200
                 except httpx.HTTPError:
                     ok = False
                 times.append(time.perf_counter() - t0)
                 errors += not ok
-        return times, errors
+                if ok and serial is not None:
+                    differ += [h["id"] for h in answer.json()["hits"]] != serial[q]
+        return times, errors, differ
 
+    started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(run, range(clients)))
-    times = [t for ts, _ in results for t in ts]
-    return {"requests": len(times), "errors": sum(e for _, e in results), **_pct(times)}
+    wall = time.perf_counter() - started
+    times = [t for ts, _, _ in results for t in ts]
+    return {"clients": clients, "requests": len(times), "errors": sum(e for _, e, _ in results),
+            "differ_from_serial": sum(d for _, _, d in results), "per_s": round(len(times) / wall, 1), **_pct(times)}
+
+
+def _throughput(url: str, questions: list[str]) -> dict[str, Any]:
+    """Hybrid searches per second with 1, 2, 4 and 20 clients (the same 80 questions each time), answers checked
+    against serial ones; speed-up relative to one client."""
+    asked = questions[105:185]
+    with httpx.Client(timeout=120) as client:
+        serial = {q: [h["id"] for h in client.post(f"{url}/search", json={"question": q, "k": 10}).json()["hits"]]
+                  for q in asked}
+    runs = [_concurrent(url, asked, n, len(asked) // n, serial) for n in (1, 2, 4, 20)]
+    for r in runs:
+        r["speedup"] = round(r["per_s"] / runs[0]["per_s"], 2)
+    return {f"{r['clients']}_clients": r for r in runs}
 
 
 def _cli(cfg: Path, questions: list[str]) -> dict[str, float]:

@@ -94,11 +94,29 @@ def introduced(text: str, spans: Sequence[Unit], last: int) -> int:
     if nxt.kind == "prose":
         return last
     end = last + 1
-    while end + 1 < len(spans) and spans[end + 1].kind == nxt.kind and \
-            (nxt.kind == "item" or spans[end + 1].paragraph == nxt.paragraph) and \
-            spans[end + 1].end - spans[last].start <= MAX_INTRODUCED_CHARS:
+    while end + 1 < len(spans) and spans[end + 1].end - spans[last].start <= MAX_INTRODUCED_CHARS and (
+            spans[end + 1].kind == nxt.kind and (nxt.kind == "item" or spans[end + 1].paragraph == nxt.paragraph)
+            or spans[end + 1].paragraph == spans[end].paragraph):  # an item's continuation lines
         end += 1
     return end
+
+
+def with_fences(text: str, spans: Sequence[Unit], first: int, last: int) -> tuple[int, int]:
+    """[start, end) of units first..last, taking in the fence lines of a code block the span opens or closes in
+    (the answer is the whole block, as it prints)."""
+    start, end = spans[first].start, spans[last].end
+    line_start = text.rfind("\n", 0, start) + 1
+    if spans[first].kind == "code" and line_start:  # the line before is the opening fence?
+        above = text.rfind("\n", 0, line_start - 1) + 1
+        if _FENCE.match(text[above:line_start - 1]):
+            start = above
+    below = text.find("\n", end)
+    if spans[last].kind == "code" and below >= 0:  # the line after is the closing fence?
+        below_end = text.find("\n", below + 1)
+        below_end = len(text) if below_end < 0 else below_end
+        if _FENCE.match(text[below + 1:below_end]):
+            end = below_end
+    return start, end
 
 
 def grow(scores: Sequence[float], spans: Sequence[Unit]) -> tuple[int, int]:
@@ -178,7 +196,7 @@ def point(hits: list[Hit], question: str, embedder: Embedder | None, vector: Vec
             us, scores = [us[i] for i in fresh], [scores[i] for i in fresh]
         first, last = grow(scores, us)
         last = introduced(hit.text, us, last)
-        start, end = us[first].start, us[last].end
+        start, end = with_fences(hit.text, us, first, last)
         lines = (line_of(hit, start), line_of(hit, end - 1))
         taken.update(range(lines[0], lines[1] + 1))
         out.append(replace(hit, answer_span=(start, end), answer_lines=lines))

@@ -164,3 +164,13 @@ def test_a_path_as_docvec_prints_it_works_for_where_and_get(project: Path, monke
         assert idx.get(printed, 1, 1).source == printed.split("docs/", 1)[1]
         with pytest.raises(DocvecError):
             idx.get("../../../../etc/passwd")
+
+
+def test_answer_lines_cover_the_whole_block_fences_and_continued_items_included() -> None:
+    code = "Add it to your project:\n\n```console\n$ uv add httpx\n```\n\nThen write the tests.\n"
+    (hit,) = point([_hit(code, "testing.md")], "add httpx to the project", None)
+    assert hit.answer_lines == (1, 5)  # the closing fence is part of the answer, as it prints
+    items = ("You'll use them most often in these situations:\n\n- When a type's size can't be known at compile\n"
+             "  time and an exact size is required\n- When you have a large amount of data to move\n\nLater.\n")
+    (box,) = point([_hit(items, "box.md")], "when should I use these situations", None)
+    assert box.answer_lines == (1, 5)
