@@ -19,9 +19,9 @@ import socket
 import stat
 import struct
 import time
-from pathlib import Path
 TYPE_CHECKING = False  # typing costs ~7 ms to import: this module is on the warm client's path (query/client.py)
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 from docvec.smallfiles import (beside_index, pid_alive, read_small_file, read_until_end,
@@ -75,12 +75,13 @@ class Reachable:
     """A path that AF_UNIX accepts: the path itself, or, when it is too long, the same file through a descriptor
     of its folder (/proc/self/fd/N/name, Linux). Use it in a `with` block."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self._fd: int | None = None
-        self.address = str(path)
+        self.address = os.fspath(path)
         if len(self.address.encode()) > SUN_PATH_MAX:
-            self._fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            self.address = f"/proc/self/fd/{self._fd}/{path.name}"
+            folder, name = os.path.split(self.address)
+            self._fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.address = f"/proc/self/fd/{self._fd}/{name}"
 
     def __enter__(self) -> "Reachable":
         return self
@@ -90,7 +91,7 @@ class Reachable:
             os.close(self._fd)
 
 
-def ask_local_server(path: Path, route: str, body: dict[str, Any]) -> tuple[Any | None, str | None]:
+def ask_local_server(path: str | os.PathLike[str], route: str, body: dict[str, Any]) -> tuple[Any | None, str | None]:
     """POST body to the server listening on the socket at `path`: (its JSON answer, None), or (None, why not) —
     why is None when simply no server runs. The whole exchange ends within DEADLINE_S and MAX_ANSWER_BYTES."""
     try:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import os
 import stat
-from pathlib import Path
 TYPE_CHECKING = False  # typing costs ~7 ms to import: this module is on the warm client's path (query/client.py)
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, Callable
 
 
@@ -20,16 +20,17 @@ def beside_index(index_dir: Path, kind: str, collection: str, chroma_host: str |
     return index_dir / f"docvec-{kind}-{scope}{collection}{suffix}"
 
 
-def write_json_atomically(path: Path, data: Any, mode: int = 0o666) -> None:
+def write_json_atomically(path: str | os.PathLike[str], data: Any, mode: int = 0o666) -> None:
     """Write JSON whole, then rename it into place: a reader never sees half a file (`mode`, less the umask)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    folder, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, sort_keys=True)
     os.replace(tmp, path)
 
 
-def read_small_file(path: Path, limit: int = 64 * 2**10) -> bytes | None:
+def read_small_file(path: str | os.PathLike[str], limit: int = 64 * 2**10) -> bytes | None:
     """A small regular file's bytes, or None: a symlink, a FIFO, a device or a file over `limit` is not read
     (an advert symlinked to /dev/zero grew a reader to 22 GB; a FIFO hung it)."""
     try:

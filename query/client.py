@@ -19,10 +19,8 @@ import os
 import stat
 import sys
 import zlib
-from pathlib import Path
-
 TYPE_CHECKING = False  # typing costs ~7 ms to import: this module is on the warm client's path (query/client.py)
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # and pathlib ~8 ms: paths here are str, handled with os.path
     from typing import Any, Mapping
 
 from docvec.remote import ask_local_server
@@ -59,7 +57,7 @@ def checked_hits(answer: Any, collection: str, k: int) -> tuple[list[dict[str, A
     if not isinstance(root, str) or not os.path.isabs(root) or len(answer["hits"]) > k:
         raise ValueError("no docs folder, or more hits than asked")
     hits = [_checked_hit(h) for h in answer["hits"]]
-    if any(os.path.isabs(h["source"]) or ".." in Path(h["source"]).parts for h in hits):
+    if any(os.path.isabs(h["source"]) or ".." in h["source"].replace("\\", "/").split("/") for h in hits):
         raise ValueError("a source outside the docs folder")
     return hits, root
 
@@ -86,10 +84,10 @@ def _checked_hit(h: Any) -> dict[str, Any]:
 # --- the cache of resolved settings ----------------------------------------------------------------------------
 
 
-def cache_dir(environ: Mapping[str, str]) -> Path | None:
+def cache_dir(environ: Mapping[str, str]) -> str | None:
     """The user's docvec cache folder ($XDG_CACHE_HOME/docvec, else ~/.cache/docvec), or None without a home."""
     base = environ.get("XDG_CACHE_HOME") or (os.path.join(environ["HOME"], ".cache") if environ.get("HOME") else "")
-    return Path(base, "docvec") if base and os.path.isabs(base) else None
+    return os.path.join(base, "docvec") if base and os.path.isabs(base) else None
 
 
 def cache_key(cwd: str, config: str, index: str | None, collection: str | None,
@@ -99,10 +97,10 @@ def cache_key(cwd: str, config: str, index: str | None, collection: str | None,
     return [cwd, config, index, collection, env]
 
 
-def entry_path(folder: Path, key: list[Any]) -> Path:
+def entry_path(folder: str, key: list[Any]) -> str:
     """The cache file of a key. A checksum names it (hashlib's OpenSSL costs 5 ms to import); the entry holds the
     key itself, so two keys with one name only replace each other."""
-    return folder / f"{zlib.crc32(json.dumps(key).encode()):08x}.json"
+    return os.path.join(folder, f"{zlib.crc32(json.dumps(key).encode()):08x}.json")
 
 
 def file_identity(path: str) -> list[int] | None:
@@ -133,7 +131,7 @@ def remember(key: list[Any], config_file: str, identity: list[int] | None, socke
         return  # no cache folder, or the file changed while it was read
     entry = {"key": key, "config": identity, "socket": socket, "collection": collection, "query": dict(query)}
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
         if not _owner_only(folder) or _read_entry(entry_path(folder, key)) == entry:
             return
         write_json_atomically(entry_path(folder, key), entry, mode=0o600)
@@ -141,7 +139,7 @@ def remember(key: list[Any], config_file: str, identity: list[int] | None, socke
         return
 
 
-def _owner_only(path: Path) -> bool:
+def _owner_only(path: str) -> bool:
     try:
         info = os.lstat(path)
     except OSError:
@@ -149,7 +147,7 @@ def _owner_only(path: Path) -> bool:
     return info.st_uid == os.getuid() and not info.st_mode & 0o077 and not stat.S_ISLNK(info.st_mode)
 
 
-def _read_entry(path: Path) -> dict[str, Any] | None:
+def _read_entry(path: str) -> dict[str, Any] | None:
     data = read_small_file(path)
     try:
         entry = json.loads(data) if data is not None and _owner_only(path) else None
@@ -235,14 +233,14 @@ def _ask_and_show(entry: dict[str, Any], opts: dict[str, Any], question: str) ->
     q.update({k: opts[k] for k in ("top_k", "min_score", "mode", "per_file", "spans", "file_penalty") if k in opts})
     if opts.get("files"):
         q["per_file"] = 1
-    answer, _ = ask_local_server(Path(entry["socket"]), "/search", request_body(question, opts["where"], q))
+    answer, _ = ask_local_server(str(entry["socket"]), "/search", request_body(question, opts["where"], q))
     try:
         hits, root = checked_hits(answer, str(entry["collection"]), int(q["top_k"]))
     except (KeyError, TypeError, ValueError, AttributeError):
         return None  # no server, or an answer in doubt: the full CLI asks again and says why
     from docvec.query.render import Printer, View
 
-    view = View(bool(opts.get("explain")), bool(opts.get("json")), bool(opts.get("files")), Path(root))
+    view = View(bool(opts.get("explain")), bool(opts.get("json")), bool(opts.get("files")), root)
     printer = Printer()
     view.show(hits, printer)
     return 0

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import textwrap
-from pathlib import Path
 
 from docvec.text import json_safe, one_line, printable
 
@@ -49,13 +48,14 @@ class Printer:
 class View:
     """How hits are printed, and the docs folder their paths are shown under."""
 
-    def __init__(self, explain: bool, as_json: bool, files_only: bool, docs_root: Path) -> None:
-        self.explain, self.as_json, self.files_only, self.docs_root = explain, as_json, files_only, docs_root
+    def __init__(self, explain: bool, as_json: bool, files_only: bool, docs_root: str | os.PathLike[str]) -> None:
+        self.explain, self.as_json, self.files_only = explain, as_json, files_only
+        self.docs_root = os.fspath(docs_root)
 
     def of_index(self, recorded: str | None) -> "View":
         """The view with paths under the folder the index was built from (an index of another folder than the
         configured one shows its own files, not paths that do not exist)."""
-        return View(self.explain, self.as_json, self.files_only, Path(recorded)) if recorded else self
+        return View(self.explain, self.as_json, self.files_only, recorded) if recorded else self
 
     def show(self, hits: list[HitDict], printer: Printer) -> None:
         if self.as_json:
@@ -69,7 +69,7 @@ class View:
 
     def path(self, hit: HitDict) -> str:
         """The hit's file as a path from the current folder (clickable in terminals and editors)."""
-        full = self.docs_root / hit["source"]
+        full = os.path.join(self.docs_root, hit["source"])
         try:
             shown = os.path.relpath(full)
         except ValueError:  # another drive (Windows)

@@ -16,6 +16,7 @@ import pytest
 
 from docvec.query import client
 from docvec.query.hits import MAX_K, MAX_QUERY_CHARS, MODES, SPAN_MODES
+from tests.conftest import REPO
 from tests.test_serve import QUESTION, served  # noqa: F401 - the fixture
 
 Served = tuple[str, Path, subprocess.Popen[str]]
@@ -41,9 +42,20 @@ def test_a_served_query_imports_only_the_standard_library_and_answers_the_same(s
     assert first.returncode == 0 and "webhooks.md" in first.stdout, first.stderr
     warm = _run(SCRIPT, args, project, "-X", "importtime")
     assert warm.returncode == 0 and warm.stdout == first.stdout, warm.stderr
-    imported = {line.rsplit("|", 1)[1].strip() for line in warm.stderr.splitlines() if line.startswith("import time")}
+    imported = _imported(warm.stderr)
     assert "docvec.query.client" in imported and "docvec.cli" not in imported
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+    # Without site (which imports pathlib and more for an editable install): what the client path imports itself
+    bare = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", SCRIPT, *args], cwd=project,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "100", "PYTHONPATH": str(REPO)})
+    assert bare.returncode == 0 and bare.stdout == first.stdout, bare.stderr[-2000:]
+    own = _imported(bare.stderr)
+    assert not own & {*HEAVY, "pathlib", "hashlib", "shutil", "dataclasses"}, sorted(own & {*HEAVY, "pathlib"})
+
+
+def _imported(importtime: str) -> set[str]:
+    return {line.rsplit("|", 1)[1].strip() for line in importtime.splitlines() if line.startswith("import time")}
 
 
 EXTRAS = [[], ["--json"], ["--files"], ["-k", "2", "--explain"], ["--mode", "keyword"],
@@ -105,8 +117,9 @@ def test_a_cache_others_can_write_or_an_entry_pointing_elsewhere_is_not_used(ser
                                                                             tmp_path: Path) -> None:
     _, project, _ = served
     assert _run(SCRIPT, ["query", QUESTION], project).returncode == 0
-    folder = client.cache_dir(os.environ)
-    assert folder is not None and _fast([QUESTION], project)[0] == 0
+    cache = client.cache_dir(os.environ)
+    assert cache is not None and _fast([QUESTION], project)[0] == 0
+    folder = Path(cache)
     folder.chmod(0o777)
     try:
         assert _fast([QUESTION], project) == (None, "")
