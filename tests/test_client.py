@@ -14,14 +14,15 @@ from typing import Any
 
 import pytest
 
+import docvec
 from docvec.query import client
 from docvec.query.hits import MAX_K, MAX_QUERY_CHARS, MODES, SPAN_MODES
-from tests.conftest import REPO
 from tests.test_serve import QUESTION, served  # noqa: F401 - the fixture
 
 Served = tuple[str, Path, subprocess.Popen[str]]
 SCRIPT = "import sys; from docvec.entry import main; sys.argv[0] = 'docvec'; main()"  # what the script runs
 FULL = "import sys; from docvec.cli import main; sys.argv[0] = 'docvec'; main()"  # the click CLI alone
+INSTALLED = Path(docvec.__file__).resolve().parents[1]  # the repository, or site-packages for an installed wheel
 HEAVY = ("numpy", "chromadb", "onnxruntime", "tantivy", "tokenizers", "click", "yaml", "typing", "http.client")
 
 
@@ -48,7 +49,7 @@ def test_a_served_query_imports_only_the_standard_library_and_answers_the_same(s
     # Without site (which imports pathlib and more for an editable install): what the client path imports itself
     bare = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", SCRIPT, *args], cwd=project,
                           capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "100", "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "COLUMNS": "100", "PYTHONPATH": str(INSTALLED)})
     assert bare.returncode == 0 and bare.stdout == first.stdout, bare.stderr[-2000:]
     own = _imported(bare.stderr)
     assert not own & {*HEAVY, "pathlib", "hashlib", "shutil", "dataclasses"}, sorted(own & {*HEAVY, "pathlib"})

@@ -269,7 +269,7 @@ def test_mcp_over_stdio_with_the_official_client(project: Path) -> None:
                                    args=["serve", "--mcp"],
                                    env={**os.environ, "DOCVEC_CONFIG": str(project / "config.yaml")})
 
-    async def session() -> tuple[set[str], Any, Any, Any]:
+    async def session() -> tuple[Any, Any, Any, Any, Any]:
         async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
             await s.initialize()
             listed = (await s.list_tools()).tools
