@@ -211,7 +211,7 @@ def _set(opts: dict[str, Any], key: str, value: str) -> bool:
 def fast_query(argv: list[str], environ: Mapping[str, str]) -> int | None:
     """Answer `docvec query ARGV` through a running server: the exit code, or None when the full CLI must."""
     opts = parse(argv)
-    if opts is None:
+    if opts is None or not hasattr(os, "getuid"):  # no owner checks (Windows): no Unix socket to ask either
         return None
     question = " ".join(opts["words"]).strip()
     if not question or len(question) > MAX_QUERY_CHARS or any(0xD800 <= ord(c) <= 0xDFFF for c in question):
