@@ -172,9 +172,10 @@ def _title_of(value: object) -> str | None:
 
 
 def has_body(text: str) -> bool:
-    """Whether the document has text to index: a body, or a front-matter description standing in for one."""
+    """Whether the document has text to index: a body besides HTML comments (chunk_markdown blanks them), or a
+    front-matter description standing in for one."""
     front, body_start, _ = _front_matter(text)
-    return bool(text[body_start:].strip()) or bool(_summary(front))
+    return bool(blank_comments(text[body_start:]).strip()) or bool(_summary(front))
 
 
 def _summary(front: dict[str, Scalar | list[str]]) -> str:

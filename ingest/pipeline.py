@@ -379,7 +379,7 @@ def _triage(files: Sequence[SourceFile], state: IndexState, fp: str, report: Ing
             report.files_unchanged += 1
             continue
         if not has_body(text):
-            report.skipped.append(Skipped(source.rel, "no text besides front matter"))
+            report.skipped.append(Skipped(source.rel, "no text besides front matter and comments"))
             continue
         keep.add(source.rel)
         (report.files_changed if indexed else report.files_added).append(source.rel)
@@ -400,7 +400,7 @@ def _chunked(todo: Sequence[SourceFile], state: IndexState, embedder: Embedder, 
             continue
         if not has_body(text):
             _unlist(source.rel, report)
-            report.skipped.append(Skipped(source.rel, "no text besides front matter"))
+            report.skipped.append(Skipped(source.rel, "no text besides front matter and comments"))
             continue
         doc = chunk_markdown(text, embedder.count_tokens, params)
         report.warnings.extend(f"{source.rel}: {w}" for w in doc.warnings)

@@ -174,3 +174,21 @@ def test_answer_lines_cover_the_whole_block_fences_and_continued_items_included(
              "  time and an exact size is required\n- When you have a large amount of data to move\n\nLater.\n")
     (box,) = point([_hit(items, "box.md")], "when should I use these situations", None)
     assert box.answer_lines == (1, 5)
+
+
+def test_a_page_of_nothing_but_comments_is_skipped_like_an_empty_one(tmp_path: Path) -> None:
+    """It was 'added' with no chunk, and verify then called the index wrong."""
+    from click.testing import CliRunner
+
+    from docvec.cli import cli
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "todo.md").write_text("<!-- This page will say how to rotate keys. -->\n")
+    (docs / "real.md").write_text("# Real\n\nSome text here.\n")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"docs:\n  path: {docs}\nstore:\n  path: {tmp_path / 'index'}\n")
+    done = CliRunner().invoke(cli, ["ingest", "-v", "--config", str(cfg)])
+    assert done.exit_code == 0 and "skipped todo.md: no text besides front matter and comments" in done.output
+    checked = CliRunner().invoke(cli, ["verify", "--config", str(cfg)])
+    assert checked.exit_code == 0 and "ok:" in checked.output, checked.output
