@@ -13,14 +13,12 @@ import click
 from docvec.cli import DocvecCommand, FiniteFloat, config_options, echo, emit_json, load
 from docvec.config import Settings
 from docvec.query import client
-from docvec.query.hits import (MAX_K, MAX_QUERY_CHARS, MODES, SPAN_MODES, Hit, docs_relative, hit_from_dict,
-                               parse_where)
+from docvec.query.hits import Hit, docs_relative, hit_from_dict, parse_where
+from docvec.query.limits import MAX_K, MAX_QUERY_CHARS, MODES, SPAN_MODES
 from docvec.query.render import Printer, View
 from docvec.remote import ask_local_server, socket_path
 from docvec.settings import store_location
 from docvec.text import printable, valid_text
-
-assert (client.MAX_K, client.MODES, client.SPAN_MODES, client.MAX_QUERY_CHARS) == (MAX_K, MODES, SPAN_MODES, MAX_QUERY_CHARS)
 
 # The command answers through a running `docvec serve` importing none of numpy, Chroma, onnxruntime or tantivy;
 # what answers in this process (query/local.py) is imported only when no server did.
@@ -83,7 +81,7 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
         found, recorded = answer_here(settings, text, where_clause, note=lambda line: echo(line, err=True))
         hits, root = [hit.as_dict() for hit in found], recorded or str(docs)
     view.of_index(root).show(hits, Printer())
-    sources = [w.partition("=")[2].strip() for w in filters if w.partition("=")[0].strip() == "source"]
+    sources = [s for s in map(client.source_filter, filters) if s is not None]
     if not hits and sources and not as_json:
         echo(f"note: with --where source={sources[0]} nothing matched; source= takes a file or a folder/ of the docs "
              f"folder {root}, relative to it (as --json shows `source`) or as a path from here", err=True)
@@ -91,10 +89,8 @@ def query_command(question: tuple[str, ...], config_path: Path | None, index_pat
 
 def _as_docs_relative(item: str, docs: Path) -> str:
     """`source=PATH` with PATH as docvec prints it (from the current folder) -> the docs-relative path."""
-    key, sep, value = item.partition("=")
-    if key.strip() != "source" or not sep:
-        return item
-    return f"{key}={docs_relative(value.strip(), docs)}"
+    value = client.source_filter(item)
+    return item if value is None else f"source={docs_relative(value, docs)}"
 
 
 def _remember(config_path: Path | None, index_path: Path | None, collection: str | None) -> None:
@@ -105,12 +101,14 @@ def _remember(config_path: Path | None, index_path: Path | None, collection: str
         return
     cwd = os.getcwd()
     config = client.config_choice(str(config_path) if config_path else None, os.environ, cwd)
+    key = client.cache_key(cwd, config, str(index_path) if index_path else None, collection, os.environ)
+    if client.current_entry(key, config, os.environ) is not None:
+        return  # recorded already (the full CLI answered for another reason): no second read of the config
     identity = client.file_identity(config)
     base = load(config_path, {"store.path": index_path, "store.collection": collection})  # without -k and such
     if base.config_file is None or os.path.realpath(config) != str(base.config_file):
         return  # the settings came from another file (a parent folder's, the user's): the full CLI finds those
     location = store_location(base)
-    key = client.cache_key(cwd, config, str(index_path) if index_path else None, collection, os.environ)
     client.remember(key, config, identity, str(socket_path(location.path, location.collection, location.host)),
                     location.collection, asdict(base.query), os.environ)
 

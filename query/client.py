@@ -23,13 +23,11 @@ TYPE_CHECKING = False  # typing costs ~7 ms to import: this module is on the war
 if TYPE_CHECKING:  # and pathlib ~8 ms: paths here are str, handled with os.path
     from typing import Any, Mapping
 
+from docvec.query.limits import MAX_K, MAX_QUERY_CHARS, MODES, SPAN_MODES
 from docvec.remote import ask_local_server
 from docvec.smallfiles import read_small_file, write_json_atomically
+from docvec.text import valid_text
 
-MAX_K = 1000  # as docvec.query.hits.MAX_K (the cli checks they agree)
-MODES = ("vector", "keyword", "hybrid")
-SPAN_MODES = ("words", "model", "off")
-MAX_QUERY_CHARS = 10_000
 ENV_KEYS = ("OLLAMA_HOST",)  # besides every DOCVEC_* variable: what the settings read from the environment
 _VALUE_OPTIONS = {"-k": "top_k", "--top-k": "top_k", "--min-score": "min_score", "--per-file": "per_file",
                   "--file-penalty": "file_penalty", "--where": "where", "--mode": "mode", "--spans": "spans",
@@ -180,6 +178,12 @@ def parse(argv: list[str]) -> dict[str, Any] | None:
     return opts if opts["words"] and opts["words"] != ["-"] else None
 
 
+def source_filter(item: str) -> str | None:
+    """The value of a `--where source=VALUE` filter; None for any other filter."""
+    key, sep, value = item.partition("=")
+    return value.strip() if sep and key.strip() == "source" else None
+
+
 def _set(opts: dict[str, Any], key: str, value: str) -> bool:
     """Store an option's value if it is what click's type accepts, exactly; False otherwise."""
     bounds = {"top_k": (int, 1, MAX_K), "per_file": (int, 0, 1000), "min_score": (float, -1.0, 1.0),
@@ -194,7 +198,7 @@ def _set(opts: dict[str, Any], key: str, value: str) -> bool:
             return False
         opts[key] = number
     elif key == "where":
-        if value.partition("=")[0].strip() == "source":
+        if source_filter(value) is not None:
             return False  # a path as printed is mapped, and an empty answer explained, by the full CLI
         opts["where"].append(value)
     elif key in ("mode", "spans"):
@@ -214,18 +218,24 @@ def fast_query(argv: list[str], environ: Mapping[str, str]) -> int | None:
     if opts is None or not hasattr(os, "getuid"):  # no owner checks (Windows): no Unix socket to ask either
         return None
     question = " ".join(opts["words"]).strip()
-    if not question or len(question) > MAX_QUERY_CHARS or any(0xD800 <= ord(c) <= 0xDFFF for c in question):
-        return None
+    if not question or len(question) > MAX_QUERY_CHARS or valid_text(question) != question:
+        return None  # a lone surrogate (an undecodable byte in argv) is replaced by the full CLI
     cwd = os.getcwd()
     config = config_choice(opts.get("config"), environ, cwd)
+    entry = current_entry(cache_key(cwd, config, opts.get("index"), opts.get("collection"), environ), config,
+                          environ)
+    return None if entry is None else _ask_and_show(entry, opts, question)
+
+
+def current_entry(key: list[Any], config: str, environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """The cached settings of `key`, while the config file is the very file they were resolved from."""
     folder = cache_dir(environ)
     if folder is None or not _owner_only(folder):
         return None
-    key = cache_key(cwd, config, opts.get("index"), opts.get("collection"), environ)
     entry = _read_entry(entry_path(folder, key))
     if entry is None or entry.get("key") != key or entry.get("config") != file_identity(config):
         return None
-    return _ask_and_show(entry, opts, question)
+    return entry
 
 
 def _ask_and_show(entry: dict[str, Any], opts: dict[str, Any], question: str) -> int | None:

@@ -19,10 +19,6 @@ if TYPE_CHECKING:
 
 Metadata = dict[str, Any]
 
-MAX_QUERY_CHARS = 10_000
-MODES = ("vector", "keyword", "hybrid")
-FUSIONS = ("score", "rrf")
-SPAN_MODES = ("words", "model", "off")  # how a hit points at its answering lines (query/spans.py)
 @dataclass(frozen=True)
 class Fusion:
     """How hybrid mode combines the two sides into its score.
@@ -125,7 +121,6 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-MAX_K = 1000  # the most hits one search returns: the same limit in the CLI, HTTP, MCP (in its schema) and the API
 
 
 def docs_relative(path: str, docs_root: str | os.PathLike[str], cwd: str | None = None) -> str:

@@ -18,14 +18,13 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from docvec.text import valid_text
-from docvec.config import QuerySettings
 from docvec.embedders import Embedder, Vectors
 from docvec.errors import ConfigError, InvalidValue
 from docvec.keyword import KeywordIndex
-from docvec.query.hits import (FUSIONS, MAX_K, MAX_QUERY_CHARS, MODES, Fusion, Hit, Location, hit_from_dict,
-                               parse_where, where_keys)
+from docvec.query.hits import Fusion, Hit, Location, where_keys
+from docvec.query.limits import FUSIONS, MAX_K, MAX_QUERY_CHARS, MODES
 from docvec.store import Metadata, QueryResult, Store
+from docvec.text import valid_text
 
 _HEADING = re.compile(r"^ {0,3}#{1,6}(\s|$)")
 FIRST_DEPTH = 50  # candidates read from each ranking at first; most questions need no deeper read

@@ -30,7 +30,8 @@ from docvec.config import RANGES
 from docvec.errors import ConfigError, DocvecError, IndexNotFound, ModelUnavailable
 from docvec.status import mask_userinfo
 from docvec.text import printable
-from docvec.query.hits import FUSIONS, MAX_K, MAX_QUERY_CHARS, Fusion
+from docvec.query.hits import Fusion
+from docvec.query.limits import FUSIONS, MAX_K, MAX_QUERY_CHARS
 from docvec.serve.index import Index
 from docvec.serve.tools import build_mcp
 

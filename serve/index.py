@@ -33,7 +33,8 @@ from docvec.store import GENERATION_KEY, Store, StoreLocation, forget_cached_cli
 from docvec.ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard, other_docs_root
 from docvec.ingest.sync import scan_options, sync_index
 from docvec.query.model import index_embedder
-from docvec.query.hits import SPAN_MODES, Fusion, Hit, docs_relative, parse_where
+from docvec.query.hits import Fusion, Hit, docs_relative, parse_where
+from docvec.query.limits import SPAN_MODES
 from docvec.query.search import search
 from docvec.query.spans import point
 
@@ -108,8 +109,7 @@ class Index:
 
     def _open(self, fresh: bool = False) -> None:
         """(Re)open the live collection, its keyword index and its model; `fresh` drops Chroma's cached state."""
-        self._wait_idle()
-        self._close_keyword()
+        self._close_keyword()  # first waits until no search uses what is open
         if fresh:
             self._store = None
             forget_cached_client(self.location)
@@ -221,19 +221,20 @@ class Index:
                 raise InvalidValue(f"{name} must be 1 or more (lines count from 1), got {line}")
         if start_line is not None and end_line is not None and end_line < start_line:
             raise InvalidValue(f"end_line {end_line} is before start_line {start_line}")
-        recorded = self.docs_root()
-        rel = _relative_source(docs_relative(source, recorded) if recorded else source)
-        root = self._reading(lambda: self._root_holding(rel))
-        if root is None:
-            raise IndexNotFound("this index does not record its docs folder yet: run `docvec ingest` once")
+        root, rel = self._reading(lambda: self._locate(source))
         return _read_lines(Path(root), rel, start_line, end_line)
 
-    def _root_holding(self, rel: str) -> str | None:
+    def _locate(self, source: str) -> tuple[str, str]:
+        """The docs folder and the indexed file a source names (docs-relative, or a path to it as printed)."""
         with self._lock:
             store = self._current()
+            root = store.docs_root()
+            if root is None:
+                raise IndexNotFound("this index does not record its docs folder yet: run `docvec ingest` once")
+            rel = _relative_source(docs_relative(source, root))
             if not store.has_source(rel):
                 raise IndexNotFound(f"'{rel}' is not a file of this index: use a source path that search shows")
-            return store.docs_root()
+            return root, rel
 
     def docs_root(self) -> str | None:
         """The docs folder the live index was built from (sources are relative to it)."""

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError
 from docvec import __version__
 from docvec.errors import DocvecError
 from docvec.text import printable
-from docvec.query.hits import MAX_K
+from docvec.query.limits import MAX_K
 from docvec.serve.index import Index
 
 INSTRUCTIONS = """docvec searches this project's markdown documentation (a vector + keyword index).

@@ -16,7 +16,7 @@ import pytest
 
 import docvec
 from docvec.query import client
-from docvec.query.hits import MAX_K, MAX_QUERY_CHARS, MODES, SPAN_MODES
+from docvec.query.limits import MAX_K, MAX_QUERY_CHARS, MODES, SPAN_MODES
 from tests.test_serve import QUESTION, served  # noqa: F401 - the fixture
 
 Served = tuple[str, Path, subprocess.Popen[str]]

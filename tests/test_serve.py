@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 import docvec
 from docvec.cli import cli
-from docvec.query.hits import MAX_K
+from docvec.query.limits import MAX_K
 from tests.conftest import REPO
 
 QUESTION = "How long are failed webhook deliveries retried?"
