@@ -110,7 +110,7 @@ def _excerpt(hit: HitDict, width: int, max_lines: int = 10) -> list[str]:
     for raw in hit["text"][start:end].splitlines():
         line = printable(raw.rstrip())
         literal = fence or line.lstrip().startswith(_LITERAL) or line.startswith(("    ", "\t"))
-        if line.lstrip().startswith(("```", "~~~")):
+        if _is_fence(line):
             fence = not fence
         if literal or not line.strip() or line.lstrip().startswith(("- ", "* ", "#")) or line[:3].rstrip(".").isdigit():
             flush()
@@ -130,13 +130,14 @@ def _excerpt(hit: HitDict, width: int, max_lines: int = 10) -> list[str]:
 _LITERAL = ("```", "~~~", "|", ">", "{{", "{%", "<")
 
 
+def _is_fence(line: str) -> bool:
+    return line.lstrip().startswith(("```", "~~~"))
+
+
 def _inside_fence(before: str) -> bool:
-    """Whether text that follows `before` is inside a fenced code block (an odd number of fence lines before)."""
-    inside = False
-    for line in before.splitlines():
-        if line.lstrip().startswith(("```", "~~~")) and len(line) - len(line.lstrip()) <= 3:
-            inside = not inside
-    return inside
+    """Whether text that follows `before` is inside a fenced code block (an odd number of fence lines before,
+    counted as the excerpt counts them, so the two agree)."""
+    return sum(map(_is_fence, before.splitlines())) % 2 == 1
 
 
 def _also(hit: HitDict) -> str:
