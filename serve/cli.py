@@ -122,7 +122,7 @@ def _require_index(settings: Settings) -> None:
 
     location = store_location(settings)
     if index_exists(location) is None:
-        raise IndexNotFound(f"no index at {location.describe()}: build it with `docvec ingest`, or start "
+        raise IndexNotFound(f"no {location.describe()}: build it with `docvec ingest`, or start "
                             "`docvec serve --watch`, which builds it first")
 
 
