@@ -675,3 +675,12 @@ def test_hostile_adverts_and_watch_states_are_not_read(tmp_path: Path) -> None:
     for name in ("zero.json", "fifo.json", "huge.json"):
         assert read_watch(tmp_path / name) is None, name
     assert (read_watch(tmp_path / "pid.json") or {}).get("state") == "stopped"
+
+
+def test_serve_without_watch_refuses_a_missing_index_in_one_line(project: Path) -> None:
+    done = _docvec(["serve", "--config", str(project / "config.yaml"), "--listen", f"127.0.0.1:{_free_port()}"],
+                   project)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"Error: no collection 'docvec' at {project / 'index'}: build it with `docvec ingest`, or start "
+        "`docvec serve --watch`, which builds it first"]
