@@ -1,0 +1,539 @@
+"""A million chunks: docvec's own costs per size, against a local index and a real `chroma run` server (issue 32).
+
+    python bench/million_bench.py --store local --sizes 100000,250000,500000,1000000 [--work /tmp/docvec-million]
+    python bench/million_bench.py --store server --sizes ...
+
+Corpus: copies of the SciFact folder (../shared/eval/scifact), four abstracts to a file (~8 chunks a file, so 1M
+chunks are ~125k files). In copy k > 0 every paragraph starts with "Copy <word>. ", a word that is one word-piece
+(so every copy splits alike): each text is its own, and its vector is the real MiniLM vector of the text without the
+marker, nudged by a small perturbation seeded by the text (bench/scale_bench.py's LookupEmbedder). The real vectors
+are computed once and kept in bench/results/million-vectors.npz; no run embeds more than a few hundred texts, so
+the model is not what is measured (its throughput, the embedding floor, is reported beside). Work data lives under
+--work (default /tmp/docvec-million), never in the repository.
+
+Per size, each command in its own process (peak RSS from os.wait4), one after another on an otherwise idle machine:
+- ingest: `sync_index` (docvec's whole write path: scan, chunk with exact token counts, plan, windowed writes, keyword
+  index) from empty; the time inside the embedder and the bench's own spooling of the records are subtracted;
+- raw: Chroma `add` of exactly the records docvec wrote (spooled to disk), 5,000 a call, into a fresh collection;
+- noop: `docvec ingest` with nothing changed; edit: a sync after appending a sentence to 1 % of the files;
+- status, verify: the CLI commands;
+- keyword: a from-scratch build of the keyword index (for a server: a new client's wait before its first hybrid
+  answer) and its size; server only: another machine's 1 % sync, then this client's catch-up;
+- serve: `docvec serve`, warm POST /search p50/p95 per mode (100 questions), RSS idle and under 20 clients;
+- disk: the index folder (local) or the server's data folder (server).
+Appends to bench/results/million-<store>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results"
+SCIFACT = REPO.parent / "shared" / "eval" / "scifact"
+VECTORS = RESULTS / "million-vectors.npz"
+PER_FILE = 4  # SciFact abstracts per file
+MARKER = re.compile(r"Copy [a-z]+\. ")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", choices=("local", "server"), default="local")
+    parser.add_argument("--sizes", default="100000")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/docvec-million"))
+    parser.add_argument("--keep", action="store_true", help="keep each size's work folder")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+    if ns.child:
+        return _child(ns.child)
+    target = RESULTS / f"million-{ns.store}.json"
+    out: dict[str, Any] = json.loads(target.read_text()) if target.exists() else {}
+    questions = [json.loads(line)["query"] for line in (SCIFACT / "queries.jsonl").read_text().splitlines()]
+    for size in (int(s) for s in ns.sizes.split(",")):
+        work = ns.work / f"{ns.store}-{size}"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            out[str(size)] = _one_size(ns.store, size, work, questions, lambda o: _save(target, out, size, o))
+        finally:
+            if not ns.keep:
+                shutil.rmtree(work, ignore_errors=True)
+        _save(target, out, size, out[str(size)])
+
+
+def _save(target: Path, out: dict[str, Any], size: int, figures: dict[str, Any]) -> None:
+    out[str(size)] = figures
+    target.write_text(json.dumps(out, indent=1))
+    print(size, json.dumps(figures), flush=True)
+
+
+# --- the corpus -----------------------------------------------------------------------------------------------
+
+def marker_words(count: int) -> list[str]:
+    """`count` lowercase words that the MiniLM tokenizer keeps as one word-piece each (deterministic)."""
+    from docvec.embedders.builtin import BuiltinEmbedder
+
+    counter = BuiltinEmbedder()
+    vocab = sorted(w for w in json.loads(_tokenizer_json())["model"]["vocab"] if w.isalpha() and w.islower()
+                   and w.isascii() and 5 <= len(w) <= 8)
+    seen = set(re.findall(r"[a-z]+", " ".join(p.read_text(encoding="utf-8").lower() for p in
+                                             [*(SCIFACT / "docs").glob("*.md"), SCIFACT / "queries.jsonl"])))
+    vocab = [w for w in vocab if w not in seen]  # a marker never matches a question's or an abstract's word
+    words = vocab[::max(1, len(vocab) // (count * 3))]
+    single = [w for w, n in zip(words, counter.count_tokens([f"Copy {w}." for w in words])) if n == 5]
+    if len(single) < count:
+        raise SystemExit("not enough one-piece marker words")
+    return single[:count]
+
+
+def _tokenizer_json() -> str:
+    return (REPO / "docvec" / "embedders" / "minilm" / "tokenizer.json").read_text()
+
+
+def build_corpus(size: int, docs: Path) -> int:
+    """~size chunks of SciFact copies under docs (copyNNN/fNNNN.md); returns the number of files."""
+    sources = sorted((SCIFACT / "docs").glob("*.md"))
+    texts = [p.read_text(encoding="utf-8").rstrip("\n") for p in sources]
+    groups = ["\n\n".join(texts[i:i + PER_FILE]) + "\n" for i in range(0, len(texts), PER_FILE)]
+    copies = max(1, round(size / 9_979))
+    words = marker_words(copies)
+    files = 0
+    for k in range(copies):
+        folder = docs / f"copy{k:03}"
+        folder.mkdir(parents=True)
+        for j, text in enumerate(groups):
+            body = re.sub(r"\n\n(?!#)", f"\n\nCopy {words[k]}. ", text) if k else text
+            (folder / f"f{j:04}.md").write_text(body, encoding="utf-8")
+            files += 1
+    return files
+
+
+def edit_files(docs: Path, share: float, round_: int) -> int:
+    """Append a sentence to every file whose path hashes into `share` (1 % -> ~1 in 100); returns how many."""
+    edited = 0
+    for path in sorted(docs.rglob("*.md")):
+        if int(hashlib.md5(path.name.encode() + path.parent.name.encode()).hexdigest()[:8], 16) % 10_000 < share * 10_000:
+            with path.open("a", encoding="utf-8") as f:
+                f.write(f"\nRevision {round_} of this page adds one closing sentence about {path.stem}.\n")
+            edited += 1
+    return edited
+
+
+# --- vectors --------------------------------------------------------------------------------------------------
+
+class LookupEmbedder:
+    """The built-in model's identity and tokenizer; a text's vector is the real vector of the text without its copy
+    markers (computed by the model once, then kept in million-vectors.npz), nudged by a perturbation seeded by the
+    text. `fresh` texts (edits) take the nudged vector of a real text picked by their hash instead of the model."""
+
+    def __init__(self, fresh: bool = False) -> None:
+        import numpy as np
+
+        from docvec.embedders.builtin import BuiltinEmbedder
+
+        self._np = np
+        self._real = BuiltinEmbedder()
+        self.info = self._real.info
+        self._known: dict[str, Any] = {}
+        if VECTORS.exists():
+            data = np.load(VECTORS)
+            self._known = dict(zip(data["hashes"].tolist(), data["vectors"]))
+        self._added = 0
+        self._fresh = fresh
+        self.seconds = 0.0
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self._real.count_tokens(texts)
+
+    def embed_documents(self, texts: Sequence[str]) -> Any:
+        t0 = time.perf_counter()
+        originals = [MARKER.sub("", t) for t in texts]
+        keys = [hashlib.sha1(o.encode()).hexdigest() for o in originals]
+        missing = sorted({k: o for k, o in zip(keys, originals) if k not in self._known}.items())
+        if missing and self._fresh:
+            pool = list(self._known.values())
+            for k, _ in missing:
+                self._known[k] = pool[int(k[:8], 16) % len(pool)]
+        elif missing:
+            for (k, _), v in zip(missing, self._real.embed_documents([o for _, o in missing])):
+                self._known[k] = self._np.asarray(v, dtype=self._np.float32)
+            self._added += len(missing)
+        rows = [self._vector(t, o, k) for t, o, k in zip(texts, originals, keys)]
+        self.seconds += time.perf_counter() - t0
+        return self._np.asarray(rows, dtype=self._np.float32)
+
+    def _vector(self, text: str, original: str, key: str) -> Any:
+        vector = self._known[key]
+        if text == original and not self._fresh:
+            return vector
+        seed = int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
+        nudged = vector + self._np.random.default_rng(seed).normal(0, 0.01, vector.shape).astype(self._np.float32)
+        return nudged / self._np.linalg.norm(nudged)
+
+    def embed_query(self, text: str) -> Any:
+        return self._real.embed_query(text)
+
+    def save(self) -> None:
+        """Keep the real vectors computed in this run for the next."""
+        if self._added:
+            hashes = list(self._known)
+            self._np.savez(VECTORS, hashes=self._np.asarray(hashes), vectors=self._np.asarray(
+                [self._known[h] for h in hashes], dtype=self._np.float32))
+
+
+# --- one size -------------------------------------------------------------------------------------------------
+
+def _one_size(store: str, size: int, work: Path, questions: list[str], checkpoint: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"machine": _machine(), "store": store}
+    t0 = time.perf_counter()
+    out["files"] = build_corpus(size, work / "docs")
+    out["corpus_s"] = round(time.perf_counter() - t0, 1)
+    server = _chroma_server(work / "server") if store == "server" else None
+    try:
+        cfg = _config(work, work / "index", server)
+        out["ingest"] = _run_child(["ingest", str(cfg), str(work / "spool")])
+        out["chunks"] = out["ingest"]["chunks"]
+        checkpoint(out)
+        out["raw_add"] = _run_child(["raw", str(work / "spool"), str(work / "raw"), str(server[1] if server else 0)])
+        shutil.rmtree(work / "spool", ignore_errors=True)
+        out["write_ratio"] = round(out["ingest"]["docvec_s"] / out["raw_add"]["seconds"], 3)
+        out["store_writes_ratio"] = round(out["ingest"]["store_add_s"] / out["raw_add"]["seconds"], 3)
+        checkpoint(out)
+        out["disk_mb"] = _disk_mb(work / ("server" if server else "index"))
+        out["noop"] = _cli(cfg, "ingest", "-q")
+        out["status"] = _cli(cfg, "status")
+        out["verify"] = _cli(cfg, "verify")
+        out["edited_files"] = edit_files(work / "docs", 0.01, 1)
+        out["edit_sync"] = _run_child(["sync", str(cfg)])
+        checkpoint(out)
+        out["keyword"] = _keyword(work, cfg)
+        if server:
+            out["other_machine"] = _other_machine(work, server[1])
+        checkpoint(out)
+        out["serve"] = _serve(cfg, questions, server)
+        out["disk_mb_end"] = _disk_mb(work / ("server" if server else "index"))
+        if server:
+            out["chroma_server_rss_mb"] = _rss_mb(server[0].pid)
+    finally:
+        if server:
+            _stop(server[0])
+    return out
+
+
+def _machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "?")
+    return {"cpus": os.cpu_count(), "cpu": model, "load_1_5_15": [round(x, 2) for x in os.getloadavg()],
+            "mem_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1)}
+
+
+def _config(work: Path, index: Path, server: tuple[subprocess.Popen[str], int] | None) -> Path:
+    cfg = work / f"config-{index.name}.yaml"
+    store = f"  path: {index}\n" + (f"  host: 127.0.0.1\n  port: {server[1]}\n" if server else "")
+    cfg.write_text(f"docs:\n  path: {work / 'docs'}\nstore:\n{store}")
+    return cfg
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _chroma_server(path: Path) -> tuple[subprocess.Popen[str], int]:
+    import httpx
+
+    port = _port()
+    chroma = Path(sys.executable).with_name("chroma")
+    proc = subprocess.Popen([str(chroma), "run", "--path", str(path), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise SystemExit("chroma run did not start")
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=300)[1] or ""
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return ""
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _disk_mb(path: Path) -> float:
+    return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
+
+
+def _run_child(args: list[str]) -> dict[str, Any]:
+    return _measured([sys.executable, __file__, "--child", *args])
+
+
+def _measured(cmd: list[str]) -> dict[str, Any]:
+    """A command's wall seconds, peak RSS and the JSON it printed last (if any)."""
+    t0 = time.perf_counter()
+    load = round(os.getloadavg()[0], 2)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader = threading.Thread(target=lambda: setattr(proc, "_err", proc.stderr.read()))  # type: ignore[union-attr]
+    reader.start()
+    stdout = proc.stdout.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    reader.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    figures: dict[str, Any] = {"wall_s": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                               "rc": proc.returncode, "load_before": load}
+    last = stdout.strip().splitlines()[-1:] if stdout.strip() else []
+    if last and last[0].startswith("{"):
+        figures.update(json.loads(last[0]))
+    if proc.returncode != 0:
+        figures["stderr"] = getattr(proc, "_err", "")[-2000:]
+        print(cmd, figures, file=sys.stderr, flush=True)
+    return figures
+
+
+def _cli(cfg: Path, *args: str) -> dict[str, Any]:
+    docvec = Path(sys.executable).with_name("docvec")
+    return _measured([str(docvec), *args, "--config", str(cfg)])
+
+
+def _keyword(work: Path, cfg: Path) -> dict[str, Any]:
+    """A from-scratch build of the keyword index (a new client's wait before its first hybrid answer)."""
+    index = work / "index"
+    for p in index.glob("keyword-*"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+    figures = _run_child(["keyword", str(cfg)])
+    figures["size_mb"] = sum(_disk_mb(p) for p in index.glob("keyword-*") if p.is_dir())
+    return figures
+
+
+def _other_machine(work: Path, port: int) -> dict[str, Any]:
+    """Another machine (its own index folder: lock and keyword index) syncs a 1 % edit; then this one catches up."""
+    other = _config(work, work / "other-machine", (None, port))  # type: ignore[arg-type]
+    edited = edit_files(work / "docs", 0.01, 2)
+    sync = _run_child(["sync", str(other)])
+    catch_up = _run_child(["keyword", str(_config(work, work / "index", (None, port)))])  # type: ignore[arg-type]
+    return {"edited_files": edited, "sync": sync, "catch_up": catch_up}
+
+
+def _serve(cfg: Path, questions: list[str], server: tuple[subprocess.Popen[str], int] | None) -> dict[str, Any]:
+    import httpx
+
+    port = _port()
+    docvec = Path(sys.executable).with_name("docvec")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(docvec), "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    out: dict[str, Any] = {}
+    try:
+        while time.perf_counter() - t0 < 1800:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        out["ready_s"] = round(time.perf_counter() - t0, 1)
+        for q in questions[:5]:  # the first searches load the HNSW index and the keyword segments
+            httpx.post(f"{url}/search", json={"question": q, "k": 5}, timeout=600).raise_for_status()
+        out["first_searches_s"] = round(time.perf_counter() - t0 - out["ready_s"], 1)
+        out["idle_rss_mb"] = _rss_mb(proc.pid)
+        if server:
+            out["chroma_server_rss_mb"] = _rss_mb(server[0].pid)
+        for mode in ("vector", "keyword", "hybrid"):
+            out[mode] = _latencies(url, questions[5:105], mode)
+        out["load"] = _under_load(url, questions, proc.pid)
+    finally:
+        _stop(proc)
+    return out
+
+
+def _latencies(url: str, questions: list[str], mode: str) -> dict[str, float]:
+    import httpx
+
+    times = []
+    with httpx.Client(timeout=120) as client:
+        for q in questions:
+            t0 = time.perf_counter()
+            client.post(f"{url}/search", json={"question": q, "k": 10, "mode": mode}).raise_for_status()
+            times.append(time.perf_counter() - t0)
+    return _pct(times)
+
+
+def _under_load(url: str, questions: list[str], pid: int) -> dict[str, Any]:
+    """20 clients x 20 hybrid questions; the server's RSS sampled every 50 ms."""
+    import httpx
+
+    peak = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb(pid))
+            time.sleep(0.05)
+
+    def client(c: int) -> tuple[list[float], int]:
+        times, errors = [], 0
+        with httpx.Client(timeout=300) as http:
+            for i in range(20):
+                t0 = time.perf_counter()
+                ok = http.post(f"{url}/search", json={"question": questions[(c * 20 + i) % len(questions)],
+                                                       "k": 10}).status_code == 200
+                times.append(time.perf_counter() - t0)
+                errors += not ok
+        return times, errors
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(client, range(20)))
+    wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    times = [t for ts, _ in results for t in ts]
+    return {"rss_peak_mb": peak[0], "errors": sum(e for _, e in results), "per_s": round(len(times) / wall, 1),
+            **_pct(times)}
+
+
+def _pct(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    return {"p50_ms": round(1000 * statistics.median(ordered), 1),
+            "p95_ms": round(1000 * ordered[int(0.95 * (len(ordered) - 1))], 1)}
+
+
+# --- children (each in its own process, so its peak RSS is its own) ---------------------------------------------
+
+def _child(args: list[str]) -> None:
+    kind, rest = args[0], args[1:]
+    figures = {"ingest": _child_ingest, "sync": _child_sync, "raw": _child_raw, "keyword": _child_keyword}[kind](*rest)
+    print(json.dumps(figures), flush=True)
+
+
+def _settings(cfg: str) -> Any:
+    from docvec.config import load_settings
+
+    return load_settings(Path(cfg), {})
+
+
+def _location(cfg: str) -> Any:
+    from docvec.settings import store_location
+
+    return store_location(_settings(cfg))
+
+
+def _child_ingest(cfg: str, spool: str) -> dict[str, Any]:
+    """docvec's write path from empty; store writes timed and spooled (outside the timing) for the raw add."""
+    import numpy as np
+
+    from docvec.store import Store
+
+    Path(spool).mkdir(parents=True)
+    writes = [0.0, 0.0, 0]  # store add seconds, spool seconds, windows
+    original = Store.add
+
+    def add(self: Store, ids: Any, vectors: Any, documents: Any, metadatas: Any) -> None:
+        t0 = time.perf_counter()
+        original(self, ids, vectors, documents, metadatas)
+        t1 = time.perf_counter()
+        n = writes[2]
+        np.save(Path(spool) / f"{n:05}.npy", np.asarray(vectors, dtype=np.float32))
+        (Path(spool) / f"{n:05}.json").write_text(json.dumps([list(ids), list(documents), [dict(m) for m in metadatas]]))
+        writes[0] += t1 - t0
+        writes[1] += time.perf_counter() - t1
+        writes[2] += 1
+
+    Store.add = add  # type: ignore[method-assign]
+    figures = _sync(cfg, LookupEmbedder())
+    figures["store_add_s"] = round(writes[0], 1)
+    figures["spool_s"] = round(writes[1], 1)
+    figures["windows"] = writes[2]
+    figures["docvec_s"] = round(figures["sync_s"] - figures["embed_s"] - writes[1], 1)
+    return figures
+
+
+def _child_sync(cfg: str) -> dict[str, Any]:
+    figures = _sync(cfg, LookupEmbedder(fresh=True))
+    figures["docvec_s"] = round(figures["sync_s"] - figures["embed_s"], 1)
+    return figures
+
+
+def _sync(cfg: str, embedder: LookupEmbedder) -> dict[str, Any]:
+    from docvec.chunker import ChunkParams
+    from docvec.ingest.sync import scan_options, sync_index
+
+    settings = _settings(cfg)
+    t0 = time.perf_counter()
+    report = sync_index(_location(cfg), embedder, scan_options(settings), ChunkParams())  # type: ignore[arg-type]
+    seconds = time.perf_counter() - t0
+    embedder.save()
+    return {"sync_s": round(seconds, 1), "embed_s": round(embedder.seconds, 1), "chunks": report.chunks_total,
+            "chunks_written": report.chunks_written, "files_changed": len(report.files_changed),
+            "model_texts": embedder._added}
+
+
+def _child_raw(spool: str, path: str, port: str) -> dict[str, Any]:
+    """Chroma `add` of the spooled records, 5,000 a call, into a fresh collection (ids as docvec wrote them)."""
+    import chromadb
+    import numpy as np
+
+    parts = sorted(Path(spool).glob("*.npy"))
+    client = chromadb.HttpClient("127.0.0.1", int(port)) if int(port) else chromadb.PersistentClient(path)
+    collection = client.create_collection("raw", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+    seconds, records, pending = 0.0, 0, ([], [], [], [])  # type: ignore[var-annotated]
+    for i, part in enumerate(parts):
+        ids, docs, metas = json.loads(part.with_suffix(".json").read_text())
+        for bucket, values in zip(pending, (ids, list(np.load(part)), docs, metas)):
+            bucket.extend(values)
+        while len(pending[0]) >= 5000 or (i == len(parts) - 1 and pending[0]):
+            batch = [b[:5000] for b in pending]
+            for b in pending:
+                del b[:5000]
+            t0 = time.perf_counter()
+            collection.add(ids=batch[0], embeddings=np.asarray(batch[1]), documents=batch[2], metadatas=batch[3])
+            seconds += time.perf_counter() - t0
+            records += len(batch[0])
+    if int(port):
+        client.delete_collection("raw")
+    return {"seconds": round(seconds, 1), "records": records, "per_s": round(records / seconds)}
+
+
+def _child_keyword(cfg: str) -> dict[str, Any]:
+    """Bring this client's keyword index in line with the collection (from nothing, or catching up)."""
+    from docvec.keyword import KeywordIndex, sync_keyword_index
+    from docvec.store import Store
+
+    t0 = time.perf_counter()
+    store = Store.open(_location(cfg))
+    with KeywordIndex.of(store) as keyword:
+        changed = sync_keyword_index(store, keyword)
+    return {"seconds": round(time.perf_counter() - t0, 1), "rows_changed": changed}
+
+
+if __name__ == "__main__":
+    main()
