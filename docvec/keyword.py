@@ -26,7 +26,7 @@ import tantivy
 
 from docvec.errors import DocvecError, LockHeld, StoreError
 from docvec.smallfiles import write_json_atomically
-from docvec.store import GENERATION_KEY, PAGE, WRITING_KEY, Store, StoreLocation
+from docvec.store import GENERATION_KEY, JOURNAL_MAX_IDS, PAGE, WRITING_KEY, Store, StoreLocation
 
 # English stop words (the common list used by IR toolkits); dropping them keeps bm25 from rewarding filler.
 STOP_WORDS = frozenset("""
@@ -100,6 +100,9 @@ class KeywordChanges:
     index: KeywordIndex | None = None
     rows: int = 0  # rows passed on so far
     session: KeywordSession | None = None
+    # Every id the run touched, for a server's change journal (Store.bump_generation); None: not known (a run
+    # after one that died mid-way, a failed write, a local index, or more than the journal keeps).
+    touched: list[str] | None = None
 
     @classmethod
     def follow(cls, store: Store, was_writing: bool) -> "KeywordChanges":
@@ -107,6 +110,7 @@ class KeywordChanges:
         starts an empty one); after a run that died mid-way nothing is known row by row."""
         if was_writing:
             return cls(None)
+        touched: list[str] | None = [] if store.location.host else None
         since = str(store.collection_metadata().get(GENERATION_KEY, 0))
         try:
             index = KeywordIndex.of(store)
@@ -115,18 +119,23 @@ class KeywordChanges:
                 index.apply([], [], {"generation": since}, wait=False)
                 recorded = since
         except DocvecError:  # busy or unreadable: the comparison at the end brings it in line
-            return cls(None)
-        return cls(since if recorded == since else None, index)
+            return cls(None, touched=touched)
+        return cls(since if recorded == since else None, index, touched=touched)
 
     def record(self, add: Sequence[tuple[str, str, str]], delete: Sequence[str]) -> None:
         """Pass on (id, label, text) rows written and ids removed; the index's generation stays until the end."""
+        if self.touched is not None:
+            self.touched.extend(rid for rid, _, _ in add)
+            self.touched.extend(delete)
+            if len(self.touched) > JOURNAL_MAX_IDS:
+                self.touched = None
         if self.since is None or self.index is None or not (add or delete):
             return
         try:
             self.session = self.session or self.index.session(wait=False)
             self.rows += self.session.write(add, delete, {}) + len(delete)
         except DocvecError:  # another keyword writer, a full disk: compare row by row at the end
-            self.forget()
+            self._stop_following()  # (the collection's writes are still known: `touched` stays)
 
     def finish(self, generation: str) -> None:
         """Record that the index now reflects `generation` (every row of the run is in already)."""
@@ -137,6 +146,10 @@ class KeywordChanges:
 
     def forget(self) -> None:
         """What was written is not known row by row (a failed write): compare every row at the end."""
+        self.touched = None
+        self._stop_following()
+
+    def _stop_following(self) -> None:
         self.since = None
         with contextlib.suppress(DocvecError):
             self.close()
@@ -298,6 +311,10 @@ class KeywordIndex:
         except ValueError as exc:
             raise StoreError(f"cannot read the keyword index {self.path}: {exc}") from exc
 
+    def row_count(self) -> int:
+        """Live rows."""
+        return int(self._searcher().num_docs)
+
     def deleted_rows(self) -> int:
         """Deleted rows still held in segments: bm25 counts them in its statistics until they are gone."""
         return sum(int((seg.get("deletes") or {}).get("num_deleted_docs", 0)) for seg in self._segments())
@@ -351,7 +368,7 @@ class KeywordIndex:
                 rewritten += len(docs)
             else:
                 session.wipe()  # still deleted rows after rewriting: rebuild the whole index from the collection
-                session.write(_rows(store, [rid for rid, _ in store.iter_metadata()]), [], {})
+                session.write(_every_chunk(store), [], {})
         finally:
             session.close()
         return rewritten
@@ -552,6 +569,25 @@ def sync_keyword_index(store: Store, index: KeywordIndex, force: bool = False, r
     return changed
 
 
+def _replace_rows(store: Store, index: KeywordIndex, ids: list[str], generation: str, reader: bool,
+                  rows: Iterable[tuple[str, str, str]] | None = None) -> int:
+    """Delete the rows of `ids` and add them again as the collection holds them now (those it still holds), or
+    add `rows`; returns the rows deleted or added."""
+    try:
+        added = index.apply(_rows(store, ids) if rows is None else rows, ids, {"generation": generation},
+                            wait=not reader)
+    except LockHeld:
+        if reader:  # a writer is catching the index up right now: answer from what it holds
+            return 0
+        raise
+    return max(added, len(ids))
+
+
+def _every_chunk(store: Store) -> Iterator[tuple[str, str, str]]:
+    """(id, label, text) of every chunk, in one read of the collection."""
+    return ((rid, str(meta.get("label", "")), text) for rid, text, meta in store.iter_documents())
+
+
 def _bring_in_line(store: Store, index: KeywordIndex, force: bool, reader: bool,
                    changes: KeywordChanges | None) -> int:
     meta = store.collection_metadata()
@@ -570,6 +606,12 @@ def _bring_in_line(store: Store, index: KeywordIndex, force: bool, reader: bool,
         current = False
     if current and not force:
         return 0
+    if not force and WRITING_KEY not in meta and recorded is not None and recorded.isdigit() and generation.isdigit():
+        touched = store.touched_between(int(recorded), int(generation))
+        if touched is not None:  # a server's journal covers every sync since: re-read only what they touched
+            return _replace_rows(store, index, sorted(touched), generation, reader)
+    if not index.row_count():  # a first build (a new client of a server): one read of every record, no comparison
+        return _replace_rows(store, index, [], generation, reader, _every_chunk(store))
     missing, extra = keyword_differences(store, index)
     stale = sorted(set(extra) | set(missing))  # an outdated row is replaced: delete, then add
     try:

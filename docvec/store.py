@@ -28,6 +28,10 @@ from docvec.location import Hnsw as Hnsw, StoreLocation as StoreLocation  # re-e
 PAGE = 1_000  # records per read: Chroma keeps memory that grows with one get's size (reading 100k records' metadata
 # peaked at 472 MB by 2,500, 376 MB by 1,000, 347 MB by 500, and 1,000 was the fastest)
 ID_PAGE = 50_000  # ids per read when listing a whole collection (see Store._pages)
+JOURNAL_SUFFIX = ".changes"  # `<physical>.changes` on a server: the chunk ids each sync touched (Store.bump_generation)
+JOURNAL_KEEP = 32  # generations the journal covers; a client further behind compares every record
+JOURNAL_MAX_IDS = 200_000  # a run touching more records no one: the comparison costs about the same
+JOURNAL_PART = 2_000  # ids per journal record
 WRITE_BATCH = 5_000  # Chroma's limit is 5,461 records per call
 FINGERPRINT_KEY = "docvec:fingerprint"
 FORMAT_KEY = "docvec:format"
@@ -205,7 +209,8 @@ class Store:
             meta = pointer.metadata or {} if pointer is not None else {}
             names = [c.name if hasattr(c, "name") else str(c) for c in self._client.list_collections()]
         out = []
-        for name in sorted(n for n in names if n.startswith(self.location.collection + "--")):
+        prefix = self.location.collection + "--"
+        for name in sorted(n for n in names if n.startswith(prefix) and "." not in n[len(prefix):]):  # not journals
             other = Store.open_physical(self.location, name, None, self._client)
             try:
                 fp: Fingerprint | None = other.fingerprint()
@@ -243,6 +248,9 @@ class Store:
                 other.delete(ids)
             with _chroma("deleting a backup", self.location):
                 self._client.delete_collection(name)
+        if self.location.host and _get_collection(self._client, name + JOURNAL_SUFFIX) is not None:
+            with _chroma("deleting a backup", self.location):
+                self._client.delete_collection(name + JOURNAL_SUFFIX)
         self.sweep_residue()
 
     def sweep_residue(self) -> dict[str, int]:
@@ -291,6 +299,12 @@ class Store:
         for page in self._pages(["metadatas"], "reading metadata"):
             for rid, meta in zip(page["ids"], page["metadatas"] or []):
                 yield rid, dict(meta or {})
+
+    def iter_documents(self) -> Iterator[tuple[str, str, Metadata]]:
+        """Every record's id, text and metadata, read page by page."""
+        for page in self._pages(["documents", "metadatas"], "reading records"):
+            for rid, doc, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or []):
+                yield rid, doc or "", dict(meta or {})
 
     def _pages(self, include: list[str], action: str) -> Iterator[Any]:
         """The whole collection, PAGE records per `get` (one `get` over ~32k rows fails in Chroma).
@@ -477,14 +491,63 @@ class Store:
             self._collection.modify(configuration={"hnsw": {"ef_search": wanted}})
         return int(current) if current is not None else None
 
-    def bump_generation(self, extra: Metadata | None = None) -> None:
+    def bump_generation(self, extra: Metadata | None = None, touched: Sequence[str] | None = None) -> None:
         """Record that the collection changed (and any extra collection metadata, e.g. measured speed); clears
-        the writing mark."""
+        the writing mark. `touched`: every chunk id the run added, changed or deleted, when the run knows them all
+        (None: it does not) — kept on a server so that another machine's keyword index catches up by them."""
         meta = self.collection_metadata()
-        meta[GENERATION_KEY] = int(meta.get(GENERATION_KEY, 0)) + 1
+        generation = int(meta.get(GENERATION_KEY, 0)) + 1
+        self._journal(generation, touched)
+        meta[GENERATION_KEY] = generation
         meta.pop(WRITING_KEY, None)
         meta.update(extra or {})
         self.set_collection_metadata(meta)
+
+    def _journal(self, generation: int, touched: Sequence[str] | None) -> None:
+        """On a server, keep which ids the run that makes `generation` touched (written before the generation:
+        a reader that sees the generation finds its entry). Entries of a run that died before its generation
+        (same or later number) and of generations older than JOURNAL_KEEP go first; a writer that does not know
+        what it touched leaves its generation without an entry, and clients then compare every record."""
+        if not self.location.host:
+            return  # a local index's keyword index is written by the writer itself
+        journal = self._journal_collection(create=True)
+        with _chroma("writing the change journal", self.location):
+            journal.delete(where={"$or": [{"gen": {"$gte": generation}}, {"gen": {"$lte": generation - JOURNAL_KEEP}}]})
+            if touched is None or len(touched) > JOURNAL_MAX_IDS:
+                return
+            ids = sorted(set(touched))
+            parts = [ids[i:i + JOURNAL_PART] for i in range(0, len(ids), JOURNAL_PART)] or [[]]
+            journal.add(ids=[f"{generation}-{n}" for n in range(len(parts))], embeddings=[[1.0]] * len(parts),
+                        documents=[" ".join(p) for p in parts],
+                        metadatas=[{"gen": generation, "parts": len(parts)} for _ in parts])
+
+    def _journal_collection(self, create: bool) -> Any:
+        name = self.name + JOURNAL_SUFFIX
+        with _chroma("reading the change journal", self.location):
+            found = _get_collection(self._client, name)
+            if found is None and create:
+                found = self._client.get_or_create_collection(name, embedding_function=None)
+        return found
+
+    def touched_between(self, since: int, until: int) -> set[str] | None:
+        """Every chunk id the syncs after generation `since` up to `until` touched, from a server's journal; None
+        when it does not cover each of those generations (a local index, a writer that did not record them, a
+        client more than JOURNAL_KEEP generations behind)."""
+        if not self.location.host or not 0 <= since < until or until - since >= JOURNAL_KEEP:
+            return None
+        journal = self._journal_collection(create=False)
+        if journal is None:
+            return None
+        with _chroma("reading the change journal", self.location):
+            got = journal.get(where={"$and": [{"gen": {"$gt": since}}, {"gen": {"$lte": until}}]},
+                              include=["documents", "metadatas"])
+        parts: dict[int, list[int]] = {}
+        touched: set[str] = set()
+        for meta, doc in zip(got["metadatas"] or [], got["documents"] or []):
+            parts.setdefault(int(meta["gen"]), []).append(int(meta["parts"]))
+            touched.update((doc or "").split())
+        complete = all(g in parts and len(parts[g]) == parts[g][0] for g in range(since + 1, until + 1))
+        return touched if complete else None
 
     def begin_write(self) -> None:
         """The write protocol's first step, before any writer's first write to this collection (ingest, repair,

@@ -492,7 +492,7 @@ def _execute(store: Store, embedder: Embedder, work: Iterable[FileWork], files: 
     delta.record([], stale)
     report.chunks_deleted += len(stale)
     progress(Progress("delete", len(stale), len(stale)))
-    _record_generation(store, report, root, was_writing)
+    _record_generation(store, report, root, was_writing, delta.touched)
 
 
 def _next_window(written: int, embedded: int, seconds: float) -> int:
@@ -629,15 +629,16 @@ def _write_files(store: Store, window: list[FileWork], vectors: dict[str, Vector
     report.chunks_deleted += len(gone) + len(replaced)
 
 
-def _record_generation(store: Store, report: IngestReport, root: Path, was_writing: bool) -> None:
-    """Mark the collection changed (so the keyword index follows), clear the writing mark, record the docs root
-    and the measured embedding speed."""
+def _record_generation(store: Store, report: IngestReport, root: Path, was_writing: bool,
+                       touched: list[str] | None) -> None:
+    """Mark the collection changed (so the keyword index follows; `touched`: every id the run wrote or deleted,
+    when known), clear the writing mark, record the docs root and the measured embedding speed."""
     if not (report.chunks_written or report.chunks_deleted or report.chunks_kept or was_writing):
         return
     extra: Metadata = {DOCS_ROOT_KEY: docs_root_of(root)}
     if report.chunks_embedded >= 32 and report.embed_seconds > 0:
         extra[THROUGHPUT_KEY] = round(report.chunks_embedded / report.embed_seconds, 2)
-    store.bump_generation(extra)
+    store.bump_generation(extra, touched)
 
 
 def _record_stats(store: Store, root: Path, report: IngestReport) -> None:

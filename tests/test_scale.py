@@ -12,6 +12,7 @@ import docvec.store as store_module
 from docvec.chunker import ChunkParams
 from docvec.ingest.scan import ScanOptions
 from docvec.ingest.sync import sync_index
+from docvec.keyword import KeywordIndex, keyword_differences, remove_keyword_index, sync_keyword_index
 from docvec.store import Store, StoreLocation
 from tests.conftest import RecordingEmbedder
 
@@ -58,3 +59,19 @@ def test_a_full_read_lists_ids_then_reads_records_by_id(tmp_path: Path, monkeypa
     by_id = [g for g in spy.gets if "ids" in g]
     assert all(len(g["ids"]) <= 3 and g["include"] == ["metadatas"] for g in by_id)
     assert sum(len(g["ids"]) for g in by_id) == 23
+
+
+def test_a_first_keyword_build_reads_the_collection_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new client of a server (or a lost keyword index) builds it from one read of every record: nothing to
+    compare, so no read of every record's metadata before reading their texts (which doubled a new client's wait)."""
+    location = _index(tmp_path, 23)
+    remove_keyword_index(location, Store.open(location).name)
+    store = Store.open(location)
+    spy = _Spy(store._collection)
+    store._collection = spy
+    monkeypatch.setattr(Store, "iter_metadata", lambda self: pytest.fail("a comparison of every record"))
+    with KeywordIndex.of(store) as keyword:
+        assert sync_keyword_index(store, keyword) == 23
+        assert sum(len(g["ids"]) for g in spy.gets if "ids" in g and g["include"]) == 23  # each record once
+        monkeypatch.undo()
+        assert keyword_differences(store, keyword) == ([], [])

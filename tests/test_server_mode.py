@@ -16,8 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from docvec.cli import cli
+from docvec.config import load_settings
+from docvec.keyword import KeywordIndex, keyword_differences, sync_keyword_index
 from docvec.lock import ServerLease
-from docvec.store import LeaseBoard, StoreLocation
+from docvec.settings import store_location
+from docvec.store import GENERATION_KEY, LeaseBoard, Store, StoreLocation
 
 QUESTION = "My API request keeps getting rejected even though I send a token."
 
@@ -232,3 +235,83 @@ def test_python_api_answers_from_an_embedded_index_and_a_chroma_server_alike(con
         report = idx.sync()
         assert report.files_added == ["guides/okapi.md"]
         assert idx.search("okapi leaves tall trees", k=1, mode="keyword")[0].source == "guides/okapi.md"
+
+
+def _machine(cfg: Path, name: str) -> Path:
+    """The same server index seen from another machine: its own folder for the writer lock and keyword index."""
+    other = cfg.with_name(f"config-{name}.yaml")
+    other.write_text(cfg.read_text().replace(f"path: {cfg.parent / 'index'}", f"path: {cfg.parent / name}"))
+    assert other.read_text() != cfg.read_text()
+    return other
+
+
+def _open(cfg: Path) -> tuple[Store, KeywordIndex]:
+    store = Store.open(store_location(load_settings(cfg, {})))
+    return store, KeywordIndex.of(store)
+
+
+def _another_machine_edits(cfg: Path) -> None:
+    """Machine A (cfg) adds a word to one page and removes another, then syncs."""
+    pages = sorted((cfg.parent / "docs").rglob("*.md"))
+    pages[0].write_text(pages[0].read_text() + "\n\nThe zqxjournal paragraph was written on machine A.\n")
+    pages[-1].unlink()
+    result = _run(["ingest", "-q", "--yes"], cfg)
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+
+
+def test_another_machines_sync_reaches_a_keyword_index_by_the_ids_it_touched(
+        server_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client's keyword index catches up with another machine's sync by the chunk ids that sync touched (the
+    server's journal), not by reading every record: at a million chunks a 1 % sync costs 1 % of a comparison."""
+    assert _run(["ingest", "-q"], server_config).exit_code == 0  # type: ignore[attr-defined]
+    b = _machine(server_config, "machine-b")
+    store, index = _open(b)
+    with index:
+        assert sync_keyword_index(store, index) == store.count()  # B's first build reads every record
+    _another_machine_edits(server_config)
+    full_reads: list[int] = []
+    every = Store.iter_metadata
+    monkeypatch.setattr(Store, "iter_metadata", lambda self: full_reads.append(1) or every(self))
+    store, index = _open(b)
+    with index:
+        changed = sync_keyword_index(store, index)
+        assert full_reads == [] and 0 < changed < store.count()
+        assert [h.id for h in index.search("zqxjournal", 3)]
+        monkeypatch.setattr(Store, "iter_metadata", every)
+        assert keyword_differences(store, index) == ([], [])  # exactly the collection's rows, as a full compare
+
+
+def test_a_sync_the_journal_does_not_cover_is_caught_up_by_comparing_every_record(
+        server_config: Path) -> None:
+    """A generation without a complete journal entry (an entry lost, a run after one that died, a writer that does
+    not know what it touched) is never trusted: the client compares every record and ends exact."""
+    assert _run(["ingest", "-q"], server_config).exit_code == 0  # type: ignore[attr-defined]
+    b = _machine(server_config, "machine-b")
+    store, index = _open(b)
+    with index:
+        sync_keyword_index(store, index)
+    _another_machine_edits(server_config)
+    store, index = _open(b)
+    journal = store._journal_collection(create=False)
+    generation = int(store.collection_metadata()[GENERATION_KEY])
+    assert store.touched_between(generation - 1, generation)  # the edit's entry is there ...
+    journal.delete(ids=[f"{generation}-0"])  # ... until part of it is lost
+    assert store.touched_between(generation - 1, generation) is None
+    with index:
+        assert sync_keyword_index(store, index) > 0
+        assert [h.id for h in index.search("zqxjournal", 3)]
+        assert keyword_differences(store, index) == ([], [])
+
+
+def test_a_dead_runs_journal_entry_is_replaced_by_the_next_runs(server_config: Path) -> None:
+    """A run killed after its journal entry but before its generation leaves an entry for a generation that the
+    next run makes: that run's own entry replaces it (the next writer after a dead run records none)."""
+    assert _run(["ingest", "-q"], server_config).exit_code == 0  # type: ignore[attr-defined]
+    store, _ = _open(server_config)
+    generation = int(store.collection_metadata()[GENERATION_KEY])
+    store._journal(generation + 1, ["0" * 32, "f" * 32])  # what a killed run wrote
+    _another_machine_edits(server_config)
+    store, _ = _open(server_config)
+    assert int(store.collection_metadata()[GENERATION_KEY]) == generation + 1
+    touched = store.touched_between(generation, generation + 1)
+    assert touched and not {"0" * 32, "f" * 32} & touched
