@@ -21,7 +21,8 @@ from docvec.store import Store
 from docvec.ingest.pipeline import (IndexState, IngestReport, Progress, SyncGuard, check_fingerprint, index_exists,
                              ingest, open_for_writing, reason_kind)
 from docvec.ingest.scan import Skipped
-from docvec.ingest.sync import first_build, index_before, scan_options, sync_index, writer_lock_of
+from docvec.ingest.sync import (first_build, index_before, ingest_from_state, scan_options, sync_index,
+                                writer_lock_of)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,8 +73,8 @@ def ingest_command(docs_dir: Path | None, config_path: Path | None, index_path: 
                 store = open_for_writing(location, fingerprint)
                 _apply_hnsw(store)
                 try:
-                    report = ingest(store, embedder, scan_options(settings), chunk_params(settings), False,
-                                    on_progress, guard)
+                    report = ingest_from_state(location, store, embedder, scan_options(settings),
+                                               chunk_params(settings), guard, on_progress)
                 except Interrupted as exc:
                     if isinstance(exc.report, IngestReport):
                         _render(exc.report, settings, as_json, verbose)

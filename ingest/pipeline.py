@@ -352,7 +352,10 @@ def _sync(store: Store | None, embedder: Embedder, scan_options: ScanOptions, pa
             state.forget(source)
         if not report.held_deletions:
             state.orphans = []
-        report.chunks_total = store.count()
+        # Nothing written: the state's count is exact (Chroma's count() loads a local collection's vector index,
+        # ~2.5 KB a chunk, which a no-op sync otherwise never touches)
+        unchanged = not (report.chunks_written or report.chunks_deleted or was_writing)
+        report.chunks_total = state.records if unchanged else store.count()
         _sync_keywords(store, delta)
     state.left_at = (store.name, store.stored_generation(), fp)
     report.state = state

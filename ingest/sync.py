@@ -16,6 +16,7 @@ from docvec.lock import lock_path_for, server_writer_lock, writer_lock
 from docvec.store import CHROMA_FILE, LeaseBoard, Store, StoreLocation
 from docvec.ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard, ingest, open_for_writing
 from docvec.ingest.scan import ScanOptions
+from docvec.ingest.statefile import load_state, save_state
 
 
 def sync_index(location: StoreLocation, embedder: Embedder, scan: ScanOptions, params: ChunkParams,
@@ -30,9 +31,23 @@ def sync_index(location: StoreLocation, embedder: Embedder, scan: ScanOptions, p
     with writer_lock_of(location, wait), first_build(location, before):
         store = open_for_writing(location, fingerprint)
         store.apply_ef_search()
-        report = ingest(store, embedder, scan, params, False, on_progress, guard, known)
+        report = ingest_from_state(location, store, embedder, scan, params, guard, on_progress, known)
         if report.files_seen and not (report.files_added or report.files_changed or report.files_unchanged):
             raise SourceError(f"none of the {report.files_seen} files in {scan.root} could be indexed")
+    return report
+
+
+def ingest_from_state(location: StoreLocation, store: Store, embedder: Embedder, scan: ScanOptions,
+                      params: ChunkParams, guard: SyncGuard, on_progress: Callable[[Progress], None] | None,
+                      known: IndexState | None = None) -> IngestReport:
+    """`ingest`, starting from the state the last completed run left on disk and leaving this run's there (see
+    docvec/ingest/statefile.py); a long-lived process hands its later runs the state in memory (`known`)."""
+    one_shot = known is None
+    if one_shot:
+        known = load_state(location, store.name, Fingerprint.build(embedder.info, params).short_hash())
+    report = ingest(store, embedder, scan, params, False, on_progress, guard, known)
+    if one_shot and report.state is not None:
+        save_state(location, report.state)
     return report
 
 

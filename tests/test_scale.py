@@ -12,9 +12,12 @@ import docvec.store as store_module
 from docvec.chunker import ChunkParams
 from docvec.ingest.scan import ScanOptions
 from docvec.ingest.sync import sync_index
+from docvec.ingest.pipeline import IndexState
+from docvec.ingest.statefile import state_path
 from docvec.keyword import KeywordIndex, keyword_differences, remove_keyword_index, sync_keyword_index
 from docvec.store import Store, StoreLocation
 from tests.conftest import RecordingEmbedder
+from tests.convergence import snapshot
 
 
 class _Spy:
@@ -31,11 +34,13 @@ class _Spy:
         return getattr(self.inner, name)
 
 
-def _index(tmp_path: Path, pages: int) -> StoreLocation:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(pages):
-        (docs / f"p{i:02}.md").write_text(f"# Page {i}\n\nParagraph {i} about topic {i * 7}.\n")
+def _index(tmp_path: Path, pages: int, docs: Path | None = None) -> StoreLocation:
+    """An index of `pages` one-paragraph pages (or of the folder `docs`)."""
+    if docs is None:
+        docs = tmp_path / "docs"
+        docs.mkdir()
+        for i in range(pages):
+            (docs / f"p{i:02}.md").write_text(f"# Page {i}\n\nParagraph {i} about topic {i * 7}.\n")
     location = StoreLocation(tmp_path / "index", "docvec")
     sync_index(location, RecordingEmbedder(), ScanOptions(docs), ChunkParams())
     return location
@@ -75,3 +80,52 @@ def test_a_first_keyword_build_reads_the_collection_once(tmp_path: Path, monkeyp
         assert sum(len(g["ids"]) for g in spy.gets if "ids" in g and g["include"]) == 23  # each record once
         monkeypatch.undo()
         assert keyword_differences(store, keyword) == ([], [])
+
+
+def _sync_reads(location: StoreLocation, docs: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, Any]:
+    """Sync; how many times the sync read its bookkeeping from every record, and the report."""
+    reads: list[int] = []
+    read = IndexState.read
+    monkeypatch.setattr(IndexState, "read", lambda *a, **k: reads.append(1) or read(*a, **k))
+    report = sync_index(location, RecordingEmbedder(), ScanOptions(docs), ChunkParams())
+    monkeypatch.setattr(IndexState, "read", read)
+    return len(reads), report
+
+
+def test_a_sync_starts_from_the_state_the_last_run_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading every record's bookkeeping back from Chroma was 20 of a no-op sync's 22 s at 100k chunks: a run
+    starts from the state file the last completed run left, and reads the records only when that file is not for
+    exactly what the collection holds now."""
+    location = _index(tmp_path, 23)
+    docs = tmp_path / "docs"
+    store = Store.open(location)
+    assert state_path(location, store.name).is_file()
+    reads, report = _sync_reads(location, docs, monkeypatch)
+    assert reads == 0 and report.files_unchanged == 23 and report.chunks_total == 23
+    (docs / "p03.md").write_text("# Page 3\n\nRewritten with other words entirely.\n")
+    (docs / "p04.md").unlink()
+    reads, report = _sync_reads(location, docs, monkeypatch)
+    assert reads == 0 and report.files_changed == ["p03.md"] and report.files_removed == ["p04.md"]
+    assert not snapshot(location).differences(snapshot(_index(tmp_path / "clean", 0, docs)))  # a clean build
+
+
+@pytest.mark.parametrize("spoil", ["another writer", "damaged", "removed", "writing mark"])
+def test_a_state_file_not_for_what_the_collection_holds_now_is_not_used(
+        spoil: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    location = _index(tmp_path, 23)
+    docs = tmp_path / "docs"
+    store = Store.open(location)
+    path = state_path(location, store.name)
+    if spoil == "another writer":  # a run that did not leave its state here (a server's other machine)
+        store.bump_generation()
+    elif spoil == "damaged":
+        path.write_text(path.read_text()[:-40])
+    elif spoil == "removed":
+        path.unlink()
+    else:  # a run killed mid-way
+        store.mark_writing()
+    (docs / "p05.md").write_text("# Page 5\n\nA new text for page five.\n")
+    reads, report = _sync_reads(location, docs, monkeypatch)
+    assert reads == 1 and report.files_changed == ["p05.md"]
+    assert not snapshot(location).differences(snapshot(_index(tmp_path / "clean", 0, docs)))
+    assert _sync_reads(location, docs, monkeypatch)[0] == 0  # and the next run starts from the file again
