@@ -141,6 +141,8 @@ class LookupEmbedder:
     markers (computed by the model once, then kept in million-vectors.npz), nudged by a perturbation seeded by the
     text. `fresh` texts (edits) take the nudged vector of a real text picked by their hash instead of the model."""
 
+    wordpiece_prefix = ""  # counts as the built-in model: docvec may chunk ahead in a worker process
+
     def __init__(self, fresh: bool = False) -> None:
         import numpy as np
 
@@ -492,7 +494,11 @@ def _sync(cfg: str, embedder: LookupEmbedder) -> dict[str, Any]:
     report = sync_index(_location(cfg), embedder, scan_options(settings), ChunkParams())  # type: ignore[arg-type]
     seconds = time.perf_counter() - t0
     embedder.save()
+    import resource
+
+    worker_mb = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)  # the chunking worker's
     return {"sync_s": round(seconds, 1), "embed_s": round(embedder.seconds, 1), "chunks": report.chunks_total,
+            "worker_peak_rss_mb": worker_mb,
             "chunks_written": report.chunks_written, "files_changed": len(report.files_changed),
             "model_texts": embedder._added}
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
-from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, chunk_markdown, content_hash, has_body
+from docvec.chunker import Chunk, ChunkParams, ParsedDocument, chunk_ids, content_hash, has_body
 from docvec.embedders import Embedder, Vectors
 from docvec.errors import (IndexMismatch, IndexNotFound, InputRejected, Interrupted, Refused,
                            StoreError)
@@ -24,6 +24,7 @@ from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordChanges, KeywordIndex, sync_keyword_index
 from docvec.store import (DOCS_ROOT_KEY, STATS_KEY, Metadata, Store, StoreLocation, dumps_metadata,
                           is_unwritable)
+from docvec.ingest.prefetch import NO_BODY, parsed
 from docvec.ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, content_file_hash, read_markdown, scan
 
 # Chunks written per window. A window is embedded, then written with one Chroma call of each kind (Chroma's cost
@@ -382,7 +383,7 @@ def _triage(files: Sequence[SourceFile], state: IndexState, fp: str, report: Ing
             report.files_unchanged += 1
             continue
         if not has_body(text):
-            report.skipped.append(Skipped(source.rel, "no text besides front matter and comments"))
+            report.skipped.append(Skipped(source.rel, NO_BODY))
             continue
         keep.add(source.rel)
         (report.files_changed if indexed else report.files_added).append(source.rel)
@@ -392,22 +393,15 @@ def _triage(files: Sequence[SourceFile], state: IndexState, fp: str, report: Ing
 
 def _chunked(todo: Sequence[SourceFile], state: IndexState, embedder: Embedder, params: ChunkParams, fp: str,
              report: IngestReport) -> Iterator[FileWork]:
-    """The new and changed files chunked, one at a time (read again: a file's chunks are held only while its
-    window is written)."""
-    for source in todo:
-        try:
-            text, data = read_markdown(source.path)
-        except Unreadable as exc:  # changed since it was sorted out: what is indexed of it stays
+    """The new and changed files chunked, in order (read again: a file's chunks are held only while its window is
+    written; a large run reads and chunks ahead in a worker process, see prefetch.py)."""
+    for source, got in parsed(todo, embedder, params):
+        if got.doc is None:  # changed since it was sorted out: what is indexed of it stays
             _unlist(source.rel, report)
-            report.skipped.append(Skipped(source.rel, str(exc)))
+            report.skipped.append(Skipped(source.rel, got.skipped or NO_BODY))
             continue
-        if not has_body(text):
-            _unlist(source.rel, report)
-            report.skipped.append(Skipped(source.rel, "no text besides front matter and comments"))
-            continue
-        doc = chunk_markdown(text, embedder.count_tokens, params)
-        report.warnings.extend(f"{source.rel}: {w}" for w in doc.warnings)
-        yield plan_file(source.rel, content_file_hash(data), fp, doc, state.files.get(source.rel))
+        report.warnings.extend(f"{source.rel}: {w}" for w in got.doc.warnings)
+        yield plan_file(source.rel, got.file_hash, fp, got.doc, state.files.get(source.rel))
 
 
 def plan_file(rel: str, file_hash: str, fp: str, doc: ParsedDocument, indexed: IndexedFile | None) -> FileWork:

@@ -129,3 +129,41 @@ def test_a_state_file_not_for_what_the_collection_holds_now_is_not_used(
     assert reads == 1 and report.files_changed == ["p05.md"]
     assert not snapshot(location).differences(snapshot(_index(tmp_path / "clean", 0, docs)))
     assert _sync_reads(location, docs, monkeypatch)[0] == 0  # and the next run starts from the file again
+
+
+class _CountsLikeTheModel(RecordingEmbedder):
+    """Counts tokens as the built-in model does, and says so: a run may then chunk in a worker process."""
+
+    wordpiece_prefix = ""
+
+
+def test_a_large_run_chunks_ahead_in_a_worker_and_builds_the_same_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chroma's add holds the GIL, so a big run reads and chunks the next files in a worker process meanwhile; what
+    it writes is exactly what chunking in-process writes (long sections split, code, tables, front matter, a file
+    that has only front matter, one that cannot be read)."""
+    import concurrent.futures
+
+    from docvec.ingest import prefetch
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(12):
+        body = " ".join(f"word{j} about topic {i}" for j in range(300))
+        (docs / f"p{i:02}.md").write_text(f"---\ntitle: Page {i}\ntags: [a, b{i}]\n---\n# Page {i}\n\n{body}\n\n"
+                                          f"## Code\n\nRun it:\n\n```py\nprint({i})\n```\n\n| a | b |\n|---|---|\n| {i} | x |\n")
+    (docs / "only-front-matter.md").write_text("---\ntitle: Empty\n---\n")
+    (docs / "binary.md").write_bytes(b"\x00\x01\x02 not text")
+    submitted: list[int] = []
+    submit = concurrent.futures.ProcessPoolExecutor.submit
+    monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "submit",
+                        lambda self, *a, **k: submitted.append(1) or submit(self, *a, **k))
+    monkeypatch.setattr(prefetch, "PREFETCH_FILES", 5)
+    ahead = StoreLocation(tmp_path / "ahead", "docvec")
+    report = sync_index(ahead, _CountsLikeTheModel(), ScanOptions(docs), ChunkParams())
+    assert len(submitted) == 12  # the two files the sort-out skips are never chunked
+    here = StoreLocation(tmp_path / "here", "docvec")
+    other = sync_index(here, RecordingEmbedder(), ScanOptions(docs), ChunkParams())
+    assert len(submitted) == 12 and report.chunks_total == other.chunks_total > 12 * 3
+    assert [s.reason for s in report.skipped] == [s.reason for s in other.skipped]
+    assert not snapshot(ahead).differences(snapshot(here))

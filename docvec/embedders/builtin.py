@@ -48,6 +48,9 @@ class BuiltinEmbedder:
         self._digest = ""
         self.info = EmbedderInfo("builtin", MODEL_NAME, DIMENSION, MAX_TOKENS, True, _expected_sha256())
 
+    # Counts are WordPieceCounter's of the text with this prefix: a worker process can count the same (prefetch.py)
+    wordpiece_prefix = ""
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Word-pieces of each text including [CLS] and [SEP], without truncation."""
         if self._counter is None:  # not at start-up: a query never counts (a tokenizer takes ~30 ms to load)

@@ -132,6 +132,11 @@ class OllamaEmbedder:
 
     # -- the Embedder protocol --------------------------------------------------------------------------------
 
+    @property
+    def wordpiece_prefix(self) -> str:
+        """count_tokens counts WordPieceCounter's word-pieces of the text with this prefix (see prefetch.py)."""
+        return self.info.document_prefix
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Estimated tokens (BERT word-pieces) of each text with the document prefix; Ollama checks the real count."""
         from docvec.embedders.builtin import WordPieceCounter, load_tokenizer
