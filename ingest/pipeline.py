@@ -22,7 +22,7 @@ from docvec.errors import (IndexMismatch, IndexNotFound, InputRejected, Interrup
                            StoreError)
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordChanges, KeywordIndex, sync_keyword_index
-from docvec.store import (DOCS_ROOT_KEY, STATS_KEY, Metadata, Store, StoreLocation, dumps_metadata,
+from docvec.store import (DOCS_ROOT_KEY, STATS_KEY, WRITE_BATCH, Metadata, Store, StoreLocation, dumps_metadata,
                           is_unwritable)
 from docvec.ingest.prefetch import NO_BODY, parsed
 from docvec.ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, content_file_hash, read_markdown, scan
@@ -30,10 +30,12 @@ from docvec.ingest.scan import ScanOptions, Skipped, SourceFile, Unreadable, con
 # Chunks written per window. A window is embedded, then written with one Chroma call of each kind (Chroma's cost
 # is mostly per call, ~45 ms): the window is sized to ~WINDOW_SECONDS of embedding at the last window's measured
 # speed, so a crash loses at most that much work, while fast embedders (a GPU server, reused vectors) write in
-# batches of up to WINDOW_MAX. Not more: 5,000-chunk windows raised a 30k-chunk ingest's peak RSS from 341 to
-# 489 MB (memory the allocator keeps after each big write) for ~10 % less time.
+# batches of up to WINDOW_MAX, Chroma's batch limit. Local Chroma's cost per call grows with the collection (an
+# add of 100 vectors: 80 ms at 10k records, 130-185 ms at 160k), so writes of 1,000 were 1.26x raw 5,000-record
+# adds at 100k chunks and would be worse at a million (bench/README.md, "A million chunks"). Windows were capped at
+# 1,000 from session 7 to 19 for memory (5,000 raised a 30k-chunk ingest's peak RSS from 341 to 489 MB).
 WINDOW = 128
-WINDOW_MAX = 1000
+WINDOW_MAX = WRITE_BATCH
 WINDOW_SECONDS = 5.0
 EMBED_SLICE = 64  # progress is reported after each slice
 THROUGHPUT_KEY = "docvec:chunks_per_s"
