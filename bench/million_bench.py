@@ -58,10 +58,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000")
     parser.add_argument("--work", type=Path, default=Path("/tmp/docvec-million"))
     parser.add_argument("--keep", action="store_true", help="keep each size's work folder")
+    parser.add_argument("--report", action="store_true", help="print the table and log-log slopes of the results")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.child:
         return _child(ns.child)
+    if ns.report:
+        return print(report())
     target = RESULTS / f"million-{ns.store}.json"
     out: dict[str, Any] = json.loads(target.read_text()) if target.exists() else {}
     questions = [json.loads(line)["query"] for line in (SCIFACT / "queries.jsonl").read_text().splitlines()]
@@ -80,6 +83,88 @@ def _save(target: Path, out: dict[str, Any], size: int, figures: dict[str, Any])
     out[str(size)] = figures
     target.write_text(json.dumps(out, indent=1))
     print(size, json.dumps(figures), flush=True)
+
+
+# --- the report -----------------------------------------------------------------------------------------------
+
+FIGURES = [  # (row name, path into a size's results, unit)
+    ("docvec write path (embedding aside)", ("ingest", "docvec_s"), "s"),
+    ("docvec's Chroma adds", ("ingest", "store_add_s"), "s"),
+    ("raw Chroma add, same records", ("raw_add", "seconds"), "s"),
+    ("write path / raw add", ("write_ratio",), "x"),
+    ("ingest peak RSS", ("ingest", "peak_rss_mb"), "MB"),
+    ("no-op sync (`docvec ingest`)", ("noop", "wall_s"), "s"),
+    ("no-op sync peak RSS", ("noop", "peak_rss_mb"), "MB"),
+    ("sync after editing 1 % of files", ("edit_sync", "docvec_s"), "s"),
+    ("1 % sync peak RSS", ("edit_sync", "peak_rss_mb"), "MB"),
+    ("`docvec status`", ("status", "wall_s"), "s"),
+    ("`docvec verify`", ("verify", "wall_s"), "s"),
+    ("verify peak RSS", ("verify", "peak_rss_mb"), "MB"),
+    ("keyword index build (a new client's wait)", ("keyword", "seconds"), "s"),
+    ("keyword index size", ("keyword", "size_mb"), "MB"),
+    ("catch-up after another machine's 1 % sync", ("other_machine", "catch_up", "seconds"), "s"),
+    ("the same by comparing every record (before)", ("other_machine", "full_compare", "seconds"), "s"),
+    ("serve: warm vector p50 / p95", ("serve", "vector"), "ms"),
+    ("serve: warm keyword p50 / p95", ("serve", "keyword"), "ms"),
+    ("serve: warm hybrid p50 / p95", ("serve", "hybrid"), "ms"),
+    ("serve idle RSS", ("serve", "idle_rss_mb"), "MB"),
+    ("serve RSS under 20 clients", ("serve", "load", "rss_peak_mb"), "MB"),
+    ("Chroma server RSS (after the run)", ("chroma_server_rss_mb",), "MB"),
+    ("disk (index or server data)", ("disk_mb",), "MB"),
+    ("of which Chroma's HNSW files", ("hnsw_files_mb",), "MB"),
+]
+
+
+def report() -> str:
+    """Markdown: one column per store and size, then the log-log slope of each figure between sizes."""
+    runs = {store: json.loads((RESULTS / f"million-{store}.json").read_text())
+            for store in ("local", "server") if (RESULTS / f"million-{store}.json").exists()}
+    columns = [(store, size, runs[store][size]) for store in runs for size in sorted(runs[store], key=int)]
+    lines = ["| | " + " | ".join(f"{store} {int(size) // 1000}k" for store, size, _ in columns) + " |",
+             "|---" * (len(columns) + 1) + "|",
+             "| chunks / files | " + " | ".join(f"{r.get('chunks', '?')} / {r.get('files', '?')}"
+                                              for _, _, r in columns) + " |"]
+    slopes = []
+    for name, path, unit in FIGURES:
+        values = [_dig(r, path) for _, _, r in columns]
+        if all(v is None for v in values):
+            continue
+        lines.append(f"| {name} | " + " | ".join(_cell(v, unit) for v in values) + " |")
+        for store in runs:
+            points = [(r["chunks"], _number(_dig(r, path))) for st, _, r in columns if st == store and "chunks" in r]
+            points = [(n, v) for n, v in points if v]
+            if len(points) >= 2:
+                slopes.append(f"| {name} | {store} | " + ", ".join(
+                    f"{_slope(a, b):.2f} ({a[0] // 1000}k→{b[0] // 1000}k)" for a, b in zip(points, points[1:])) + " |")
+    return "\n".join(lines + ["", "| figure | store | log-log slope |", "|---|---|---|"] + slopes)
+
+
+def _dig(result: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(result, dict) or key not in result:
+            return None
+        result = result[key]
+    return result
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, dict):
+        return value.get("p95_ms")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _cell(value: Any, unit: str) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, dict):
+        return f"{value['p50_ms']} / {value['p95_ms']} ms"
+    return f"{value:,} {unit}" if unit != "x" else f"{value:.2f}x"
+
+
+def _slope(a: tuple[int, float], b: tuple[int, float]) -> float:
+    import math
+
+    return math.log(b[1] / a[1]) / math.log(b[0] / a[0])
 
 
 # --- the corpus -----------------------------------------------------------------------------------------------
@@ -210,13 +295,15 @@ def _one_size(store: str, size: int, work: Path, questions: list[str], checkpoin
         cfg = _config(work, work / "index", server)
         out["ingest"] = _run_child(["ingest", str(cfg), str(work / "spool")])
         out["chunks"] = out["ingest"]["chunks"]
+        out["disk_mb"] = _disk_mb(work / ("server" if server else "index"))  # (before the raw collection)
+        out["hnsw_files_mb"] = sum(_disk_mb(p) for p in (work / ("server" if server else "index")).iterdir()
+                                   if p.is_dir() and len(p.name) == 36)  # Chroma's vector segment: ~its RAM
         checkpoint(out)
         out["raw_add"] = _run_child(["raw", str(work / "spool"), str(work / "raw"), str(server[1] if server else 0)])
         shutil.rmtree(work / "spool", ignore_errors=True)
         out["write_ratio"] = round(out["ingest"]["docvec_s"] / out["raw_add"]["seconds"], 3)
         out["store_writes_ratio"] = round(out["ingest"]["store_add_s"] / out["raw_add"]["seconds"], 3)
         checkpoint(out)
-        out["disk_mb"] = _disk_mb(work / ("server" if server else "index"))
         out["noop"] = _cli(cfg, "ingest", "-q")
         out["status"] = _cli(cfg, "status")
         out["verify"] = _cli(cfg, "verify")
@@ -339,8 +426,9 @@ def _other_machine(work: Path, port: int) -> dict[str, Any]:
     other = _config(work, work / "other-machine", (None, port))  # type: ignore[arg-type]
     edited = edit_files(work / "docs", 0.01, 2)
     sync = _run_child(["sync", str(other)])
-    catch_up = _run_child(["keyword", str(_config(work, work / "index", (None, port)))])  # type: ignore[arg-type]
-    return {"edited_files": edited, "sync": sync, "catch_up": catch_up}
+    mine = _config(work, work / "index", (None, port))  # type: ignore[arg-type]
+    catch_up = _run_child(["keyword", str(mine)])
+    return {"edited_files": edited, "sync": sync, "catch_up": catch_up, "full_compare": _run_child(["compare", str(mine)])}
 
 
 def _serve(cfg: Path, questions: list[str], server: tuple[subprocess.Popen[str], int] | None) -> dict[str, Any]:
@@ -433,7 +521,8 @@ def _pct(times: list[float]) -> dict[str, float]:
 
 def _child(args: list[str]) -> None:
     kind, rest = args[0], args[1:]
-    figures = {"ingest": _child_ingest, "sync": _child_sync, "raw": _child_raw, "keyword": _child_keyword}[kind](*rest)
+    figures = {"ingest": _child_ingest, "sync": _child_sync, "raw": _child_raw, "keyword": _child_keyword,
+               "compare": _child_compare}[kind](*rest)
     print(json.dumps(figures), flush=True)
 
 
@@ -527,6 +616,18 @@ def _child_raw(spool: str, path: str, port: str) -> dict[str, Any]:
     if int(port):
         client.delete_collection("raw")
     return {"seconds": round(seconds, 1), "records": records, "per_s": round(records / seconds)}
+
+
+def _child_compare(cfg: str) -> dict[str, Any]:
+    """What a catch-up cost before the journal: comparing every record with the keyword index."""
+    from docvec.keyword import KeywordIndex, keyword_differences
+    from docvec.store import Store
+
+    t0 = time.perf_counter()
+    store = Store.open(_location(cfg))
+    with KeywordIndex.of(store) as keyword:
+        missing, extra = keyword_differences(store, keyword)
+    return {"seconds": round(time.perf_counter() - t0, 1), "differences": len(missing) + len(extra)}
 
 
 def _child_keyword(cfg: str) -> dict[str, Any]:

@@ -167,3 +167,22 @@ def test_a_large_run_chunks_ahead_in_a_worker_and_builds_the_same_index(
     assert len(submitted) == 12 and report.chunks_total == other.chunks_total > 12 * 3
     assert [s.reason for s in report.skipped] == [s.reason for s in other.skipped]
     assert not snapshot(ahead).differences(snapshot(here))
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "link to another index's state"])
+def test_a_state_file_that_is_not_a_regular_file_is_never_read(kind: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state file is opened without following links and only if it is a regular file: a link to /dev/zero
+    or a FIFO in the index folder neither hangs nor grows a sync; the records are read instead."""
+    import os
+
+    location = _index(tmp_path, 5)
+    path = state_path(location, Store.open(location).name)
+    other = tmp_path / "elsewhere.jsonl"
+    path.rename(other)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero" if kind == "link to /dev/zero" else other)
+    reads, report = _sync_reads(location, tmp_path / "docs", monkeypatch)
+    assert reads == 1 and report.files_unchanged == 5
