@@ -135,7 +135,8 @@ def report() -> str:
             points = [(n, v) for n, v in points if v]
             if len(points) >= 2:
                 slopes.append(f"| {name} | {store} | " + ", ".join(
-                    f"{_slope(a, b):.2f} ({a[0] // 1000}k→{b[0] // 1000}k)" for a, b in zip(points, points[1:])) + " |")
+                    f"{_slope(a, b):.2f} ({a[0] // 1000}k→{b[0] // 1000}k)"
+                    for a, b in zip(points, points[1:])) + " |")
     return "\n".join(lines + ["", "| figure | store | log-log slope |", "|---|---|---|"] + slopes)
 
 
@@ -212,7 +213,8 @@ def edit_files(docs: Path, share: float, round_: int) -> int:
     """Append a sentence to every file whose path hashes into `share` (1 % -> ~1 in 100); returns how many."""
     edited = 0
     for path in sorted(docs.rglob("*.md")):
-        if int(hashlib.md5(path.name.encode() + path.parent.name.encode()).hexdigest()[:8], 16) % 10_000 < share * 10_000:
+        digest = hashlib.md5(path.name.encode() + path.parent.name.encode()).hexdigest()
+        if int(digest[:8], 16) % 10_000 < share * 10_000:
             with path.open("a", encoding="utf-8") as f:
                 f.write(f"\nRevision {round_} of this page adds one closing sentence about {path.stem}.\n")
             edited += 1
@@ -395,8 +397,9 @@ def _measured(cmd: list[str]) -> dict[str, Any]:
     _, status, usage = os.wait4(proc.pid, 0)
     reader.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    figures: dict[str, Any] = {"wall_s": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-                               "rc": proc.returncode, "load_before": load}
+    figures: dict[str, Any] = {"wall_s": round(time.perf_counter() - t0, 2),
+                               "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "rc": proc.returncode,
+                               "load_before": load}
     last = stdout.strip().splitlines()[-1:] if stdout.strip() else []
     if last and last[0].startswith("{"):
         figures.update(json.loads(last[0]))
@@ -428,7 +431,8 @@ def _other_machine(work: Path, port: int) -> dict[str, Any]:
     sync = _run_child(["sync", str(other)])
     mine = _config(work, work / "index", (None, port))  # type: ignore[arg-type]
     catch_up = _run_child(["keyword", str(mine)])
-    return {"edited_files": edited, "sync": sync, "catch_up": catch_up, "full_compare": _run_child(["compare", str(mine)])}
+    return {"edited_files": edited, "sync": sync, "catch_up": catch_up,
+            "full_compare": _run_child(["compare", str(mine)])}
 
 
 def _serve(cfg: Path, questions: list[str], server: tuple[subprocess.Popen[str], int] | None) -> dict[str, Any]:
@@ -554,7 +558,8 @@ def _child_ingest(cfg: str, spool: str) -> dict[str, Any]:
         t1 = time.perf_counter()
         n = writes[2]
         np.save(Path(spool) / f"{n:05}.npy", np.asarray(vectors, dtype=np.float32))
-        (Path(spool) / f"{n:05}.json").write_text(json.dumps([list(ids), list(documents), [dict(m) for m in metadatas]]))
+        (Path(spool) / f"{n:05}.json").write_text(json.dumps([list(ids), list(documents),
+                                                              [dict(m) for m in metadatas]]))
         writes[0] += t1 - t0
         writes[1] += time.perf_counter() - t1
         writes[2] += 1

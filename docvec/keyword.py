@@ -45,6 +45,7 @@ SCHEMA_VERSION = "5"  # part of the folder name: another version's index is neve
 # (every commit replaced that document, and each deleted copy counted in bm25's statistics)
 STATE_FILE = "docvec-state.json"  # what the index reflects: {"generation": ...}, written after the rows' commit
 MAX_SETTLE_ROUNDS = 3  # rewrites of segments holding deleted rows before the index is rebuilt whole
+SETTLE_BATCH = 5_000  # rows rewritten per commit
 WRITER_HEAP = 50_000_000  # bytes tantivy may buffer before it writes a segment
 WRITER_WAIT_S = 30.0  # how long a writer waits for another process's keyword writer (a query catching up)
 MAX_TERMS = 1024  # distinct words of one question that count (a 10,000-character question has fewer)
@@ -360,12 +361,13 @@ class KeywordIndex:
         rewritten = 0
         try:
             for _ in range(MAX_SETTLE_ROUNDS):
-                docs = self._rows_in_segments_with_deletes()
-                if docs is None:
+                batches = self._rows_in_segments_with_deletes()
+                if batches is None:
                     break
-                session.rewrite(docs)
+                for docs in batches:  # each batch a commit of its own: the same rows before and after it
+                    session.rewrite(docs)
+                    rewritten += len(docs)
                 session.settle_merges()
-                rewritten += len(docs)
             else:
                 session.wipe()  # still deleted rows after rewriting: rebuild the whole index from the collection
                 session.write(_every_chunk(store), [], {})
@@ -373,8 +375,10 @@ class KeywordIndex:
             session.close()
         return rewritten
 
-    def _rows_in_segments_with_deletes(self) -> list[tantivy.Document] | None:
-        """The live rows of every segment holding a deleted row (None when no segment does)."""
+    def _rows_in_segments_with_deletes(self) -> Iterator[list[tantivy.Document]] | None:
+        """The live rows of every segment holding a deleted row, SETTLE_BATCH at a time, read from one snapshot
+        (None when no segment holds one). Held a batch at a time: a merged segment of a million-chunk index holds
+        most of its rows, and holding them all made a 1 % sync's peak grow with the index."""
         segments = self._segments()
         dirty = {n for n, seg in enumerate(segments) if seg.get("deletes")}
         if not dirty:
@@ -382,9 +386,12 @@ class KeywordIndex:
         self._index.reload()
         self._seen = self._meta_stamp()
         searcher = self._index.searcher()
-        # (if the searcher saw other segments than meta.json listed, every row is rewritten)
-        return [doc for segment, doc in _every_row(searcher)
-                if segment in dirty or searcher.num_segments != len(segments)]
+        whole = searcher.num_segments != len(segments)  # it saw other segments than meta.json listed: all rows
+        hits = searcher.search(tantivy.Query.all_query(), max(searcher.num_docs, 1)).hits
+        addresses = [address for _, address in hits if whole or address.segment_ord in dirty]
+        del hits
+        return ([searcher.doc(a) for a in addresses[i:i + SETTLE_BATCH]]
+                for i in range(0, len(addresses), SETTLE_BATCH))
 
     def apply(self, add: Iterable[tuple[str, str, str]], delete: Sequence[str], state: dict[str, str],
               wait: bool = True) -> int:
