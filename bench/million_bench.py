@@ -34,8 +34,6 @@ import os
 import re
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -45,6 +43,7 @@ from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 RESULTS = REPO / "bench" / "results"
 SCIFACT = REPO.parent / "shared" / "eval" / "scifact"
 VECTORS = RESULTS / "million-vectors.npz"
@@ -285,6 +284,30 @@ class LookupEmbedder:
                 [self._known[h] for h in hashes], dtype=self._np.float32))
 
 
+def _port() -> int:
+    from serve_bench import _port as free_port
+
+    return free_port()
+
+
+def _rss_mb(pid: int) -> float:
+    from serve_bench import _rss_mb as rss
+
+    return rss(pid)
+
+
+def _latencies(url: str, questions: list[str], mode: str) -> dict[str, float]:
+    from serve_bench import _latencies as warm  # POST /search, k 10, one client
+
+    return warm(url, questions, mode)
+
+
+def _pct(times: list[float]) -> dict[str, float]:
+    from serve_bench import _pct as percentiles
+
+    return percentiles(times)
+
+
 # --- one size -------------------------------------------------------------------------------------------------
 
 def _one_size(store: str, size: int, work: Path, questions: list[str], checkpoint: Any) -> dict[str, Any]:
@@ -340,12 +363,6 @@ def _config(work: Path, index: Path, server: tuple[subprocess.Popen[str], int] |
     return cfg
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _chroma_server(path: Path) -> tuple[subprocess.Popen[str], int]:
     import httpx
 
@@ -369,13 +386,6 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         return ""
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
 
 
 def _disk_mb(path: Path) -> float:
@@ -467,18 +477,6 @@ def _serve(cfg: Path, questions: list[str], server: tuple[subprocess.Popen[str],
     return out
 
 
-def _latencies(url: str, questions: list[str], mode: str) -> dict[str, float]:
-    import httpx
-
-    times = []
-    with httpx.Client(timeout=120) as client:
-        for q in questions:
-            t0 = time.perf_counter()
-            client.post(f"{url}/search", json={"question": q, "k": 10, "mode": mode}).raise_for_status()
-            times.append(time.perf_counter() - t0)
-    return _pct(times)
-
-
 def _under_load(url: str, questions: list[str], pid: int) -> dict[str, Any]:
     """20 clients x 20 hybrid questions; the server's RSS sampled every 50 ms."""
     import httpx
@@ -513,12 +511,6 @@ def _under_load(url: str, questions: list[str], pid: int) -> dict[str, Any]:
     times = [t for ts, _ in results for t in ts]
     return {"rss_peak_mb": peak[0], "errors": sum(e for _, e in results), "per_s": round(len(times) / wall, 1),
             **_pct(times)}
-
-
-def _pct(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    return {"p50_ms": round(1000 * statistics.median(ordered), 1),
-            "p95_ms": round(1000 * ordered[int(0.95 * (len(ordered) - 1))], 1)}
 
 
 # --- children (each in its own process, so its peak RSS is its own) ---------------------------------------------

@@ -45,8 +45,12 @@ def ingest_from_state(location: StoreLocation, store: Store, embedder: Embedder,
     one_shot = known is None
     if one_shot:
         known = load_state(location, store.name, Fingerprint.build(embedder.info, params).short_hash())
+    loaded_at = known.left_at if known is not None else None
     report = ingest(store, embedder, scan, params, False, on_progress, guard, known)
-    if one_shot and report.state is not None:
+    # A run that started from the file and left the collection where it was (a no-op) leaves the file as it is:
+    # rewriting it is ~130 MB at a million chunks
+    unchanged = report.state is not None and report.state is known and report.state.left_at == loaded_at
+    if one_shot and report.state is not None and not unchanged:
         save_state(location, report.state)
     return report
 

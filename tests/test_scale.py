@@ -100,8 +100,11 @@ def test_a_sync_starts_from_the_state_the_last_run_left(tmp_path: Path, monkeypa
     docs = tmp_path / "docs"
     store = Store.open(location)
     assert state_path(location, store.name).is_file()
+    written = state_path(location, store.name).stat()
     reads, report = _sync_reads(location, docs, monkeypatch)
     assert reads == 0 and report.files_unchanged == 23 and report.chunks_total == 23
+    after = state_path(location, store.name).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # a no-op leaves it be
     (docs / "p03.md").write_text("# Page 3\n\nRewritten with other words entirely.\n")
     (docs / "p04.md").unlink()
     reads, report = _sync_reads(location, docs, monkeypatch)
