@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator, Sequence
 from docvec.chunker import ChunkParams, ParsedDocument, chunk_markdown, has_body
 from docvec.ingest.scan import SourceFile, Unreadable, content_file_hash, read_markdown
 
-PREFETCH_FILES = 200  # fewer new or changed files than this: chunk here (a worker takes ~1 s to start)
+PREFETCH_FILES = 2_000  # fewer new or changed files than this: chunk here (a worker takes ~1 s to start; and a
+# Ctrl-C in a run's first second with a worker starting can end it with an error instead of 130: see the note)
 AHEAD_FILES = 512  # files read and chunked ahead of the writes (a window is ~1,000 chunks)...
 AHEAD_BYTES = 32 * 2**20  # ...and at most this much of their text
 NO_BODY = "no text besides front matter and comments"
@@ -78,7 +79,8 @@ def _ahead(todo: Sequence[SourceFile], prefix: str, count_tokens: TokenCounter,
             done = pending.popleft()
             yield done[0], _result(done, count_tokens, params)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # No join: the generator may be finalized on the pool's own manager thread (a run that stopped early)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _size(path: Path) -> int:
