@@ -364,19 +364,14 @@ def _config(work: Path, index: Path, server: tuple[subprocess.Popen[str], int] |
 
 
 def _chroma_server(path: Path) -> tuple[subprocess.Popen[str], int]:
-    import httpx
+    from serve_bench import wait_until_up
 
     port = _port()
     chroma = Path(sys.executable).with_name("chroma")
     proc = subprocess.Popen([str(chroma), "run", "--path", str(path), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
-                return proc, port
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise SystemExit("chroma run did not start")
+    wait_until_up(f"http://127.0.0.1:{port}/api/v2/heartbeat", "chroma run", 60)
+    return proc, port
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
@@ -447,6 +442,7 @@ def _other_machine(work: Path, port: int) -> dict[str, Any]:
 
 def _serve(cfg: Path, questions: list[str], server: tuple[subprocess.Popen[str], int] | None) -> dict[str, Any]:
     import httpx
+    from serve_bench import wait_until_up
 
     port = _port()
     docvec = Path(sys.executable).with_name("docvec")
@@ -456,12 +452,7 @@ def _serve(cfg: Path, questions: list[str], server: tuple[subprocess.Popen[str],
     url = f"http://127.0.0.1:{port}"
     out: dict[str, Any] = {}
     try:
-        while time.perf_counter() - t0 < 1800:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_up(f"{url}/healthz", "docvec serve", 1800)
         out["ready_s"] = round(time.perf_counter() - t0, 1)
         for q in questions[:5]:  # the first searches load the HNSW index and the keyword segments
             httpx.post(f"{url}/search", json={"question": q, "k": 5}, timeout=600).raise_for_status()

@@ -96,13 +96,20 @@ def _serve(cfg: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "docvec.cli", "serve", "--config", str(cfg), "--listen",
                              f"127.0.0.1:{port}", *extra], stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
+    wait_until_up(f"{url}/healthz", "docvec serve", 120)
+    return proc, url
+
+
+def wait_until_up(url: str, what: str, seconds: float) -> None:
+    """Poll `url` until it answers 200; SystemExit naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
         except httpx.TransportError:
             time.sleep(0.2)
-    raise SystemExit("docvec serve did not start")
+    raise SystemExit(f"{what} did not start")
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:

@@ -512,7 +512,8 @@ class Store:
             return  # a local index's keyword index is written by the writer itself
         journal = self._journal_collection(create=True)
         with _chroma("writing the change journal", self.location):
-            journal.delete(where={"$or": [{"gen": {"$gte": generation}}, {"gen": {"$lte": generation - JOURNAL_KEEP}}]})
+            journal.delete(where={"$or": [{"gen": {"$gte": generation}},
+                                          {"gen": {"$lte": generation - JOURNAL_KEEP}}]})
             if touched is None or len(touched) > JOURNAL_MAX_IDS:
                 return
             ids = sorted(set(touched))
