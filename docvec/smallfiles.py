@@ -34,16 +34,27 @@ def read_small_file(path: str | os.PathLike[str], limit: int = 64 * 2**10) -> by
     """A small regular file's bytes, or None: a symlink, a FIFO, a device or a file over `limit` is not read
     (an advert symlinked to /dev/zero grew a reader to 22 GB; a FIFO hung it)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd, size = open_regular(path)
     except OSError:
         return None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        if size > limit:
             return None
         return read_until_end(lambda: os.read(fd, 1 << 16), limit)
     finally:
         os.close(fd)
+
+
+def open_regular(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """A descriptor of the file for reading and its size, never through a symlink and only if it is a regular file
+    (not a FIFO, which would hang a reader, nor a device such as /dev/zero, which would feed it forever); else
+    OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise OSError(f"{os.fspath(path)} is not a regular file")
+    return fd, info.st_size
 
 
 def read_until_end(read_block: Callable[[], bytes], limit: int) -> bytes | None:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any, Iterator
 
-from docvec.smallfiles import beside_index
+from docvec.smallfiles import beside_index, open_regular
 from docvec.store import StoreLocation
 from docvec.ingest.pipeline import IndexState, Record
 
@@ -57,7 +56,7 @@ def load_state(location: StoreLocation, collection: str, fingerprint: str) -> In
     """The state the last completed run left for this collection, if its file is there and whole (the caller
     still checks that no one wrote since)."""
     try:
-        with _open_regular(state_path(location, collection)) as f:
+        with os.fdopen(open_regular(state_path(location, collection))[0], encoding="utf-8") as f:
             header = json.loads(f.readline())
             if not isinstance(header, dict) or header.get("version") != VERSION or \
                     header.get("collection") != collection or header.get("fingerprint") != fingerprint:
@@ -69,16 +68,6 @@ def load_state(location: StoreLocation, collection: str, fingerprint: str) -> In
         return None
     state.left_at = (collection, header["generation"], fingerprint)
     return state
-
-
-def _open_regular(path: Path) -> IO[str]:
-    """The file for reading, if it is a regular file: never through a link, never a FIFO or a device (a link to
-    /dev/zero would feed the reader forever)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"{path} is not a regular file")
-    return os.fdopen(fd, encoding="utf-8")
 
 
 def _take(state: IndexState, row: Any, fingerprint: str) -> None:
