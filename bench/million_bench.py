@@ -15,6 +15,9 @@ Per size, each command in its own process (peak RSS from os.wait4), one after an
 - ingest: `sync_index` (docvec's whole write path: scan, chunk with exact token counts, plan, windowed writes, keyword
   index) from empty; the time inside the embedder and the bench's own spooling of the records are subtracted;
 - raw: Chroma `add` of exactly the records docvec wrote (spooled to disk), 5,000 a call, into a fresh collection;
+  with --tail-from N, sizes >= N take the ratio from their last 10 % of copies instead (a raw build from empty is
+  ~40 min at 1M): docvec syncs the first 90 %, the index (or server data) is copied, docvec syncs the rest, and raw
+  Chroma adds the same records onto the copy, so both add onto the same 900k collection;
 - noop: `docvec ingest` with nothing changed; edit: a sync after appending a sentence to 1 % of the files;
 - status, verify: the CLI commands;
 - keyword: a from-scratch build of the keyword index (for a server: a new client's wait before its first hybrid
@@ -57,6 +60,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000")
     parser.add_argument("--work", type=Path, default=Path("/tmp/docvec-million"))
     parser.add_argument("--keep", action="store_true", help="keep each size's work folder")
+    parser.add_argument("--tail-from", type=int, default=10**9, metavar="N",
+                        help="sizes >= N measure write path / raw add on their last 10 %% (raw onto a copy of the "
+                             "first 90 %%) instead of building a raw collection from empty")
     parser.add_argument("--report", action="store_true", help="print the table and log-log slopes of the results")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ns = parser.parse_args()
@@ -71,7 +77,8 @@ def main() -> None:
         work = ns.work / f"{ns.store}-{size}"
         shutil.rmtree(work, ignore_errors=True)
         try:
-            out[str(size)] = _one_size(ns.store, size, work, questions, lambda o: _save(target, out, size, o))
+            out[str(size)] = _one_size(ns.store, size, work, questions, lambda o: _save(target, out, size, o),
+                                       0.1 if size >= ns.tail_from else 0.0)
         finally:
             if not ns.keep:
                 shutil.rmtree(work, ignore_errors=True)
@@ -90,7 +97,10 @@ FIGURES = [  # (row name, path into a size's results, unit)
     ("docvec write path (embedding aside)", ("ingest", "docvec_s"), "s"),
     ("docvec's Chroma adds", ("ingest", "store_add_s"), "s"),
     ("raw Chroma add, same records", ("raw_add", "seconds"), "s"),
+    ("last 10 % of copies: docvec write path", ("tail_ingest", "docvec_s"), "s"),
+    ("last 10 % of copies: raw add onto a copy of the first 90 %", ("tail_raw_add", "seconds"), "s"),
     ("write path / raw add", ("write_ratio",), "x"),
+    ("docvec's Chroma adds / raw add", ("store_writes_ratio",), "x"),
     ("ingest peak RSS", ("ingest", "peak_rss_mb"), "MB"),
     ("no-op sync (`docvec ingest`)", ("noop", "wall_s"), "s"),
     ("no-op sync peak RSS", ("noop", "peak_rss_mb"), "MB"),
@@ -190,15 +200,20 @@ def _tokenizer_json() -> str:
     return (REPO / "docvec" / "embedders" / "minilm" / "tokenizer.json").read_text()
 
 
-def build_corpus(size: int, docs: Path) -> int:
-    """~size chunks of SciFact copies under docs (copyNNN/fNNNN.md); returns the number of files."""
+def copies_of(size: int) -> int:
+    return max(1, round(size / 9_979))
+
+
+def build_corpus(size: int, docs: Path, part: tuple[int, int | None] = (0, None)) -> int:
+    """~size chunks of SciFact copies under docs (copyNNN/fNNNN.md), or copies part[0] to part[1] of them (the
+    same files as in the whole corpus: the markers depend on the size only); returns the number of files written."""
     sources = sorted((SCIFACT / "docs").glob("*.md"))
     texts = [p.read_text(encoding="utf-8").rstrip("\n") for p in sources]
     groups = ["\n\n".join(texts[i:i + PER_FILE]) + "\n" for i in range(0, len(texts), PER_FILE)]
-    copies = max(1, round(size / 9_979))
+    copies = copies_of(size)
     words = marker_words(copies)
     files = 0
-    for k in range(copies):
+    for k in range(part[0], copies if part[1] is None else part[1]):
         folder = docs / f"copy{k:03}"
         folder.mkdir(parents=True)
         for j, text in enumerate(groups):
@@ -310,24 +325,39 @@ def _pct(times: list[float]) -> dict[str, float]:
 
 # --- one size -------------------------------------------------------------------------------------------------
 
-def _one_size(store: str, size: int, work: Path, questions: list[str], checkpoint: Any) -> dict[str, Any]:
+def _one_size(store: str, size: int, work: Path, questions: list[str], checkpoint: Any,
+              tail: float = 0.0) -> dict[str, Any]:
     out: dict[str, Any] = {"machine": _machine(), "store": store}
     t0 = time.perf_counter()
-    out["files"] = build_corpus(size, work / "docs")
+    head = copies_of(size) - max(1, round(copies_of(size) * tail)) if tail else None  # copies before the tail
+    out["files"] = build_corpus(size, work / "docs", (0, head))
     out["corpus_s"] = round(time.perf_counter() - t0, 1)
     server = _chroma_server(work / "server") if store == "server" else None
     try:
         cfg = _config(work, work / "index", server)
-        out["ingest"] = _run_child(["ingest", str(cfg), str(work / "spool")])
+        if tail:
+            server, cfg = _head_then_tail(out, size, head or 0, work, server)
+        else:
+            out["ingest"] = _run_child(["ingest", str(cfg), str(work / "spool")])
         out["chunks"] = out["ingest"]["chunks"]
         out["disk_mb"] = _disk_mb(work / ("server" if server else "index"))  # (before the raw collection)
         out["hnsw_files_mb"] = sum(_disk_mb(p) for p in (work / ("server" if server else "index")).iterdir()
                                    if p.is_dir() and len(p.name) == 36)  # Chroma's vector segment: ~its RAM
         checkpoint(out)
-        out["raw_add"] = _run_child(["raw", str(work / "spool"), str(work / "raw"), str(server[1] if server else 0)])
+        raw_server = _chroma_server(work / "raw") if tail and server else None
+        try:
+            port = (raw_server or server)[1] if server else 0
+            out["tail_raw_add" if tail else "raw_add"] = _run_child(["raw", str(work / "spool"), str(work / "raw"), str(port),
+                                         "append" if tail else "fresh"])
+        finally:
+            if raw_server:
+                _stop(raw_server[0])
         shutil.rmtree(work / "spool", ignore_errors=True)
-        out["write_ratio"] = round(out["ingest"]["docvec_s"] / out["raw_add"]["seconds"], 3)
-        out["store_writes_ratio"] = round(out["ingest"]["store_add_s"] / out["raw_add"]["seconds"], 3)
+        shutil.rmtree(work / "raw", ignore_errors=True)
+        added = out["tail_ingest"] if tail else out["ingest"]
+        raw_s = out["tail_raw_add" if tail else "raw_add"]["seconds"]
+        out["write_ratio"] = round(added["docvec_s"] / raw_s, 3)
+        out["store_writes_ratio"] = round(added["store_add_s"] / raw_s, 3)
         checkpoint(out)
         out["noop"] = _cli(cfg, "ingest", "-q")
         out["status"] = _cli(cfg, "status")
@@ -347,6 +377,29 @@ def _one_size(store: str, size: int, work: Path, questions: list[str], checkpoin
         if server:
             _stop(server[0])
     return out
+
+
+def _head_then_tail(out: dict[str, Any], size: int, head_copies: int, work: Path,
+                    server: tuple[subprocess.Popen[str], int] | None) -> tuple[Any, Path]:
+    """The ratio at `size` from its last copies, without building the raw collection from empty too: docvec
+    syncs the head; its index (or the server's data) is copied while nothing holds it; docvec syncs the rest onto
+    the original, and raw Chroma then adds the same records onto the copy (the same collection, the same size)."""
+    head = _run_child(["ingest", str(_config(work, work / "index", server)), "-"])
+    if server:
+        _stop(server[0])
+        shutil.copytree(work / "server", work / "raw")
+        server = _chroma_server(work / "server")
+    else:
+        shutil.copytree(work / "index", work / "raw")
+    cfg = _config(work, work / "index", server)
+    t0 = time.perf_counter()
+    out["files"] += build_corpus(size, work / "docs", (head_copies, None))
+    out["corpus_s"] = round(out["corpus_s"] + time.perf_counter() - t0, 1)
+    out["tail_ingest"] = rest = _run_child(["ingest", str(cfg), str(work / "spool")])
+    out["ingest"] = {"docvec_s": round(head["docvec_s"] + rest["docvec_s"], 1), "chunks": rest["chunks"],
+                     "store_add_s": round(head["store_add_s"] + rest["store_add_s"], 1),
+                     "peak_rss_mb": max(head["peak_rss_mb"], rest["peak_rss_mb"]), "head": head}
+    return server, cfg
 
 
 def _machine() -> dict[str, Any]:
@@ -531,7 +584,8 @@ def _child_ingest(cfg: str, spool: str) -> dict[str, Any]:
 
     from docvec.store import Store
 
-    Path(spool).mkdir(parents=True)
+    if spool != "-":  # "-": time the writes, keep no records
+        Path(spool).mkdir(parents=True)
     writes = [0.0, 0.0, 0]  # store add seconds, spool seconds, windows
     original = Store.add
 
@@ -539,13 +593,15 @@ def _child_ingest(cfg: str, spool: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         original(self, ids, vectors, documents, metadatas)
         t1 = time.perf_counter()
-        n = writes[2]
+        writes[0] += t1 - t0
+        writes[2] += 1
+        if spool == "-":
+            return
+        n = writes[2] - 1
         np.save(Path(spool) / f"{n:05}.npy", np.asarray(vectors, dtype=np.float32))
         (Path(spool) / f"{n:05}.json").write_text(json.dumps([list(ids), list(documents),
                                                               [dict(m) for m in metadatas]]))
-        writes[0] += t1 - t0
         writes[1] += time.perf_counter() - t1
-        writes[2] += 1
 
     Store.add = add  # type: ignore[method-assign]
     figures = _sync(cfg, LookupEmbedder())
@@ -580,14 +636,21 @@ def _sync(cfg: str, embedder: LookupEmbedder) -> dict[str, Any]:
             "model_texts": embedder._added}
 
 
-def _child_raw(spool: str, path: str, port: str) -> dict[str, Any]:
-    """Chroma `add` of the spooled records, 5,000 a call, into a fresh collection (ids as docvec wrote them)."""
+def _child_raw(spool: str, path: str, port: str, into: str) -> dict[str, Any]:
+    """Chroma `add` of the spooled records, 5,000 a call, into a fresh collection or ("append") into the largest
+    collection of a copied index (ids as docvec wrote them)."""
     import chromadb
     import numpy as np
 
     parts = sorted(Path(spool).glob("*.npy"))
     client = chromadb.HttpClient("127.0.0.1", int(port)) if int(port) else chromadb.PersistentClient(path)
-    collection = client.create_collection("raw", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+    if into == "append":
+        collection = max((client.get_collection(c.name, embedding_function=None) for c in client.list_collections()), key=lambda c: c.count())
+        before = collection.count()
+    else:
+        collection = client.create_collection("raw", embedding_function=None,
+                                              configuration={"hnsw": {"space": "cosine"}})
+        before = 0
     seconds, records, pending = 0.0, 0, ([], [], [], [])  # type: ignore[var-annotated]
     for i, part in enumerate(parts):
         ids, docs, metas = json.loads(part.with_suffix(".json").read_text())
@@ -601,9 +664,9 @@ def _child_raw(spool: str, path: str, port: str) -> dict[str, Any]:
             collection.add(ids=batch[0], embeddings=np.asarray(batch[1]), documents=batch[2], metadatas=batch[3])
             seconds += time.perf_counter() - t0
             records += len(batch[0])
-    if int(port):
+    if int(port) and into != "append":
         client.delete_collection("raw")
-    return {"seconds": round(seconds, 1), "records": records, "per_s": round(records / seconds)}
+    return {"seconds": round(seconds, 1), "records": records, "per_s": round(records / seconds), "onto": before}
 
 
 def _child_compare(cfg: str) -> dict[str, Any]:
