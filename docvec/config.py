@@ -440,7 +440,7 @@ def _store_host(store: StoreSettings, origins: Mapping[tuple[str, str], str]) ->
     try:
         url = urllib.parse.urlsplit(store.host)
         port = url.port
-    except ValueError as exc:
+    except ValueError:
         raise ConfigError(f"{origin}: 'store.host' {_host_shown(store.host)!r} is not a valid URL") from None
     if url.username is not None or url.password is not None:  # the value is not shown: it holds a password
         raise ConfigError(f"{origin}: 'store.host' must not hold credentials: send them as a header in "

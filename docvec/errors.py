@@ -18,7 +18,8 @@
         └── LockHeld            another process is writing this index
 
 Provider errors are mapped in the embedder modules, Chroma errors in ``docvec/store.py``; nothing else
-catches third-party exceptions.
+catches third-party exceptions. Each of those places first asks ``interrupt_behind``: a Ctrl-C or stop signal
+that a third party re-raised as its own error stays an interrupt (exit 130 / 143, never "the model failed").
 """
 
 from __future__ import annotations
@@ -83,3 +84,18 @@ class IndexMismatch(StoreError):
 
 class LockHeld(StoreError):
     """Another process holds the writer lock of this index."""
+
+
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt down a third-party error's chain, if any. A C extension running Python code when a signal
+    lands re-raises the KeyboardInterrupt as its own error: pybind11's module init turns it into
+    ImportError("initialization failed") with the interrupt as its cause, so a Ctrl-C while onnxruntime loaded
+    read as a broken model (exit 1, not 130)."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return None

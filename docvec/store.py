@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from docvec import __version__
-from docvec.errors import IndexMismatch, IndexNotFound, StoreError
+from docvec.errors import IndexMismatch, IndexNotFound, StoreError, interrupt_behind
 from docvec.fingerprint import FORMAT_VERSION, Fingerprint
 from docvec.location import Hnsw as Hnsw, StoreLocation as StoreLocation  # re-exported: where a Store opens
 
@@ -77,6 +77,8 @@ def _chroma(action: str, location: StoreLocation) -> Iterator[None]:
     except StoreError:
         raise
     except Exception as exc:  # Chroma raises many unrelated types (ValueError, its own, sqlite's, httpx's)
+        if (stop := interrupt_behind(exc)) is not None:
+            raise stop from None
         raise StoreError(f"{action} failed on {location.describe()}: {_reason(exc)}") from exc
 
 

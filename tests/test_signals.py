@@ -48,3 +48,41 @@ def test_an_interrupted_sync_exits_with_the_signal_code_not_1(project: Path, mon
     monkeypatch.setattr(pipeline, "_execute", interrupted)
     result = runner.invoke(cli, ["--config", str(project / "config.yaml"), "verify", "--repair"])
     assert result.exit_code == 130 and "interrupted: what was stored is kept" in result.output, result.output
+
+
+def _wrapped_interrupt() -> ImportError:
+    """What pybind11's module init raises when a signal lands while it runs (onnxruntime's first import)."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as stop:
+            raise ImportError("initialization failed") from stop
+    except ImportError as exc:
+        return exc
+
+
+def test_an_interrupt_a_third_party_re_raised_as_its_own_error_is_found_down_the_chain() -> None:
+    from docvec.errors import interrupt_behind
+
+    wrapped = _wrapped_interrupt()
+    assert isinstance(interrupt_behind(wrapped), KeyboardInterrupt)
+    assert interrupt_behind(ImportError("initialization failed")) is None
+    looped = ValueError("a chain that loops")
+    looped.__context__ = ValueError("back")
+    looped.__context__.__context__ = looped
+    assert interrupt_behind(looped) is None
+
+
+def test_a_store_error_mapping_lets_a_wrapped_interrupt_through(tmp_path: Path) -> None:
+    """Chroma's errors become StoreError in one place; an interrupt inside one must stay an interrupt (exit 130)."""
+    from docvec.errors import StoreError
+    from docvec.location import StoreLocation
+    from docvec.store import _chroma
+
+    location = StoreLocation(tmp_path / "index", "docs")
+    with pytest.raises(KeyboardInterrupt):
+        with _chroma("reading", location):
+            raise _wrapped_interrupt()
+    with pytest.raises(StoreError):
+        with _chroma("reading", location):
+            raise ImportError("initialization failed")

@@ -19,7 +19,7 @@ import numpy as np
 
 from docvec.embedders import EmbedderInfo, Vectors
 from docvec.system import available_cpus
-from docvec.errors import EmbeddingError, ModelUnavailable
+from docvec.errors import EmbeddingError, ModelUnavailable, interrupt_behind
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256  # the model card's max_seq_length (tokenizer.json says 128; sentence-transformers uses 256)
@@ -97,6 +97,8 @@ class BuiltinEmbedder:
         try:
             hidden = self._ensure_session().run(None, feed)[0]
         except Exception as exc:  # onnxruntime raises its own untyped errors
+            if (stop := interrupt_behind(exc)) is not None:
+                raise stop from None
             raise EmbeddingError(f"built-in model failed on a batch of {len(encodings)} texts: {exc}") from exc
         summed = (hidden * mask[:, :, None]).sum(axis=1)
         pooled = summed / np.clip(mask.sum(axis=1, keepdims=True), 1, None)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from docvec.embedders import EmbedderInfo, Vectors
-from docvec.errors import EmbeddingError, InputRejected, ModelUnavailable
+from docvec.errors import EmbeddingError, InputRejected, ModelUnavailable, interrupt_behind
 
 if TYPE_CHECKING:
     from docvec.embedders.builtin import WordPieceCounter  # imported when first needed: it loads a tokenizer
@@ -273,6 +273,8 @@ class OllamaEmbedder:
         try:
             return request()
         except Exception as exc:  # noqa: BLE001 - classified below, re-raised as docvec errors
+            if (stop := interrupt_behind(exc)) is not None:
+                raise stop from None
             failure = self._classify(exc, what)
             if transient and failure.retryable:
                 raise failure from exc
