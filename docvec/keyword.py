@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import Stemmer
 import tantivy
@@ -123,8 +123,10 @@ class KeywordChanges:
             return cls(None, touched=touched)
         return cls(since if recorded == since else None, index, touched=touched)
 
-    def record(self, add: Sequence[tuple[str, str, str]], delete: Sequence[str]) -> None:
-        """Pass on (id, label, text) rows written and ids removed; the index's generation stays until the end."""
+    def record(self, add: Sequence[tuple[str, str, str]], delete: Sequence[str],
+               stems: Mapping[str, str] | None = None) -> None:
+        """Pass on (id, label, text) rows written and ids removed (with the stems of some texts, analysed ahead by
+        id: see `body`); the index's generation stays until the end."""
         if self.touched is not None:
             self.touched.extend(rid for rid, _, _ in add)
             self.touched.extend(delete)
@@ -134,7 +136,7 @@ class KeywordChanges:
             return
         try:
             self.session = self.session or self.index.session(wait=False)
-            self.rows += self.session.write(add, delete, {}) + len(delete)
+            self.rows += self.session.write(add, delete, {}, stems) + len(delete)
         except DocvecError:  # another keyword writer, a full disk: compare row by row at the end
             self._stop_following()  # (the collection's writes are still known: `touched` stays)
 
@@ -180,11 +182,13 @@ class KeywordSession:
         self.index = index
         self._writer: tantivy.IndexWriter | None = writer
 
-    def write(self, add: Iterable[tuple[str, str, str]], delete: Sequence[str], state: dict[str, str]) -> int:
+    def write(self, add: Iterable[tuple[str, str, str]], delete: Sequence[str], state: dict[str, str],
+              stems: Mapping[str, str] | None = None) -> int:
         """Delete rows by id and add (id, label, text) rows in one atomic commit, then merge `state` into the
         recorded one; returns the rows added. A kill between the two leaves the old state: the next writer then
         compares every row, which is slower but never wrong."""
-        added = self._commit(delete, (_document(rid, label, text) for rid, label, text in add))
+        ahead = stems or {}
+        added = self._commit(delete, (_document(rid, label, text, ahead.get(rid)) for rid, label, text in add))
         if state:
             self.index.set_state(state)
         return added
@@ -473,12 +477,25 @@ def _row(rid: str) -> tantivy.Document:
     return doc
 
 
-def _document(rid: str, label: str, text: str) -> tantivy.Document:
+def _document(rid: str, label: str, text: str, text_stems: str | None = None) -> tantivy.Document:
     doc = _row(rid)
     doc.add_text("label", label)
     doc.add_text("digest", row_digest(label, text))
-    doc.add_text("body", " ".join(analyzed(f"{label}\n{text}")))
+    doc.add_text("body", body(label, text, text_stems))
     return doc
+
+
+def text_stems(text: str) -> str:
+    """A chunk text's part of its row's body; a big run computes it in its chunking worker (ingest/prefetch.py)."""
+    return " ".join(analyzed(text))
+
+
+def body(label: str, text: str, stems: str | None = None) -> str:
+    """A row's stored body: the stems of its label, then of its text (`stems`, when analysed ahead). The same as
+    analysing f"{label}\n{text}" whole: the words analyser splits at the newline and treats each word alone."""
+    text_part = text_stems(text) if stems is None else stems
+    label_part = " ".join(analyzed(label))
+    return f"{label_part} {text_part}" if label_part and text_part else label_part or text_part
 
 
 def _every_row(searcher: tantivy.Searcher) -> list[tuple[int, tantivy.Document]]:

@@ -224,6 +224,7 @@ class FileWork:
     ids: list[str]
     metadatas: list[Metadata]
     old: dict[str, Record]
+    stems: tuple[str, ...] = ()  # each chunk's text analysed for the keyword index, when a worker did it
 
 
 def open_for_writing(location: StoreLocation, fingerprint: Fingerprint) -> Store:
@@ -403,14 +404,15 @@ def _chunked(todo: Sequence[SourceFile], state: IndexState, embedder: Embedder, 
             report.skipped.append(Skipped(source.rel, got.skipped or NO_BODY))
             continue
         report.warnings.extend(f"{source.rel}: {w}" for w in got.doc.warnings)
-        yield plan_file(source.rel, got.file_hash, fp, got.doc, state.files.get(source.rel))
+        yield plan_file(source.rel, got.file_hash, fp, got.doc, state.files.get(source.rel), got.stems)
 
 
-def plan_file(rel: str, file_hash: str, fp: str, doc: ParsedDocument, indexed: IndexedFile | None) -> FileWork:
+def plan_file(rel: str, file_hash: str, fp: str, doc: ParsedDocument, indexed: IndexedFile | None,
+              stems: tuple[str, ...] = ()) -> FileWork:
     """The records a clean build writes for one file (ids, metadata, chunks), and which records it replaces."""
     ids = chunk_ids(rel, doc.chunks)
     metas = [_metadata(rel, file_hash, fp, doc, i, c) for i, c in enumerate(doc.chunks)]
-    return FileWork(rel, doc.chunks, ids, metas, dict(indexed.records) if indexed else {})
+    return FileWork(rel, doc.chunks, ids, metas, dict(indexed.records) if indexed else {}, stems)
 
 
 def _metadata(rel: str, file_hash: str, fp: str, doc: ParsedDocument, index: int, chunk: Chunk) -> Metadata:
@@ -602,10 +604,13 @@ def _write_files(store: Store, window: list[FileWork], vectors: dict[str, Vector
     texts: dict[str, str] = {}
     replaced: list[str] = []
     gone: list[str] = []
+    stems: dict[str, str] = {}
     for fw in window:
-        for rid, meta, chunk in zip(fw.ids, fw.metadatas, fw.chunks):
+        for i, (rid, meta, chunk) in enumerate(zip(fw.ids, fw.metadatas, fw.chunks)):
             if needs_vector(rid, meta, fw.old):
                 add.append((rid, meta, chunk))
+                if fw.stems:
+                    stems[rid] = fw.stems[i]
                 if rid in fw.old:
                     replaced.append(rid)  # same id, other text or model: rare, must go before its re-add
             else:
@@ -622,7 +627,7 @@ def _write_files(store: Store, window: list[FileWork], vectors: dict[str, Vector
     relabelled = [(rid, str(m.get("label", "")), texts[rid]) for rid, m in update
                   if stored.get(rid, {}).get("label") != m.get("label")]
     delta.record([(rid, str(m.get("label", "")), c.text) for rid, m, c in add] + relabelled,
-                 replaced + gone + [rid for rid, _, _ in relabelled])
+                 replaced + gone + [rid for rid, _, _ in relabelled], stems)
     report.chunks_kept += len(kept)
     report.chunks_written += len(add)
     report.chunks_deleted += len(gone) + len(replaced)

@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from docvec.chunker import ChunkParams
 from docvec.fingerprint import Fingerprint
@@ -162,3 +164,19 @@ def test_score_fusion_adds_a_keyword_bonus_relative_to_the_best_match(tmp_path: 
     assert hits[0].source == "guides/webhooks.md"
     assert len(hits) == store.count()  # a first read of 2 candidates was deepened until the order was certain
     index.close()
+
+
+_WORDY = st.lists(st.sampled_from(list("aeiouxyzAÉéñß01 -_\n.,:'\u0301\u00a0ﬁ") + ["ing", "tion", "Token", "x" * 41]),
+                  max_size=30).map("".join) | st.text(max_size=40)  # words that stem, fold, or run too long
+
+
+@settings(max_examples=300, deadline=None)
+@given(label=_WORDY, text=_WORDY)
+def test_a_rows_body_from_stems_analysed_ahead_is_the_body_analysed_whole(label: str, text: str) -> None:
+    """A big run analyses chunk texts in its worker and joins the label's stems on the main process: the row must be
+    the one a whole analysis of "label\\ntext" gives, or keyword scores would differ from a clean build's."""
+    from docvec.keyword import body, text_stems
+
+    whole = " ".join(analyzed(f"{label}\n{text}"))
+    assert body(label, text, text_stems(text)) == whole
+    assert body(label, text) == whole

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import docvec.keyword as keyword_module
 import docvec.store as store_module
 from docvec.chunker import ChunkParams
 from docvec.ingest.scan import ScanOptions
@@ -163,14 +164,26 @@ def test_a_large_run_chunks_ahead_in_a_worker_and_builds_the_same_index(
     monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "submit",
                         lambda self, *a, **k: submitted.append(1) or submit(self, *a, **k))
     monkeypatch.setattr(prefetch, "PREFETCH_FILES", 5)
+    analysed_here: list[str] = []
+    stems = keyword_module.text_stems
+    monkeypatch.setattr(keyword_module, "text_stems", lambda text: analysed_here.append(text) or stems(text))
     ahead = StoreLocation(tmp_path / "ahead", "docvec")
     report = sync_index(ahead, _CountsLikeTheModel(), ScanOptions(docs), ChunkParams())
     assert len(submitted) == 12  # the two files the sort-out skips are never chunked
+    assert not analysed_here  # the worker analysed every chunk text for the keyword index
     here = StoreLocation(tmp_path / "here", "docvec")
     other = sync_index(here, RecordingEmbedder(), ScanOptions(docs), ChunkParams())
     assert len(submitted) == 12 and report.chunks_total == other.chunks_total > 12 * 3
+    assert len(analysed_here) == other.chunks_total
     assert [s.reason for s in report.skipped] == [s.reason for s in other.skipped]
     assert not snapshot(ahead).differences(snapshot(here))
+    assert _keyword_bodies(ahead) == _keyword_bodies(here)
+
+
+def _keyword_bodies(location: StoreLocation) -> dict[str, str]:
+    """Every keyword row's stored body (its stems), by id."""
+    with KeywordIndex.of(Store.open(location), read_only=True) as index:
+        return {str(d["id"][0]): str(d.get_first("body")) for _, d in keyword_module._every_row(index._searcher())}
 
 
 @pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "link to another index's state"])
