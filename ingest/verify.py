@@ -30,6 +30,7 @@ from docvec.ingest.pipeline import (FileWork, IndexState, IngestReport, Progress
 from docvec.ingest.scan import ScanOptions, Unreadable, content_file_hash, read_markdown, scan
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
+VERIFY_FILES = 2_000  # files whose clean build is held and compared at a time
 VECTOR_TOLERANCE = 1e-4  # largest difference per dimension between a stored vector and the model's, with --vectors
 # (the same text embedded in another batch differs in the last bits: measured below 1e-6 for the built-in model)
 KINDS = ("missing", "stale", "incomplete", "orphans", "duplicates", "wrong_fingerprint", "bad_vectors",
@@ -87,14 +88,31 @@ def verify(store: Store, count_tokens: TokenCounter, fp: Fingerprint, scan_optio
     state = IndexState.read(store, fp.short_hash())
     files, _ = scan(scan_options)
     report = VerifyReport(files_checked=len(files), chunks_checked=store.count())
-    expected = dict(_clean_build(files, state, count_tokens, fp))
-    _check_files(report, state, expected, fp)
-    _check_records(store, report, expected, fp, embedder)
+    keyword = _KeywordCheck.of(store, state)
+    checked: set[str] = set()
+    # The clean build is made and compared a window of files at a time: held whole, it was ~9 KB a chunk
+    # (2.4 GB at 250k chunks); each stored record's text is read once, for both its own check and its keyword row.
+    for window in _windows(_clean_build(files, state, count_tokens, fp)):
+        _check_files(report, state, window, fp)
+        _check_records(store, report, window, fp, embedder, keyword)
+        checked.update(window)
+    _check_other_files(report, state, checked, fp)
     report.residue = store.residue()
     if report.residue:
         report.note("residue", ", ".join(f"{n} {kind} rows" for kind, n in sorted(report.residue.items())))
-    _check_keyword(store, report)
+    keyword.finish(store, report)
     return report
+
+
+def _windows(plans: Iterator[tuple[str, FileWork]]) -> Iterator[dict[str, FileWork]]:
+    window: dict[str, FileWork] = {}
+    for rel, plan in plans:
+        window[rel] = plan
+        if len(window) == VERIFY_FILES:
+            yield window
+            window = {}
+    if window:
+        yield window
 
 
 def chunk_params(fp: Fingerprint) -> ChunkParams:
@@ -118,7 +136,7 @@ def _clean_build(files: Sequence[Any], state: IndexState, count_tokens: TokenCou
 
 
 def _check_files(report: VerifyReport, state: IndexState, expected: dict[str, FileWork], fp: Fingerprint) -> None:
-    """Per file: indexed at all, at this version, completely; records no clean build writes are orphans."""
+    """Per file of a window: indexed at all, at this version, completely (records it does not write: orphans)."""
     for rel, plan in expected.items():
         indexed = state.files.get(rel)
         file_hash = plan.metadatas[0]["file_hash"] if plan.metadatas else None
@@ -135,6 +153,11 @@ def _check_files(report: VerifyReport, state: IndexState, expected: dict[str, Fi
             report.orphans.extend(sorted(set(indexed.records) - set(plan.ids)))
             report.note("incomplete", f"{rel}: {len(indexed.records)} records, a clean build writes "
                                       f"{len(plan.ids)} (other ids)")
+
+
+def _check_other_files(report: VerifyReport, state: IndexState, expected: set[str], fp: Fingerprint) -> None:
+    """The records of files a clean build does not index are orphans; every file's duplicates and records of
+    another fingerprint; then one example of each kind."""
     for rel, indexed in state.files.items():
         if rel not in expected:
             report.orphans.extend(indexed.records)
@@ -147,15 +170,17 @@ def _check_files(report: VerifyReport, state: IndexState, expected: dict[str, Fi
 
 
 def _check_records(store: Store, report: VerifyReport, expected: dict[str, FileWork], fp: Fingerprint,
-                   embedder: Embedder | None) -> None:
-    """Each stored record that a clean build also writes: the same text, metadata and a healthy vector."""
+                   embedder: Embedder | None, keyword: "_KeywordCheck") -> None:
+    """Each stored record that the window's clean build also writes: the same text, metadata and a healthy vector
+    (and its keyword row, from the same read)."""
     planned = {rid: (m, c.text, c.embed_text) for plan in expected.values()
                for rid, m, c in zip(plan.ids, plan.metadatas, plan.chunks)}
-    ids = sorted(planned.keys() & {rid for rid, _ in store.iter_metadata()})
+    ids = sorted(planned.keys() & keyword.unchecked)
     for begin in range(0, len(ids), PAGE):
         page = ids[begin:begin + PAGE]
         stored = store.get_documents(page)
         vectors = store.get_embeddings(page)
+        keyword.compare(stored)
         for rid in page:
             meta, text, _ = planned[rid]
             doc, have = stored[rid]
@@ -198,38 +223,51 @@ def _diff(have: Metadata, want: Metadata) -> str:
     return "same keys and values in another form"
 
 
-def _check_keyword(store: Store, report: VerifyReport) -> None:
-    """The keyword index holds one row per record, made from its current label and text, and no deleted row."""
-    if not (keyword_path(store.files_location, store.name) / "meta.json").is_file():
-        report.keyword_out_of_sync = sorted(rid for rid, _ in store.iter_metadata())
-        report.note("keyword_out_of_sync", "the keyword index is missing")
-        return
-    with KeywordIndex.of(store, read_only=True) as index:
-        rows = index.rows()
-        report.keyword_deleted_rows = index.deleted_rows()
-    wanted = _wanted_rows(store)
-    counts = Counter(rid for rid, _, _ in rows)
-    have = {rid: (label, digest) for rid, label, digest in rows}
-    out = {rid for rid, n in counts.items() if n > 1 or have[rid] != wanted.get(rid)} | (wanted.keys() - have.keys())
-    report.keyword_out_of_sync = sorted(out)
-    if out:
-        rid = report.keyword_out_of_sync[0]
-        what = ("missing" if rid not in have else "not in the collection" if rid not in wanted
-                else f"held {counts[rid]} times" if counts[rid] > 1 else "made from another label or text")
-        report.note("keyword_out_of_sync", f"{rid}: {what}")
-    if report.keyword_deleted_rows:
-        report.note("keyword_deleted_rows", f"{report.keyword_deleted_rows} deleted rows still counted by bm25")
+class _KeywordCheck:
+    """The keyword index holds one row per record, made from its current label and text, and no deleted row.
+    Its rows are held (id -> label and digest); each record's wanted row is compared as its text is read."""
 
+    def __init__(self, state: IndexState, rows: list[tuple[str, str, str]] | None, deleted_rows: int) -> None:
+        self.stored = {rid for f in state.files.values() for rid in f.records} | set(state.orphans)
+        self.unchecked = set(self.stored)  # stored records whose text no window has read yet
+        self.indexed = rows is not None  # (the rows themselves are not kept: ~100 bytes each)
+        self.counts = Counter(rid for rid, _, _ in rows or ())
+        self.have = {rid: (label, digest) for rid, label, digest in rows or ()}
+        self.deleted_rows = deleted_rows
+        self.out: set[str] = set()
 
-def _wanted_rows(store: Store) -> dict[str, tuple[str, str]]:
-    """id -> (label, digest) of the keyword row each record should have."""
-    out: dict[str, tuple[str, str]] = {}
-    ids = [rid for rid, _ in store.iter_metadata()]
-    for begin in range(0, len(ids), PAGE):
-        for rid, (doc, meta) in store.get_documents(ids[begin:begin + PAGE]).items():
+    @classmethod
+    def of(cls, store: Store, state: IndexState) -> "_KeywordCheck":
+        if not (keyword_path(store.files_location, store.name) / "meta.json").is_file():
+            return cls(state, None, 0)
+        with KeywordIndex.of(store, read_only=True) as index:
+            return cls(state, index.rows(), index.deleted_rows())
+
+    def compare(self, stored: dict[str, tuple[str, Metadata]]) -> None:
+        """Compare the rows of records just read (id -> text, metadata)."""
+        for rid, (doc, meta) in stored.items():
+            self.unchecked.discard(rid)
             label = str(meta.get("label", ""))
-            out[rid] = (label, row_digest(label, doc))
-    return out
+            if not self.indexed or self.counts[rid] > 1 or self.have.get(rid) != (label, row_digest(label, doc)):
+                self.out.add(rid)
+
+    def finish(self, store: Store, report: VerifyReport) -> None:
+        """Read and compare the records no window read (orphans, files no longer indexed), then report."""
+        rest = sorted(self.unchecked)
+        for begin in range(0, len(rest), PAGE):
+            self.compare(store.get_documents(rest[begin:begin + PAGE]))
+        self.out |= self.have.keys() - self.stored  # rows of no record
+        report.keyword_out_of_sync = sorted(self.out)
+        report.keyword_deleted_rows = self.deleted_rows
+        if self.out:
+            rid = report.keyword_out_of_sync[0]
+            what = ("the keyword index is missing" if not self.indexed else f"{rid}: missing" if rid not in self.have
+                    else f"{rid}: not in the collection" if rid not in self.stored else
+                    f"{rid}: held {self.counts[rid]} times" if self.counts[rid] > 1 else
+                    f"{rid}: made from another label or text")
+            report.note("keyword_out_of_sync", what)
+        if report.keyword_deleted_rows:
+            report.note("keyword_deleted_rows", f"{report.keyword_deleted_rows} deleted rows still counted by bm25")
 
 
 def repair(store: Store, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
