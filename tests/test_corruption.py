@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from docvec.keyword import KeywordIndex, _document, keyword_path
+from docvec.keyword import KeywordIndex, keyword_path
 from docvec.store import Store, StoreLocation
 from docvec.ingest.scan import ScanOptions
 from docvec.ingest.sync import sync_index
