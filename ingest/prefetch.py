@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator, Sequence
 from docvec.chunker import ChunkParams, ParsedDocument, chunk_markdown, has_body
 from docvec.ingest.scan import SourceFile, Unreadable, content_file_hash, read_markdown
 
-PREFETCH_FILES = 2_000  # fewer new or changed files than this: chunk here (a worker takes ~1 s to start; and a
-# Ctrl-C in a run's first second with a worker starting can end it with an error instead of 130: see the note)
+PREFETCH_FILES = 2_000  # fewer new or changed files than this: chunk here (a worker takes ~1 s and ~150 MB to
+# start; a Ctrl-C as it started once ended a run as "model failed": errors.interrupt_behind, tests/test_signals.py)
 AHEAD_FILES = 512  # files read and chunked ahead of the writes (a window is ~1,000 chunks)...
 AHEAD_BYTES = 32 * 2**20  # ...and at most this much of their text
 NO_BODY = "no text besides front matter and comments"
