@@ -9,18 +9,27 @@ records before the collection (no rows are left), and every writer sweeps what a
 a kill left before its first write; `verify` reports any residue it finds.
 
 Each check is "rows that name a record, segment or collection that does not exist": the same query finds and
-sweeps, whichever kind of delete left them.
+sweeps, whichever kind of delete left them. A whole sweep reads every metadata row (10 s at a million chunks), so
+a writer makes it only when the catalog's collections and segments are not those stamped in docvec-residue-swept
+beside the index by the last whole sweep; otherwise it sweeps only the rows a new record could inherit: those
+above the highest record id (SQLite gives a new record the highest id + 1), found through the id index. What is
+left below it cannot be inherited: `verify` reports it (it looks everywhere) and its repair sweeps it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import re
 import shutil
 import sqlite3
 from pathlib import Path
 
+from docvec.smallfiles import read_small_file
 from docvec.store import CHROMA_FILE  # (imported by Store's methods: no import cycle at load)
+
+STAMP_FILE = "docvec-residue-swept"  # the catalog's stamp at the last complete sweep
 
 # kind -> (table, the rows that point nowhere)
 _ORPHANS = {
@@ -32,6 +41,8 @@ _ORPHANS = {
     "max_seq_id": ("max_seq_id", "segment_id NOT IN (SELECT id FROM segments)"),
     "collection_metadata": ("collection_metadata", "collection_id NOT IN (SELECT id FROM collections)"),
 }
+_ABOVE = {kind: f"{column} > (SELECT coalesce(max(id), 0) FROM embeddings)"  # the rows a new record could inherit
+          for kind, column in (("metadata_array", "id"), ("metadata", "id"), ("fulltext", "rowid"))}
 _SEGMENT_DIR = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -49,16 +60,19 @@ def find(index: Path) -> dict[str, int]:
     return {kind: n for kind, n in found.items() if n}
 
 
-def sweep(index: Path) -> dict[str, int]:
-    """Delete what `find` reports; returns what was removed. Call it holding the index's writer lock."""
+def sweep(index: Path, always: bool = False) -> dict[str, int]:
+    """Delete what `find` reports (when the catalog changed since the last whole sweep, or `always`), else the rows
+    a new record could inherit; returns what was removed. Call it holding the index's writer lock."""
     if not (index / CHROMA_FILE).is_file():
         return {}
     removed: dict[str, int] = {}
     with _connect(index, read_only=False) as db:
+        stamp = _catalog_stamp(db)
+        whole = always or read_small_file(index / STAMP_FILE) != stamp
         tables = _tables(db)
         for kind, (table, where) in _ORPHANS.items():
-            if table in tables:
-                n = db.execute(f"DELETE FROM {table} WHERE {where}").rowcount
+            if table in tables and (whole or kind in _ABOVE):
+                n = db.execute(f"DELETE FROM {table} WHERE {where if whole else _ABOVE[kind]}").rowcount
                 if n:
                     removed[kind] = n
         db.commit()
@@ -67,7 +81,24 @@ def sweep(index: Path) -> dict[str, int]:
         shutil.rmtree(folder, ignore_errors=True)
     if folders:
         removed["segment_folders"] = len(folders)
+    if whole:
+        _write_stamp(index / STAMP_FILE, stamp)  # only once all is swept: a kill before it sweeps again
     return removed
+
+
+def _catalog_stamp(db: sqlite3.Connection) -> bytes:
+    """What every kind of residue needs to change first: the set of collections and segments (Chroma's deletes
+    by id, by where, updates and upserts leave none; a delete_collection removes its collection and segments)."""
+    ids = sorted(str(r[0]) for r in db.execute("SELECT id FROM collections UNION ALL SELECT id FROM segments"))
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest().encode()
+
+
+def _write_stamp(path: Path, stamp: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(stamp)
+    os.replace(tmp, path)
 
 
 def _stray_folders(index: Path, db: sqlite3.Connection) -> list[Path]:

@@ -255,12 +255,13 @@ class Store:
                 self._client.delete_collection(name + JOURNAL_SUFFIX)
         self.sweep_residue()
 
-    def sweep_residue(self) -> dict[str, int]:
-        """Remove what deleted records and collections left in a local index's files; returns rows by kind."""
+    def sweep_residue(self, always: bool = False) -> dict[str, int]:
+        """Remove what deleted records and collections left in a local index's files (skipped when no collection
+        or segment went since the last sweep, unless `always`); returns rows by kind."""
         from docvec.residue import sweep
 
         self._swept = True
-        return {} if self.location.host or self.read_copy else sweep(self.location.path)
+        return {} if self.location.host or self.read_copy else sweep(self.location.path, always)
 
     def residue(self) -> dict[str, int]:
         """What deleted records and collections left in a local index's files, by kind ({} for a server)."""

@@ -13,6 +13,7 @@ from docvec.embedders import Embedder
 from docvec.errors import IndexNotFound, SourceError
 from docvec.fingerprint import Fingerprint
 from docvec.lock import lock_path_for, server_writer_lock, writer_lock
+from docvec.residue import STAMP_FILE
 from docvec.store import CHROMA_FILE, LeaseBoard, Store, StoreLocation
 from docvec.ingest.pipeline import IndexState, IngestReport, Progress, SyncGuard, ingest, open_for_writing
 from docvec.ingest.scan import ScanOptions
@@ -99,7 +100,7 @@ def _remove_index_files(folder: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
         elif p.name.startswith("keyword-") and p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
-        elif p.name.startswith(("keyword-", CHROMA_FILE)):
+        elif p.name.startswith(("keyword-", CHROMA_FILE)) or p.name == STAMP_FILE:
             p.unlink(missing_ok=True)
 
 

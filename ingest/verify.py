@@ -280,7 +280,9 @@ def repair(store: Store, embedder: Embedder, scan_options: ScanOptions, params: 
     doomed = sorted(set(found.bad_vectors) | set(found.wrong_fingerprint) | set(found.orphans)
                     | set(found.text_differs) | set(found.wrong_vectors) | set(found.duplicates))
     check_deletions(len(doomed), store.count(), "records that verify found untrustworthy", guard)
-    store.begin_write()  # sweeps residue too
+    store.begin_write()
+    if found.residue:
+        store.sweep_residue(always=True)  # residue no delete_collection left (written by hand or another tool)
     store.delete(doomed)
     _rewrite_metadata(store, embedder, scan_options, params, sorted(set(found.metadata_differs) - set(doomed)))
     synced = ingest(store, embedder, scan_options, params, on_progress=on_progress, guard=guard)

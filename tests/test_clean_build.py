@@ -139,3 +139,28 @@ def test_records_written_to_a_server_never_inherit_another_clients_residue(tmp_p
     secret = _docvec(project, "query", "marmosets", "--where", "tag=secret", "--files", "--json", "--no-server")
     assert "public.md" not in _files(secret)
     assert "ok: the index is what a clean build" in _docvec(project, "verify")
+
+
+def test_writers_sweep_what_a_record_could_inherit_and_verify_finds_the_rest(tmp_path: Path) -> None:
+    """A whole sweep reads every metadata row (10 s at 1M chunks): writers make it when the catalog changed since the
+    last one, else sweep just the rows above the highest record id (the ids SQLite gives new records)."""
+    import sqlite3
+
+    project = _project(tmp_path)
+    _docvec(project, "ingest", "-q")
+    store = Store.open(StoreLocation(project / "index", "docvec"))
+    other = store._client.create_collection("someone-elses", embedding_function=None)
+    other.add(ids=["x"], embeddings=[[0.1] * 384], metadatas=[{"tags": ["internal", "secret"]}])
+    store._client.delete_collection("someone-elses")  # another tool, between two runs: its list rows stay behind
+    assert store.residue()
+    _docvec(project, "ingest", "-q")
+    assert not store.residue()
+    for orphan, swept in ((999_999, True), (0, False)):  # above every record's id / below it
+        with sqlite3.connect(project / "index" / "chroma.sqlite3") as db:
+            db.execute(f"INSERT INTO embedding_metadata_array (id, key, string_value) VALUES ({orphan}, 'tag', 'x')")
+        _docvec(project, "ingest", "-q")
+        assert store.residue() == ({} if swept else {"metadata_array": 1})
+    assert "residue" in CliRunner().invoke(cli, ["--config", str(project / "config.yaml"), "verify"]).output
+    _docvec(project, "verify", "--repair")
+    assert not store.residue()
+    assert "ok: the index is what a clean build" in _docvec(project, "verify")
