@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
+import json
 import re
 import shutil
 import sqlite3
 from pathlib import Path
 
-from docvec.smallfiles import read_small_file
+from docvec.smallfiles import read_small_file, write_json_atomically
 from docvec.store import CHROMA_FILE  # (imported by Store's methods: no import cycle at load)
 
 STAMP_FILE = "docvec-residue-swept"  # the catalog's stamp at the last complete sweep
@@ -68,7 +68,7 @@ def sweep(index: Path, always: bool = False) -> dict[str, int]:
     removed: dict[str, int] = {}
     with _connect(index, read_only=False) as db:
         stamp = _catalog_stamp(db)
-        whole = always or read_small_file(index / STAMP_FILE) != stamp
+        whole = always or read_small_file(index / STAMP_FILE) != json.dumps(stamp).encode()
         tables = _tables(db)
         for kind, (table, where) in _ORPHANS.items():
             if table in tables and (whole or kind in _ABOVE):
@@ -82,23 +82,16 @@ def sweep(index: Path, always: bool = False) -> dict[str, int]:
     if folders:
         removed["segment_folders"] = len(folders)
     if whole:
-        _write_stamp(index / STAMP_FILE, stamp)  # only once all is swept: a kill before it sweeps again
+        # only once all is swept: a kill before it sweeps whole again
+        write_json_atomically(index / STAMP_FILE, stamp, 0o600)
     return removed
 
 
-def _catalog_stamp(db: sqlite3.Connection) -> bytes:
+def _catalog_stamp(db: sqlite3.Connection) -> str:
     """What every kind of residue needs to change first: the set of collections and segments (Chroma's deletes
     by id, by where, updates and upserts leave none; a delete_collection removes its collection and segments)."""
     ids = sorted(str(r[0]) for r in db.execute("SELECT id FROM collections UNION ALL SELECT id FROM segments"))
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest().encode()
-
-
-def _write_stamp(path: Path, stamp: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(stamp)
-    os.replace(tmp, path)
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 def _stray_folders(index: Path, db: sqlite3.Connection) -> list[Path]:
