@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 QUESTIONS = REPO.parent / "shared" / "eval" / "scifact" / "queries.jsonl"
 
 PARTS = {  # part -> (module, class, methods)
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=100)
     ns = parser.parse_args()
     import docvec
+    from serve_bench import _pct
 
     questions = [json.loads(line)["query"] for line in QUESTIONS.read_text().splitlines()]
     spent: dict[str, float] = defaultdict(float)
@@ -54,25 +56,20 @@ def main() -> None:
         calls.clear()
         t0 = time.perf_counter()
         index.search(q, k=10, mode=ns.mode)
-        total = (time.perf_counter() - t0) * 1000
+        total = time.perf_counter() - t0
         rows["whole search"].append(total)
         for part in PARTS:
-            rows[part].append(spent[part] * 1000)
+            rows[part].append(spent[part])
             counts[part].append(calls[part])
-        rows["the rest (docvec's ranking, answer lines)"].append(total - sum(spent.values()) * 1000)
+        rows["the rest (docvec's ranking, answer lines)"].append(total - sum(spent.values()))
     print(f"{ns.mode}, {ns.questions} questions, {ns.config}")
     print("| part | p50 ms | p95 ms | mean ms | calls per question (mean / max) |")
     print("|---|---|---|---|---|")
     for part, values in rows.items():
-        values.sort()
         c = counts.get(part)
         per = f"{sum(c) / len(c):.1f} / {max(c)}" if c else "–"
-        print(f"| {part} | {_pct(values, 0.5):.1f} | {_pct(values, 0.95):.1f} | {sum(values) / len(values):.1f} "
-              f"| {per} |")
-
-
-def _pct(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(q * len(values)))]
+        pct = _pct(values)  # the serve bench's percentiles, so the two tables compare
+        print(f"| {part} | {pct['p50_ms']} | {pct['p95_ms']} | {1000 * sum(values) / len(values):.1f} | {per} |")
 
 
 def _timed(fn: Callable[..., Any], part: str, spent: dict[str, float], calls: dict[str, int]) -> Callable[..., Any]:
