@@ -82,8 +82,9 @@ def sweep(index: Path, always: bool = False) -> dict[str, int]:
     if folders:
         removed["segment_folders"] = len(folders)
     if whole:
-        # only once all is swept: a kill before it sweeps whole again
-        write_json_atomically(index / STAMP_FILE, stamp, 0o600)
+        # only once all is swept: a kill before it sweeps whole again; so does a stamp that cannot be written
+        with contextlib.suppress(OSError):
+            write_json_atomically(index / STAMP_FILE, stamp, 0o600)
     return removed
 
 
