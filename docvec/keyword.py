@@ -486,16 +486,17 @@ def _document(rid: str, label: str, text: str, text_stems: str | None = None) ->
 
 
 def text_stems(text: str) -> str:
-    """A chunk text's part of its row's body; a big run computes it in its chunking worker (ingest/prefetch.py)."""
-    return " ".join(analyzed(text))
+    """A chunk text's part of its row's body, each stem after a space (so an empty stem, as Porter makes of "s",
+    still counts); a big run computes it in its chunking worker (ingest/prefetch.py)."""
+    return "".join(" " + stem for stem in analyzed(text))
 
 
 def body(label: str, text: str, stems: str | None = None) -> str:
     """A row's stored body: the stems of its label, then of its text (`stems`, when analysed ahead). The same as
     analysing f"{label}\n{text}" whole: the words analyser splits at the newline and treats each word alone."""
     text_part = text_stems(text) if stems is None else stems
-    label_part = " ".join(analyzed(label))
-    return f"{label_part} {text_part}" if label_part and text_part else label_part or text_part
+    label_words = analyzed(label)
+    return " ".join(label_words) + text_part if label_words else text_part[1:]
 
 
 def _every_row(searcher: tantivy.Searcher) -> list[tuple[int, tantivy.Document]]:
