@@ -128,7 +128,7 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
         if len(hits) >= q.top_k or complete:
             if not hits and where:
                 check_where_keys(store, where)  # an empty answer because of a mistyped key is an error
-            return hits[:top_k]
+            return _shown_similarity(store, qvec, hits[:top_k], known)
         depth *= 4 if 4 * len(hits) >= q.top_k else 16  # few hits certified: duplicates or a flat ranking
 
 
@@ -218,13 +218,27 @@ def _fill_exact(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any
         sim = read.vector_bound if c.similarity is None else c.similarity
         return score(sim, (read.keyword_bound or 0.0) if c.keyword_score is None else c.keyword_score)
 
-    pending = [rid for rid, c in pool.items()
-               if c.keyword_score is None or (c.similarity is None and qvec is not None)]
+    # Keyword scores do not count the cosine: it is looked up for the hits shown only (_shown_similarity), not
+    # for every candidate (800 vector reads a question at 1M chunks, where ties make the keyword side read deep).
+    cosines = qvec is not None and q.mode != "keyword"
+    pending = [rid for rid, c in pool.items() if c.keyword_score is None or (c.similarity is None and cosines)]
     if prune:
         for rid in [rid for rid in pending if upper(pool[rid]) <= bound]:
             del pool[rid]
-    _look_up(store, keyword, qvec, q, pool, [rid for rid in pending if rid in pool], known)
+    _look_up(store, keyword, qvec if cosines else None, q, pool, [rid for rid in pending if rid in pool], known)
     _settle_beam(pool, known)
+
+
+def _shown_similarity(store: Store, qvec: np.ndarray[Any, Any] | None, hits: list[Hit], known: _Known) -> list[Hit]:
+    """The cosine of each hit shown that its ranking did not need (keyword mode), in one read."""
+    need = [h.id for h in hits if h.similarity is None and h.id not in known.cosine]
+    if qvec is not None and need:
+        vectors = store.get_embeddings(need)
+        if vectors:
+            found = [rid for rid in need if rid in vectors]
+            sims = (np.stack([vectors[rid] for rid in found]) @ qvec).tolist()
+            known.cosine.update(zip(found, sims))
+    return [replace(h, similarity=known.cosine.get(h.id)) if h.similarity is None else h for h in hits]
 
 
 def _settle_beam(pool: dict[str, _Candidate], known: _Known) -> None:

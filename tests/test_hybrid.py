@@ -117,6 +117,33 @@ def test_keyword_mode_ranks_exact_terms_and_respects_filters(tmp_path: Path, doc
     index.close()
 
 
+def test_keyword_mode_reads_vectors_of_the_hits_shown_only(tmp_path: Path, recorder: RecordingEmbedder,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keyword score does not count the cosine, so only the hits shown have theirs looked up: every candidate's
+    was 800 vector reads a question at 1M chunks (ties make the keyword side read deep)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(80):  # 80 chunks that all match, most with tied scores: the keyword side reads deeper
+        (docs / f"page{i:02d}.md").write_text(f"# Retries {i}\n\nRetry the webhook delivery {i} times with backoff.\n")
+    store = _ingest(tmp_path / "idx", docs, recorder)
+    read: list[str] = []
+    real = Store.get_embeddings
+
+    def counted(self: Store, ids: list[str]) -> object:
+        read.extend(ids)
+        return real(self, ids)
+    monkeypatch.setattr(Store, "get_embeddings", counted)
+    index = KeywordIndex(keyword_path(store.location, store.name))
+    hits = search(store, recorder, "retry webhook delivery", 3, mode="keyword", keyword=index)
+    index.close()
+    assert len(hits) == 3 and all(h.similarity is not None and h.vector_rank is None for h in hits)
+    assert sorted(read) == sorted(h.id for h in hits)
+    vectors = store.get_embeddings([h.id for h in hits])
+    q = recorder.embed_query("retry webhook delivery")
+    for h in hits:  # the cosine shown is the exact one
+        assert h.similarity == pytest.approx(float(sum(a * b for a, b in zip(vectors[h.id], q))), abs=1e-5)
+
+
 def test_hybrid_rrf_fuses_ranks(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
     store = _ingest(tmp_path / "idx", docs, recorder)
     index = KeywordIndex(keyword_path(store.location, store.name))
