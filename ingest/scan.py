@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import hashlib
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +128,7 @@ def _keep_dir(path: Path, root: Path, options: ScanOptions, index_dirs: set[Path
 
 
 def _selected(rel: str, name: str, options: ScanOptions, skipped: list[Skipped]) -> bool:
-    if any(fnmatch.fnmatchcase(name, p) for p in DOCVEC_FILES):
+    if _matches(name, DOCVEC_FILES):
         return False
     if not _matches(rel, options.include) or _matches(rel, options.exclude):
         return False
@@ -141,30 +144,45 @@ def _selected(rel: str, name: str, options: ScanOptions, skipped: list[Skipped])
 
 def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
     """Glob match where a leading **/ also matches files at the root."""
-    return any(fnmatch.fnmatchcase(rel, p) or (p.startswith("**/") and fnmatch.fnmatchcase(rel, p[3:]))
-               for p in patterns)
+    return _glob(patterns).match(rel) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _glob(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """The patterns as one expression (fnmatch's own translation): one match a file, where a call per pattern
+    was 11 % of a no-op sync of 130k files."""
+    each = [q for p in patterns for q in ((p, p[3:]) if p.startswith("**/") else (p,))]
+    return re.compile("|".join(f"(?:{fnmatch.translate(q)})" for q in each) or "(?!)")
 
 
 def _add_file(path: Path, rel: str, real_root: Path, options: ScanOptions, files: dict[Path, SourceFile],
               skipped: list[Skipped]) -> None:
     """Add a file once under one path: a symlink to a file inside the root is the same file."""
-    try:
-        real = path.resolve(strict=True)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-            raise
-        skipped.append(Skipped(rel, "broken symlink or symlink loop"))
-        return
-    except RuntimeError:
-        skipped.append(Skipped(rel, "broken symlink or symlink loop"))
-        return
-    if path.is_symlink() and not real.is_relative_to(real_root) and not options.follow_symlinks:
-        skipped.append(Skipped(rel, "symlink leads outside the docs folder (set docs.follow_symlinks to index it)"))
-        return
-    if not real.is_file():
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            real = path.resolve(strict=True)
+            info = real.stat()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                raise
+            skipped.append(Skipped(rel, "broken symlink or symlink loop"))
+            return
+        except RuntimeError:
+            skipped.append(Skipped(rel, "broken symlink or symlink loop"))
+            return
+        if not real.is_relative_to(real_root) and not options.follow_symlinks:
+            skipped.append(Skipped(rel, "symlink leads outside the docs folder (set docs.follow_symlinks to index "
+                                        "it)"))
+            return
+    else:
+        # The walk enters no linked folder (_keep_dir), so a file that is no link is where its path says: one
+        # lstat, where resolving every part of the path was ~10 system calls a file (a no-op sync at 130k files).
+        real = real_root / rel
+    if not stat.S_ISREG(info.st_mode):
         skipped.append(Skipped(rel, "not a regular file"))
         return
-    size = real.stat().st_size
+    size = info.st_size
     if size > options.max_bytes:
         skipped.append(Skipped(rel, f"too large ({size / 2**20:.1f} MB > docs.max_file_mb "
                                     f"{options.max_bytes / 2**20:.3g}; raise it to index this file)"))

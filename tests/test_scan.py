@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from docvec.errors import SourceError
-from docvec.ingest.scan import ScanOptions, Unreadable, read_markdown, scan
+from docvec.ingest.scan import ScanOptions, Unreadable, _matches, read_markdown, scan
 
 
 def _tree(root: Path) -> None:
@@ -54,6 +57,37 @@ def test_symlinks_inside_are_indexed_once_outside_not_followed(tmp_path: Path) -
     assert [f.rel for f in files] == ["real.md"]
     reasons = {s.rel: s.reason for s in skipped}
     assert "outside the docs folder" in reasons["escape.md"] and "loop" in reasons["loop.md"]
+
+
+def test_a_docs_root_reached_through_a_link_indexes_each_file_once(tmp_path: Path) -> None:
+    """A file that is no link is keyed by the real root plus its path (no resolving a file): a link to it, even
+    through a linked root, must still come out as the same file, and what is no regular file is skipped."""
+    real = tmp_path / "real-docs"
+    (real / "sub").mkdir(parents=True)
+    (real / "sub" / "page.md").write_text("# P\n")
+    os.symlink(real / "sub" / "page.md", real / "alias.md")  # absolute, through the real root
+    os.symlink("sub/page.md", real / "relative.md")
+    os.symlink(real / "sub", real / "linked-folder")
+    os.mkfifo(real / "pipe.md")
+    root = tmp_path / "docs"
+    os.symlink(real, root)
+    files, skipped = scan(ScanOptions(root))
+    assert [f.rel for f in files] == ["sub/page.md"]
+    assert {s.rel: s.reason for s in skipped} == {"linked-folder/": "symlinked folder not followed",
+                                                 "pipe.md": "not a regular file"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(rel=st.lists(st.sampled_from(["a", "b.md", "x.markdown", "docs", ".h", "c d.MD"]), min_size=1, max_size=4)
+       .map("/".join),
+       patterns=st.lists(st.sampled_from(["**/*.md", "*.md", "docs/**", "**/b.md", "a/*", "*", "?.md", "[ab]*",
+                                          "**/*.markdown", "docs/*.md"]), max_size=4).map(tuple))
+def test_globs_match_as_fnmatch_does_pattern_by_pattern(rel: str, patterns: tuple[str, ...]) -> None:
+    """The patterns are matched as one expression: the same answer as fnmatch, one pattern at a time (a leading
+    **/ also matching at the root)."""
+    expected = any(fnmatch.fnmatchcase(rel, p) or (p.startswith("**/") and fnmatch.fnmatchcase(rel, p[3:]))
+                   for p in patterns)
+    assert _matches(rel, patterns) == expected
 
 
 @pytest.mark.parametrize("data, reason", [
