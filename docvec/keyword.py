@@ -11,6 +11,7 @@ same commit as the rows: one tantivy commit is atomic, like the collection write
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -495,8 +496,16 @@ def body(label: str, text: str, stems: str | None = None) -> str:
     """A row's stored body: the stems of its label, then of its text (`stems`, when analysed ahead). The same as
     analysing f"{label}\n{text}" whole: the words analyser splits at the newline and treats each word alone."""
     text_part = text_stems(text) if stems is None else stems
-    label_words = analyzed(label)
-    return " ".join(label_words) + text_part if label_words else text_part[1:]
+    label_part = _label_stems(label)
+    return text_part[1:] if label_part is None else label_part + text_part
+
+
+@functools.lru_cache(maxsize=4096)
+def _label_stems(label: str) -> str | None:
+    """A label's stems (None: no word; "" is one word Porter stems to nothing, as "s"): the chunks of a section
+    share their label (5 % of a large run's main process was analysing the same labels again)."""
+    words = analyzed(label)
+    return " ".join(words) if words else None
 
 
 def _every_row(searcher: tantivy.Searcher) -> list[tuple[int, tantivy.Document]]:
