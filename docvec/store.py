@@ -430,12 +430,15 @@ class Store:
     def replace_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata],
                          stored: Mapping[str, Metadata]) -> None:
         """Make existing records' metadata exactly `metadatas` (vectors untouched). Chroma's `update` merges keys:
-        a key the stored metadata (`stored`, by id) has and the new one lacks is sent as None, which removes it."""
-        full = [{**{k: None for k in stored.get(rid, {}) if k not in m}, **m} for rid, m in zip(ids, metadatas)]
-        for begin in range(0, len(ids), WRITE_BATCH):
-            end = begin + WRITE_BATCH
+        only the keys whose value differs from the stored metadata (`stored`, by id) are sent, and a key the new one
+        lacks is sent as None, which removes it. (A file's edit moves its version on every chunk it keeps: sending
+        that one key instead of all ~15 made an update ~3x cheaper, and these were 12 s of a 1 % sync at 1M.)"""
+        changes = [(rid, _changed_keys(stored.get(rid, {}), m)) for rid, m in zip(ids, metadatas)]
+        changes = [(rid, c) for rid, c in changes if c]
+        for begin in range(0, len(changes), WRITE_BATCH):
+            batch = changes[begin:begin + WRITE_BATCH]
             with _chroma("updating chunk metadata", self.location):
-                self._collection.update(ids=list(ids[begin:end]), metadatas=full[begin:end])
+                self._collection.update(ids=[rid for rid, _ in batch], metadatas=[c for _, c in batch])
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete records by id."""
@@ -745,6 +748,15 @@ def _get_collection(client: Any, name: str) -> Any:
         return client.get_collection(name, embedding_function=None)
     except NotFoundError:
         return None
+
+
+def _changed_keys(old: Metadata, new: Metadata) -> dict[str, Any]:
+    """What `update` (which merges keys) must send to turn `old` into exactly `new`: the keys whose value differs
+    (compared as JSON, so True is not 1 and 1 is not 1.0, as Chroma stores them apart), None for those `new` lacks."""
+    out: dict[str, Any] = {k: None for k in old if k not in new}
+    out.update((k, v) for k, v in new.items()
+               if k not in old or dumps_metadata({k: old[k]}) != dumps_metadata({k: v}))
+    return out
 
 
 def dumps_metadata(meta: Mapping[str, Any]) -> str:

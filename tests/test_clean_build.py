@@ -8,9 +8,13 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from docvec.chunker import ChunkParams
 from docvec.cli import cli
+from docvec.fingerprint import Fingerprint
+from docvec.ingest.pipeline import open_for_writing
 from docvec.lock import lock_path_for, writer_lock
 from docvec.store import Store, StoreLocation
+from tests.conftest import RecordingEmbedder
 from tests.convergence import snapshot
 from tests.test_server_mode import chroma_server  # noqa: F401 - the real `chroma run` fixture
 
@@ -71,6 +75,31 @@ def test_front_matter_keys_removed_from_a_file_leave_the_index(tmp_path: Path) -
     metas = [m for _, m in store.iter_metadata() if m["source"] == "tutorial/private0.md"]
     assert metas and all("fm.tags" not in m and "fm.audience" not in m for m in metas)
     assert "ok: the index is what a clean build" in _docvec(project, "verify")
+
+
+def test_replacing_metadata_sends_the_changed_keys_and_leaves_exactly_the_new_metadata(
+        tmp_path: Path, recorder: RecordingEmbedder) -> None:
+    """Chroma's update merges keys: docvec sends only what differs (a kept chunk's new file version, not all its
+    keys) and None for keys that go, and the record ends up exactly as a clean build writes it, types included
+    (True is not 1, 1 is not 1.0, as Chroma stores them apart)."""
+    fingerprint = Fingerprint.build(recorder.info, ChunkParams())
+    store = open_for_writing(StoreLocation(tmp_path / "index", "docvec"), fingerprint)
+    old = {"source": "a.md", "file_hash": "v1", "n": 1, "flag": True, "x": 1.0, "dirs": ["a", "b"], "fm.tags": "s"}
+    new = {"source": "a.md", "file_hash": "v2", "n": True, "flag": True, "x": 1, "dirs": ["a", "b"], "added": 3}
+    store.add(["r1", "r2"], recorder.embed_documents(["one", "two"]), ["one", "two"], [old, {**old, "source": "b.md"}])
+    sent: list[object] = []
+    update = store._collection.update
+
+    def spy(**kwargs: object) -> None:
+        sent.append(kwargs["metadatas"])
+        update(**kwargs)  # type: ignore[arg-type]
+    store._collection.update = spy  # type: ignore[method-assign]
+    stored = store.get_metadatas(["r1", "r2"])
+    store.replace_metadata(["r1", "r2"], [new, stored["r2"]], stored)  # r2 unchanged: nothing to send
+    assert sent == [[{"file_hash": "v2", "n": True, "x": 1, "added": 3, "fm.tags": None}]]
+    after = store.get_metadatas(["r1", "r2"])
+    assert json.dumps(after["r1"], sort_keys=True) == json.dumps(new, sort_keys=True)
+    assert after["r2"] == stored["r2"]
 
 
 def test_scores_after_many_edits_are_a_clean_builds(tmp_path: Path) -> None:
