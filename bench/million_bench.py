@@ -24,7 +24,8 @@ Per size, each command in its own process (peak RSS from os.wait4), one after an
   answer) and its size; server only: another machine's 1 % sync, then this client's catch-up;
 - serve: `docvec serve`, warm POST /search p50/p95 per mode (100 questions), RSS idle and under 20 clients;
 - disk: the index folder (local) or the server's data folder (server).
-Appends to bench/results/million-<store>.json.
+Appends to bench/results/million-<store>.json. `--again noop,edit,serve,tail --label NAME` measures those
+figures again on a local work folder kept by --keep (after a code change) and saves them under <size>.again.NAME.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def main() -> None:
                         help="sizes >= N measure write path / raw add on their last 10 %% (raw onto a copy of the "
                              "first 90 %%) instead of building a raw collection from empty")
     parser.add_argument("--report", action="store_true", help="print the table and log-log slopes of the results")
+    parser.add_argument("--again", metavar="PHASES",
+                        help="measure again on a kept local work folder (--keep): comma-separated of noop, edit, "
+                             "verify, keyword, serve, tail; saved under <size>.again.<--label>")
+    parser.add_argument("--label", default="again", help="the name --again saves its figures under")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.child:
@@ -73,6 +78,13 @@ def main() -> None:
     target = RESULTS / f"million-{ns.store}.json"
     out: dict[str, Any] = json.loads(target.read_text()) if target.exists() else {}
     questions = [json.loads(line)["query"] for line in (SCIFACT / "queries.jsonl").read_text().splitlines()]
+    if ns.again:
+        for size in (int(s) for s in ns.sizes.split(",")):
+            again = out[str(size)].setdefault("again", {})
+            again[ns.label] = _again(ns.store, size, ns.work / f"{ns.store}-{size}", ns.again.split(","), questions,
+                                     lambda o: _save(target, out, size, out[str(size)]))
+            _save(target, out, size, out[str(size)])
+        return None
     for size in (int(s) for s in ns.sizes.split(",")):
         work = ns.work / f"{ns.store}-{size}"
         shutil.rmtree(work, ignore_errors=True)
@@ -376,6 +388,57 @@ def _one_size(store: str, size: int, work: Path, questions: list[str], checkpoin
     finally:
         if server:
             _stop(server[0])
+    return out
+
+
+def _again(store: str, size: int, work: Path, phases: list[str], questions: list[str],
+           checkpoint: Any) -> dict[str, Any]:
+    """Figures measured again on a kept index (the code changed, the index did not), phase by phase."""
+    cfg = work / "config-index.yaml"
+    if store != "local" or not cfg.exists():
+        raise SystemExit(f"--again needs a kept local work folder ({work}: run with --keep first)")
+    out: dict[str, Any] = {"machine": _machine(), "commit": subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()}
+    for phase in phases:
+        if phase == "noop":  # the first may sweep whole once (a catalog another version stamped)
+            out["noop_first"], out["noop"] = _cli(cfg, "ingest", "-q"), _cli(cfg, "ingest", "-q")
+        elif phase == "edit":
+            out["edited_files"] = edit_files(work / "docs", 0.01, int(time.time()))
+            out["edit_sync"] = _run_child(["sync", str(cfg)])
+        elif phase == "verify":
+            out["verify"] = _cli(cfg, "verify")
+        elif phase == "keyword":
+            out["keyword"] = _keyword(work, cfg)
+        elif phase == "serve":
+            out["serve"] = _serve(cfg, questions, None)
+        elif phase == "tail":
+            out.update(_tail_again(size, work, cfg))
+        else:
+            raise SystemExit(f"unknown phase {phase!r}")
+        out[phase + "_done_at"] = time.strftime("%H:%M:%S")
+        checkpoint(out)
+    return out
+
+
+def _tail_again(size: int, work: Path, cfg: Path) -> dict[str, Any]:
+    """The ratio on the last 10 % of copies again: removed by a sync, the index copied, put back; docvec syncs them
+    onto the index, raw Chroma adds the same records onto the copy (both onto the same 90 % collection)."""
+    copies = copies_of(size)
+    head = copies - max(1, round(copies * 0.1))
+    for k in range(head, copies):
+        shutil.rmtree(work / "docs" / f"copy{k:03}")
+    out: dict[str, Any] = {"tail_removed": _cli(cfg, "ingest", "-q")}
+    shutil.rmtree(work / "raw", ignore_errors=True)
+    shutil.copytree(work / "index", work / "raw")
+    build_corpus(size, work / "docs", (head, None))
+    try:
+        out["tail_ingest"] = rest = _run_child(["ingest", str(cfg), str(work / "spool")])
+        out["tail_raw_add"] = raw = _run_child(["raw", str(work / "spool"), str(work / "raw"), "0", "append"])
+    finally:
+        shutil.rmtree(work / "spool", ignore_errors=True)
+        shutil.rmtree(work / "raw", ignore_errors=True)
+    out["write_ratio"] = round(rest["docvec_s"] / raw["seconds"], 3)
+    out["store_writes_ratio"] = round(rest["store_add_s"] / raw["seconds"], 3)
     return out
 
 
