@@ -144,6 +144,39 @@ def test_keyword_mode_reads_vectors_of_the_hits_shown_only(tmp_path: Path, recor
         assert h.similarity == pytest.approx(float(sum(a * b for a, b in zip(vectors[h.id], q))), abs=1e-5)
 
 
+def _bodies(store: Store) -> list[tuple[str, str, str, str]]:
+    from docvec.keyword import _every_row
+
+    with KeywordIndex.of(store) as index:
+        return sorted((str(d["id"][0]), str(d.get_first("label")), str(d.get_first("digest")),
+                       str(d.get_first("body"))) for _, d in _every_row(index._searcher()))
+
+
+def test_a_first_build_analyses_ahead_in_a_second_process_and_makes_the_same_rows(
+        tmp_path: Path, docs: Path, recorder: RecordingEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new client's first build at 1M chunks analysed every text on its one process (45 % of its wait): past
+    ANALYSE_AHEAD_FROM rows a second process analyses each page while the next is read. The same rows result."""
+    import docvec.keyword as keyword
+
+    store = _ingest(tmp_path / "idx", docs, recorder)
+    built_here = _bodies(store)
+    assert len(built_here) == store.count() > 10
+    shutil.rmtree(keyword_path(store.location, store.name))
+    monkeypatch.setattr(keyword, "ANALYSE_AHEAD_FROM", 5)  # the first page here, the rest in the worker
+    monkeypatch.setattr(keyword, "PAGE", 5)
+    analysed_here: list[str] = []
+    real = keyword.text_stems
+
+    def counted(text: str) -> str:
+        analysed_here.append(text)
+        return real(text)
+    monkeypatch.setattr(keyword, "text_stems", counted)
+    with KeywordIndex.of(store) as index:
+        assert sync_keyword_index(store, index) == store.count()
+    assert len(analysed_here) == 5
+    assert _bodies(store) == built_here
+
+
 def test_hybrid_rrf_fuses_ranks(tmp_path: Path, docs: Path, recorder: RecordingEmbedder) -> None:
     store = _ingest(tmp_path / "idx", docs, recorder)
     index = KeywordIndex(keyword_path(store.location, store.name))
