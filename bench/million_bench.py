@@ -25,7 +25,7 @@ Per size, each command in its own process (peak RSS from os.wait4), one after an
 - serve: `docvec serve`, warm POST /search p50/p95 per mode (100 questions), RSS idle and under 20 clients;
 - disk: the index folder (local) or the server's data folder (server).
 Appends to bench/results/million-<store>.json. `--again noop,edit,serve,tail --label NAME` measures those
-figures again on a local work folder kept by --keep (after a code change) and saves them under <size>.again.NAME.
+figures again on a work folder kept by --keep (after a code change) and saves them under <size>.again.NAME.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main() -> None:
                              "first 90 %%) instead of building a raw collection from empty")
     parser.add_argument("--report", action="store_true", help="print the table and log-log slopes of the results")
     parser.add_argument("--again", metavar="PHASES",
-                        help="measure again on a kept local work folder (--keep): comma-separated of noop, edit, "
+                        help="measure again on a work folder kept by --keep: comma-separated of noop, edit, "
                              "verify, keyword, serve, tail; saved under <size>.again.<--label>")
     parser.add_argument("--label", default="again", help="the name --again saves its figures under")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -393,53 +393,72 @@ def _one_size(store: str, size: int, work: Path, questions: list[str], checkpoin
 
 def _again(store: str, size: int, work: Path, phases: list[str], questions: list[str],
            checkpoint: Any) -> dict[str, Any]:
-    """Figures measured again on a kept index (the code changed, the index did not), phase by phase."""
+    """Figures measured again on a kept index (the code changed, the index did not), phase by phase; a server's
+    data folder is served again on the port its config names (a client keys its keyword index by it)."""
     cfg = work / "config-index.yaml"
-    if store != "local" or not cfg.exists():
-        raise SystemExit(f"--again needs a kept local work folder ({work}: run with --keep first)")
+    if not cfg.exists():
+        raise SystemExit(f"--again needs a work folder kept by --keep ({work} has none)")
     out: dict[str, Any] = {"machine": _machine(), "commit": subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()}
-    for phase in phases:
-        if phase == "noop":  # the first may sweep whole once (a catalog another version stamped)
-            out["noop_first"], out["noop"] = _cli(cfg, "ingest", "-q"), _cli(cfg, "ingest", "-q")
-        elif phase == "edit":
-            out["edited_files"] = edit_files(work / "docs", 0.01, int(time.time()))
-            out["edit_sync"] = _run_child(["sync", str(cfg)])
-        elif phase == "verify":
-            out["verify"] = _cli(cfg, "verify")
-        elif phase == "keyword":
-            out["keyword"] = _keyword(work, cfg)
-        elif phase == "serve":
-            out["serve"] = _serve(cfg, questions, None)
-        elif phase == "tail":
-            out.update(_tail_again(size, work, cfg))
-        else:
-            raise SystemExit(f"unknown phase {phase!r}")
-        out[phase + "_done_at"] = time.strftime("%H:%M:%S")
-        checkpoint(out)
+    port = re.search(r"port: (\d+)", cfg.read_text())
+    server = _chroma_server(work / "server", int(port.group(1))) if store == "server" and port else None
+    try:
+        for phase in phases:
+            if phase == "noop":  # the first may sweep whole once (a catalog another version stamped)
+                out["noop_first"], out["noop"] = _cli(cfg, "ingest", "-q"), _cli(cfg, "ingest", "-q")
+            elif phase == "edit":
+                out["edited_files"] = edit_files(work / "docs", 0.01, int(time.time()))
+                out["edit_sync"] = _run_child(["sync", str(cfg)])
+            elif phase == "verify":
+                out["verify"] = _cli(cfg, "verify")
+            elif phase == "keyword":
+                out["keyword"] = _keyword(work, cfg)
+            elif phase == "serve":
+                out["serve"] = _serve(cfg, questions, server)
+            elif phase == "tail":
+                server = _tail_again(out, size, work, cfg, server)
+            else:
+                raise SystemExit(f"unknown phase {phase!r}")
+            out[phase + "_done_at"] = time.strftime("%H:%M:%S")
+            checkpoint(out)
+    finally:
+        if server:
+            _stop(server[0])
     return out
 
 
-def _tail_again(size: int, work: Path, cfg: Path) -> dict[str, Any]:
-    """The ratio on the last 10 % of copies again: removed by a sync, the index copied, put back; docvec syncs them
-    onto the index, raw Chroma adds the same records onto the copy (both onto the same 90 % collection)."""
+def _tail_again(out: dict[str, Any], size: int, work: Path, cfg: Path,
+                server: tuple[subprocess.Popen[str], int] | None) -> tuple[subprocess.Popen[str], int] | None:
+    """The ratio on the last 10 % of copies again: removed by a sync, the index (or server data) copied, put back;
+    docvec syncs them onto the index, raw Chroma adds the same records onto the copy (both onto the same 90 %)."""
     copies = copies_of(size)
     head = copies - max(1, round(copies * 0.1))
     for k in range(head, copies):
         shutil.rmtree(work / "docs" / f"copy{k:03}")
-    out: dict[str, Any] = {"tail_removed": _cli(cfg, "ingest", "-q")}
+    out["tail_removed"] = _cli(cfg, "ingest", "-q")
     shutil.rmtree(work / "raw", ignore_errors=True)
-    shutil.copytree(work / "index", work / "raw")
+    if server:
+        _stop(server[0])
+        shutil.copytree(work / "server", work / "raw")
+        server = _chroma_server(work / "server", server[1])
+    else:
+        shutil.copytree(work / "index", work / "raw")
     build_corpus(size, work / "docs", (head, None))
     try:
         out["tail_ingest"] = rest = _run_child(["ingest", str(cfg), str(work / "spool")])
-        out["tail_raw_add"] = raw = _run_child(["raw", str(work / "spool"), str(work / "raw"), "0", "append"])
+        raw_server = _chroma_server(work / "raw") if server else None
+        try:
+            out["tail_raw_add"] = raw = _run_child(["raw", str(work / "spool"), str(work / "raw"),
+                                                    str(raw_server[1] if raw_server else 0), "append"])
+        finally:
+            if raw_server:
+                _stop(raw_server[0])
     finally:
         shutil.rmtree(work / "spool", ignore_errors=True)
         shutil.rmtree(work / "raw", ignore_errors=True)
     out["write_ratio"] = round(rest["docvec_s"] / raw["seconds"], 3)
     out["store_writes_ratio"] = round(rest["store_add_s"] / raw["seconds"], 3)
-    return out
+    return server
 
 
 def _head_then_tail(out: dict[str, Any], size: int, head_copies: int, work: Path,
@@ -451,7 +470,9 @@ def _head_then_tail(out: dict[str, Any], size: int, head_copies: int, work: Path
     if server:
         _stop(server[0])
         shutil.copytree(work / "server", work / "raw")
-        server = _chroma_server(work / "server")
+        # The same port: a client keys its keyword index by host and port, and a new port made the tail sync
+        # build a new one from the server's 1M records (session 21's server 1M tail: 560.8 s for 204.4 s of adds)
+        server = _chroma_server(work / "server", server[1])
     else:
         shutil.copytree(work / "index", work / "raw")
     cfg = _config(work, work / "index", server)
@@ -479,10 +500,11 @@ def _config(work: Path, index: Path, server: tuple[subprocess.Popen[str], int] |
     return cfg
 
 
-def _chroma_server(path: Path) -> tuple[subprocess.Popen[str], int]:
+def _chroma_server(path: Path, port: int = 0) -> tuple[subprocess.Popen[str], int]:
+    """A `chroma run` on the data folder (on `port`, else a free one)."""
     from serve_bench import wait_until_up
 
-    port = _port()
+    port = port or _port()
     chroma = Path(sys.executable).with_name("chroma")
     proc = subprocess.Popen([str(chroma), "run", "--path", str(path), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
