@@ -80,9 +80,10 @@ def main() -> None:
     questions = [json.loads(line)["query"] for line in (SCIFACT / "queries.jsonl").read_text().splitlines()]
     if ns.again:
         for size in (int(s) for s in ns.sizes.split(",")):
-            again = out[str(size)].setdefault("again", {})
-            again[ns.label] = _again(ns.store, size, ns.work / f"{ns.store}-{size}", ns.again.split(","), questions,
-                                     lambda o: _save(target, out, size, out[str(size)]))
+            figures = out[str(size)].setdefault("again", {})[ns.label] = {}
+            figures.update(_again(ns.store, size, ns.work / f"{ns.store}-{size}", ns.again.split(","), questions,
+                                  lambda o: _save(target, out, size, {**out[str(size)], "again": {
+                                      **out[str(size)]["again"], ns.label: o}})))
             _save(target, out, size, out[str(size)])
         return None
     for size in (int(s) for s in ns.sizes.split(",")):
