@@ -438,12 +438,7 @@ def _tail_again(out: dict[str, Any], size: int, work: Path, cfg: Path,
         shutil.rmtree(work / "docs" / f"copy{k:03}")
     out["tail_removed"] = _cli(cfg, "ingest", "-q")
     shutil.rmtree(work / "raw", ignore_errors=True)
-    if server:
-        _stop(server[0])
-        shutil.copytree(work / "server", work / "raw")
-        server = _chroma_server(work / "server", server[1])
-    else:
-        shutil.copytree(work / "index", work / "raw")
+    server = _copy_for_raw(work, server)
     build_corpus(size, work / "docs", (head, None))
     try:
         out["tail_ingest"] = rest = _run_child(["ingest", str(cfg), str(work / "spool")])
@@ -462,20 +457,26 @@ def _tail_again(out: dict[str, Any], size: int, work: Path, cfg: Path,
     return server
 
 
+def _copy_for_raw(work: Path, server: tuple[subprocess.Popen[str], int] | None
+                  ) -> tuple[subprocess.Popen[str], int] | None:
+    """Copy the index (or the server's data, the server stopped) to work/raw; returns the server, restarted on
+    the same port: a client keys its keyword index by host and port, and a new port made the tail sync build a
+    new one from the server's 1M records (session 21's server 1M tail: 560.8 s beside 204.4 s of adds)."""
+    if not server:
+        shutil.copytree(work / "index", work / "raw")
+        return None
+    _stop(server[0])
+    shutil.copytree(work / "server", work / "raw")
+    return _chroma_server(work / "server", server[1])
+
+
 def _head_then_tail(out: dict[str, Any], size: int, head_copies: int, work: Path,
                     server: tuple[subprocess.Popen[str], int] | None) -> tuple[Any, Path]:
     """The ratio at `size` from its last copies, without building the raw collection from empty too: docvec
     syncs the head; its index (or the server's data) is copied while nothing holds it; docvec syncs the rest onto
     the original, and raw Chroma then adds the same records onto the copy (the same collection, the same size)."""
     head = _run_child(["ingest", str(_config(work, work / "index", server)), "-"])
-    if server:
-        _stop(server[0])
-        shutil.copytree(work / "server", work / "raw")
-        # The same port: a client keys its keyword index by host and port, and a new port made the tail sync
-        # build a new one from the server's 1M records (session 21's server 1M tail: 560.8 s for 204.4 s of adds)
-        server = _chroma_server(work / "server", server[1])
-    else:
-        shutil.copytree(work / "index", work / "raw")
+    server = _copy_for_raw(work, server)
     cfg = _config(work, work / "index", server)
     t0 = time.perf_counter()
     out["files"] += build_corpus(size, work / "docs", (head_copies, None))
