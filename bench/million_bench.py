@@ -436,7 +436,7 @@ def _tail_again(out: dict[str, Any], size: int, work: Path, cfg: Path,
     head = copies - max(1, round(copies * 0.1))
     for k in range(head, copies):
         shutil.rmtree(work / "docs" / f"copy{k:03}")
-    out["tail_removed"] = _cli(cfg, "ingest", "-q")
+    out["tail_removed"] = _cli(cfg, "ingest", "-q", "--yes")  # at small sizes the tail is half the index
     shutil.rmtree(work / "raw", ignore_errors=True)
     server = _copy_for_raw(work, server)
     build_corpus(size, work / "docs", (head, None))
