@@ -475,16 +475,23 @@ def _head_then_tail(out: dict[str, Any], size: int, head_copies: int, work: Path
     """The ratio at `size` from its last copies, without building the raw collection from empty too: docvec
     syncs the head; its index (or the server's data) is copied while nothing holds it; docvec syncs the rest onto
     the original, and raw Chroma then adds the same records onto the copy (the same collection, the same size)."""
+    if not head_copies:
+        raise SystemExit(f"--tail-from needs at least two copies of SciFact: {size:,} chunks is one")
     head = _run_child(["ingest", str(_config(work, work / "index", server)), "-"])
     server = _copy_for_raw(work, server)
-    cfg = _config(work, work / "index", server)
-    t0 = time.perf_counter()
-    out["files"] += build_corpus(size, work / "docs", (head_copies, None))
-    out["corpus_s"] = round(out["corpus_s"] + time.perf_counter() - t0, 1)
-    out["tail_ingest"] = rest = _run_child(["ingest", str(cfg), str(work / "spool")])
-    out["ingest"] = {"docvec_s": round(head["docvec_s"] + rest["docvec_s"], 1), "chunks": rest["chunks"],
-                     "store_add_s": round(head["store_add_s"] + rest["store_add_s"], 1),
-                     "peak_rss_mb": max(head["peak_rss_mb"], rest["peak_rss_mb"]), "head": head}
+    try:  # the server was restarted here: the caller stops the one it started
+        cfg = _config(work, work / "index", server)
+        t0 = time.perf_counter()
+        out["files"] += build_corpus(size, work / "docs", (head_copies, None))
+        out["corpus_s"] = round(out["corpus_s"] + time.perf_counter() - t0, 1)
+        out["tail_ingest"] = rest = _run_child(["ingest", str(cfg), str(work / "spool")])
+        out["ingest"] = {"docvec_s": round(head["docvec_s"] + rest["docvec_s"], 1), "chunks": rest["chunks"],
+                         "store_add_s": round(head["store_add_s"] + rest["store_add_s"], 1),
+                         "peak_rss_mb": max(head["peak_rss_mb"], rest["peak_rss_mb"]), "head": head}
+    except BaseException:
+        if server:
+            _stop(server[0])
+        raise
     return server, cfg
 
 
