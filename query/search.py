@@ -233,11 +233,7 @@ def _shown_similarity(store: Store, qvec: np.ndarray[Any, Any] | None, hits: lis
     """The cosine of each hit shown that its ranking did not need (keyword mode), in one read."""
     need = [h.id for h in hits if h.similarity is None and h.id not in known.cosine]
     if qvec is not None and need:
-        vectors = store.get_embeddings(need)
-        if vectors:
-            found = [rid for rid in need if rid in vectors]
-            sims = (np.stack([vectors[rid] for rid in found]) @ qvec).tolist()
-            known.cosine.update(zip(found, sims))
+        _cosines(store, qvec, need, known)
     return [replace(h, similarity=known.cosine.get(h.id)) if h.similarity is None else h for h in hits]
 
 
@@ -265,14 +261,24 @@ def _look_up(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, A
     need = [rid for rid in batch if pool[rid].similarity is None]
     if not need or qvec is None:
         return
-    vectors = store.get_embeddings(need)
+    found = _cosines(store, qvec, need, known)
     for rid in need:
-        if rid not in vectors:  # the keyword index is behind a concurrent ingest: skip the vanished chunk
+        if rid in found:
+            pool[rid].similarity = found[rid]
+        else:  # the keyword index is behind a concurrent ingest: skip the vanished chunk
             del pool[rid]
-    need = [rid for rid in need if rid in vectors]
-    if need:  # one matrix product instead of a dot per chunk
-        for rid, sim in zip(need, (np.stack([vectors[rid] for rid in need]) @ qvec).tolist()):
-            pool[rid].similarity = known.cosine[rid] = sim
+
+
+def _cosines(store: Store, qvec: np.ndarray[Any, Any], ids: list[str], known: _Known) -> dict[str, float]:
+    """The cosines of the chunks of `ids` the collection still holds, in one read (kept in `known`)."""
+    vectors = store.get_embeddings(ids)
+    found = [rid for rid in ids if rid in vectors]
+    if not found:
+        return {}
+    # one matrix product instead of a dot per chunk
+    sims = dict(zip(found, (np.stack([vectors[rid] for rid in found]) @ qvec).tolist()))
+    known.cosine.update(sims)
+    return sims
 
 
 def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float,
