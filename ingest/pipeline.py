@@ -116,9 +116,18 @@ class Record(NamedTuple):
 
     @classmethod
     def of(cls, meta: Metadata) -> "Record":
-        # Interned: the thousands of records of one file version share one string per field.
-        return cls(*(sys.intern(v) if isinstance(v, str) and k != "hash" else v
-                     for k, v in ((k, meta.get(k)) for k in cls._fields)))
+        """The record of a stored chunk's metadata."""
+        return cls.of_fields(*(meta.get(k) for k in cls._fields))
+
+    @classmethod
+    def of_fields(cls, file_hash: Any, chunks_in_file: Any, chunk_index: Any, hash: Any, fp: Any) -> "Record":
+        """The record of its fields in order (the state file's rows: no dict a record, 1M of them at start-up)."""
+        # Interned: the thousands of records of one file version share one string per field (not the text hash)
+        return cls(_interned(file_hash), _interned(chunks_in_file), _interned(chunk_index), hash, _interned(fp))
+
+
+def _interned(value: Any) -> Any:
+    return sys.intern(value) if isinstance(value, str) else value
 
 
 @dataclass

@@ -73,13 +73,8 @@ def load_state(location: StoreLocation, collection: str, fingerprint: str) -> In
 def _take(state: IndexState, row: Any, fingerprint: str) -> None:
     source, records = row
     indexed = state.files[sys.intern(str(source))]
-    for rid, file_hash, in_file, index, text_hash, fp in records:  # another shape: ValueError, a full read
-        # As Record.of, without a dict a record: this loop was a quarter of a no-op sync at 1M records
-        record = Record(_interned(file_hash), _interned(in_file), _interned(index), text_hash, _interned(fp))
+    for rid, *fields in records:
+        record = Record.of_fields(*fields)  # another shape: TypeError, a full read
         indexed.records[str(rid)] = record
         if isinstance(record.hash, str) and record.fp == fingerprint:
             state.by_hash.setdefault(record.hash, str(rid))
-
-
-def _interned(value: Any) -> Any:
-    return sys.intern(value) if isinstance(value, str) else value
