@@ -110,7 +110,7 @@ def _keep_dir(path: Path, root: Path, options: ScanOptions, index_dirs: set[Path
     rel = path.relative_to(root).as_posix() + "/"
     if name in ALWAYS_SKIPPED_DIRS or (options.skip_hidden and name.startswith(".")):
         return False
-    if any(fnmatch.fnmatchcase(name, p) for p in DOCVEC_DIRS):
+    if _matches(name, DOCVEC_DIRS):
         return False
     try:
         if path.is_symlink():
