@@ -261,13 +261,26 @@ def _render_status(data: dict[str, Any]) -> None:
                f"heading context {'on' if fp['heading_context'] else 'off'} (chunker v{fp['chunker_version']})")
     h = data["hnsw"]
     echo(f"hnsw       {h.get('space')}, ef_search {h.get('ef_search')}, ef_construction "
-               f"{h.get('ef_construction')}, max_neighbors {h.get('max_neighbors')}")
+               f"{h.get('ef_construction')}, max_neighbors {h.get('max_neighbors')}" + _slots_line(h))
     echo(f"built by   docvec {data['built_by']}")
     for c in data["collections"]:
         role = ("live" if c["live"] else "incomplete: a run stopped while writing it (`docvec reindex` resumes "
                 "a build, `docvec prune` deletes it)" if c.get("incomplete") else "previous (rollback)"
                 if c["previous"] else "backup (prune)")
         echo(f"collection {c['name']}: {role}, {c['model']}, {c['chunks']} chunks")
+
+
+COMPACT_HINT_SHARE = 0.10  # dead slots cost memory and search time in proportion: a tenth is worth a rebuild
+
+
+def _slots_line(h: dict[str, Any]) -> str:
+    if "slots" not in h:
+        return ""
+    dead, slots = h["dead_slots"], h["slots"]
+    line = f"; {slots} slots ({_human(h['memory_bytes'])} in memory), {dead} of deleted chunks"
+    if slots and dead / slots >= COMPACT_HINT_SHARE:
+        line += f" ({dead / slots:.0%}): `docvec reindex --compact` rebuilds the graph without them"
+    return line
 
 
 def _human(n: int) -> str:

@@ -24,6 +24,8 @@ import json
 import re
 import shutil
 import sqlite3
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from docvec.smallfiles import read_small_file, write_json_atomically
@@ -43,6 +45,10 @@ _ORPHANS = {
 }
 _ABOVE = {kind: f"{column} > (SELECT coalesce(max(id), 0) FROM embeddings)"  # the rows a new record could inherit
           for kind, column in (("metadata_array", "id"), ("metadata", "id"), ("fulltext", "rowid"))}
+# hnswlib's header.bin (chroma-core/hnswlib, HEADER_FIELDS): int version, then size_t offsetLevel0_, max_elements_,
+# cur_element_count (every slot ever filled: a deleted vector keeps its slot) and size_data_per_element_.
+_HNSW_HEADER = struct.Struct("<i4Q")
+_HNSW_VERSION = 1
 _SEGMENT_DIR = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -58,6 +64,42 @@ def find(index: Path) -> dict[str, int]:
     if folders:
         found["segment_folders"] = folders
     return {kind: n for kind, n in found.items() if n}
+
+
+@dataclass(frozen=True)
+class HnswSlots:
+    """A local collection's HNSW graph as last saved: every slot ever filled, and the bytes each holds in memory."""
+
+    slots: int
+    slot_bytes: int
+
+    @property
+    def memory_bytes(self) -> int:
+        """What the graph's vectors and links take in memory (the level-0 array: nearly all of it)."""
+        return self.slots * self.slot_bytes
+
+
+def hnsw_slots(index: Path, collection_id: str) -> HnswSlots | None:
+    """The slots of a collection's HNSW graph, read from its saved header (None: not saved yet, or a layout
+    this docvec does not know). Chroma's local HNSW marks a deleted vector and never gives its slot to a new one
+    (rust/segment/src/local_hnsw.rs: labels only grow), so slots minus records is the dead weight of every delete
+    since the collection was built; only a rebuild (`docvec reindex --compact`) drops it."""
+    if not (index / CHROMA_FILE).is_file():
+        return None
+    with _connect(index, read_only=True) as db:
+        row = db.execute("SELECT id FROM segments WHERE collection = ? AND scope = 'VECTOR'",
+                         (collection_id,)).fetchone()
+    if row is None:
+        return None
+    try:
+        with open(index / str(row[0]) / "header.bin", "rb") as f:
+            head = f.read(_HNSW_HEADER.size)
+    except OSError:
+        return None
+    if len(head) < _HNSW_HEADER.size:
+        return None
+    version, _, _, slots, slot_bytes = _HNSW_HEADER.unpack(head)
+    return HnswSlots(slots, slot_bytes) if version == _HNSW_VERSION else None
 
 
 def sweep(index: Path, always: bool = False) -> dict[str, int]:

@@ -33,12 +33,22 @@ def status_data(store: Any, settings: Settings) -> dict[str, Any]:
             "fingerprint": json.loads(fp.to_json()), "live": store.name,
             "config": str(settings.config_file) if settings.config_file else None,
             "folder_since_sync": folder_since(store.docs_root(), stats.get("synced_at"), settings.docs.include),
-            "hnsw": {k: v for k, v in store.hnsw_settings().items()
-                     if k in ("space", "ef_search", "ef_construction", "max_neighbors")},
+            "hnsw": {**{k: v for k, v in store.hnsw_settings().items()
+                        if k in ("space", "ef_search", "ef_construction", "max_neighbors")}, **_slots(store, chunks)},
             "watch": watch_state(store.location),
             "collections": [{"name": c.name, "live": c.live, "previous": c.previous, "incomplete": c.writing, "chunks": c.count,
                              "model": c.fingerprint.model if c.fingerprint else None}
                             for c in store.physical_collections()]}
+
+
+def _slots(store: Any, chunks: int) -> dict[str, int]:
+    """The graph's slots, how many hold deleted vectors and its memory (local indexes; nothing for a server)."""
+    found = store.hnsw_slots()
+    if found is None:
+        return {}
+    # Chroma saves the header every ~1,000 writes, so it can trail the last writes; each chunk holds a slot
+    slots = max(found.slots, chunks)
+    return {"slots": slots, "dead_slots": slots - chunks, "memory_bytes": slots * found.slot_bytes}
 
 
 def _runs_on(settings: Settings, provider: str) -> str:

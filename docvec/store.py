@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +24,9 @@ from docvec import __version__
 from docvec.errors import IndexMismatch, IndexNotFound, StoreError, interrupt_behind
 from docvec.fingerprint import FORMAT_VERSION, Fingerprint
 from docvec.location import Hnsw as Hnsw, StoreLocation as StoreLocation  # re-exported: where a Store opens
+
+if TYPE_CHECKING:
+    from docvec.residue import HnswSlots
 
 PAGE = 1_000  # records per read: Chroma keeps memory that grows with one get's size (reading 100k records' metadata
 # peaked at 472 MB by 2,500, 376 MB by 1,000, 347 MB by 500, and 1,000 was the fastest)
@@ -268,6 +271,12 @@ class Store:
         from docvec.residue import find
 
         return {} if self.location.host else find(self.files_location.path)
+
+    def hnsw_slots(self) -> "HnswSlots | None":
+        """The collection's HNSW slots as Chroma last saved them (None for a server, or before the first save)."""
+        from docvec.residue import hnsw_slots
+
+        return None if self.location.host else hnsw_slots(self.files_location.path, str(self._collection.id))
 
     def ids_page(self) -> list[str]:
         """Up to PAGE record ids (for deleting a collection record by record)."""

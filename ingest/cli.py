@@ -278,10 +278,13 @@ def _render_verify(report: "VerifyReport", as_json: bool) -> None:
 @config_options
 @click.option("--wait", is_flag=True, help="Wait for another writer of this index instead of failing.")
 @guard_options
+@click.option("--compact", is_flag=True,
+              help="Rebuild even when the configuration is unchanged (vectors copied, nothing embedded): drops the "
+                   "graph slots of deleted chunks that `docvec status` counts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def reindex_command(docs_dir: Path | None, config_path: Path | None, index_path: Path | None, collection: str | None,
-                    wait: bool, docs_moved: bool, yes: bool, as_json: bool, quiet: bool) -> None:
+                    wait: bool, docs_moved: bool, yes: bool, compact: bool, as_json: bool, quiet: bool) -> None:
     """Re-embed DOCS_DIR (default: docs.path) with the configured model/chunking beside the live index, then
     switch to it."""
     from docvec.ingest.reindex import reindex
@@ -294,7 +297,7 @@ def reindex_command(docs_dir: Path | None, config_path: Path | None, index_path:
             _progress_bar(quiet or as_json) as on_progress:
         try:
             report = reindex(location, embedder, scan_options(settings), chunk_params(settings), on_progress,
-                             SyncGuard(docs_moved=docs_moved, allow_mass_delete=yes))
+                             SyncGuard(docs_moved=docs_moved, allow_mass_delete=yes), compact)
         except Interrupted as exc:
             echo(str(exc), err=True)
             sys.exit(interrupted_exit_code())

@@ -8,6 +8,7 @@ new collection verifies clean does the pointer switch, in one metadata write.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,8 +41,12 @@ class ReindexReport:
 
 
 def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptions, params: ChunkParams,
-            on_progress: ProgressCallback | None = None, guard: SyncGuard = SyncGuard()) -> ReindexReport:
-    """Build the index for the configured fingerprint beside the live one, verify it, then make it live."""
+            on_progress: ProgressCallback | None = None, guard: SyncGuard = SyncGuard(),
+            compact: bool = False) -> ReindexReport:
+    """Build the index for the configured fingerprint beside the live one, verify it, then make it live.
+
+    compact: when the configuration is the live index's own, rebuild it all the same, copying its vectors into a
+    new collection: Chroma's HNSW keeps a slot for every vector ever deleted, a rebuild holds only the live ones."""
     target = Fingerprint.build(embedder.info, params)
     try:
         live = Store.open(location)
@@ -51,17 +56,21 @@ def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptio
                                                                           on_progress=on_progress, guard=guard))
     check_docs_root(live, scan_options.root, guard)  # a new index from another folder would replace this one
     live.sweep_residue()
-    name = physical_name(location, target)
-    if name == live.name:  # nothing to switch: an ordinary sync
-        synced = ingest(live, embedder, scan_options, params, on_progress=on_progress, guard=guard)
-        return ReindexReport(live.name, None, [], False, False, synced)
+    name = base = physical_name(location, target)
+    compacting = same_build(base, live.name)
+    if compacting:
+        rebuild = _compaction(live, base, compact)
+        if rebuild is None:  # nothing to switch: an ordinary sync
+            synced = ingest(live, embedder, scan_options, params, on_progress=on_progress, guard=guard)
+            return ReindexReport(live.name, None, [], False, False, synced)
+        name = rebuild
     resumed = any(c.name == name for c in live.physical_collections())
     new = Store.open_physical(location, name, target)
     check_fingerprint(new, target)
     report = ReindexReport(name, live.name, live.fingerprint().differences(target), resumed)
     lender = None
-    if live.fingerprint() == target:  # only the HNSW build settings differ: the vectors are still good
-        report.changes.append(f"hnsw: {live.hnsw_rebuild_needed() or 'rebuilt'}")
+    if live.fingerprint() == target:  # the same vectors, in a new graph: compacted, or other HNSW build settings
+        report.changes.append(_compacted(live) if compacting else f"hnsw: {live.hnsw_rebuild_needed() or 'rebuilt'}")
         new.begin_write()  # the copy is a write like any other: the sync below completes it
         new.copy_from(live)
     elif live.fingerprint().same_vectors(target):
@@ -79,6 +88,32 @@ def reindex(location: StoreLocation, embedder: Embedder, scan_options: ScanOptio
     live.point_to(name)
     report.switched = True
     return report
+
+
+_REBUILT = re.compile(r"-c([0-9]+)")  # a rebuild of the same configuration: <physical name>-c<n>, n >= 2
+
+
+def same_build(base: str, name: str) -> bool:
+    """Whether physical collection `name` is the configuration `base` or a compacted rebuild of it."""
+    return name == base or (name.startswith(base) and _REBUILT.fullmatch(name[len(base):]) is not None)
+
+
+def _compaction(live: Store, base: str, compact: bool) -> str | None:
+    """The collection a compaction writes: one a stopped compaction left incomplete (resumed even without
+    `compact`, as any interrupted build is), else with `compact` the next rebuild name; None: no compaction."""
+    family = [c for c in live.physical_collections() if same_build(base, c.name)]
+    stopped = next((c.name for c in family if c.writing and not c.live), None)
+    if stopped or not compact:
+        return stopped
+    rebuilds = [int(m.group(1)) for c in family if (m := _REBUILT.fullmatch(c.name[len(base):]))]
+    return f"{base}-c{max(rebuilds, default=1) + 1}"
+
+
+def _compacted(live: Store) -> str:
+    found = live.hnsw_slots()
+    if found is None:  # a server's files are its own
+        return "compacted: the HNSW graph rebuilt from the live vectors"
+    return f"compacted: {max(0, found.slots - live.recorded_count())} graph slots of deleted chunks dropped"
 
 
 def _sources(store: Store) -> set[str]:

@@ -201,3 +201,59 @@ def test_query_with_an_unavailable_index_model_is_a_clear_error(project: Path, d
     assert result.exit_code == 1
     assert "note: the index was built with test:someone-elses-model" in result.output
     assert "cannot be loaded here" in result.output and "docvec reindex" in result.output
+
+
+def _churned(tmp_path: Path) -> tuple[StoreLocation, Path, RecordingEmbedder]:
+    """An index whose every chunk was deleted and written again once: Chroma saves its graph's header only every
+    ~1,000 writes, so the corpus is large enough for each sync to save it."""
+    docs = tmp_path / "docs"
+    _corpus(docs, 480, seed=11)
+    location = StoreLocation(tmp_path / "idx", "docs")
+    embedder = RecordingEmbedder()
+    ingest(open_for_writing(location, Fingerprint.build(embedder.info, PARAMS)), embedder, ScanOptions(docs), PARAMS)
+    for f in docs.glob("*.md"):  # every chunk's text changes: its old vector is deleted, a new one added
+        f.write_text(f.read_text().replace("# Document", "# Chapter"))
+    ingest(Store.open(location), embedder, ScanOptions(docs), PARAMS)
+    return location, docs, embedder
+
+
+def test_status_counts_graph_slots_of_deleted_chunks_and_compact_drops_them(tmp_path: Path) -> None:
+    """Chroma's local HNSW never reuses a deleted vector's slot (its memory and search time grow with every
+    edit); `status` counts them and `reindex --compact` copies the live vectors into a new graph, embedding
+    nothing, and answers as before."""
+    location, docs, embedder = _churned(tmp_path)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"docs:\n  path: {docs}\nstore:\n  path: {location.path}\n  collection: docs\n")
+    status = json.loads(CliRunner().invoke(cli, ["status", "--json", "--config", str(cfg)]).output)
+    chunks, hnsw = status["chunks"], status["hnsw"]
+    assert chunks >= 1000 and hnsw["slots"] == 2 * chunks and hnsw["dead_slots"] == chunks
+    assert hnsw["memory_bytes"] >= hnsw["slots"] * 384 * 4
+    assert "50%): `docvec reindex --compact` rebuilds" in CliRunner().invoke(cli, ["status", "--config",
+                                                                                    str(cfg)]).output
+    before, calls = _answers(location, embedder), embedder.calls
+    report = reindex(location, embedder, ScanOptions(docs), PARAMS, compact=True)
+    assert report.switched and report.changes == [f"compacted: {chunks} graph slots of deleted chunks dropped"]
+    assert embedder.calls == calls and _answers(location, embedder) == before
+    live = Store.open(location)
+    assert live.name == f"{report.previous}-c2"
+    assert live.hnsw_slots().slots <= chunks  # type: ignore[union-attr]  # (the saved header trails <1,000 writes)
+    after = json.loads(CliRunner().invoke(cli, ["status", "--json", "--config", str(cfg)]).output)["hnsw"]
+    assert after["dead_slots"] == 0
+    # the rebuild is the configuration's own index: a plain reindex syncs it, switching nothing
+    assert not reindex(location, embedder, ScanOptions(docs), PARAMS).switched
+    assert reindex(location, embedder, ScanOptions(docs), PARAMS, compact=True).live == f"{report.previous}-c3"
+
+
+def test_a_stopped_compaction_is_resumed_by_the_next_reindex(tmp_path: Path) -> None:
+    """A compaction killed half-way leaves an incomplete rebuild: the next `reindex`, --compact or not, completes
+    that one (copying only what it lacks) rather than starting another or leaving it behind."""
+    location, docs, embedder = _churned(tmp_path)
+    live = Store.open(location)
+    stopped = Store.open_physical(location, live.name + "-c2", live.fingerprint())
+    stopped.begin_write()
+    page = live._collection.get(limit=300, include=["embeddings", "documents", "metadatas"])
+    stopped.add(page["ids"], page["embeddings"], page["documents"], page["metadatas"])
+    report = reindex(location, embedder, ScanOptions(docs), PARAMS)
+    assert report.switched and report.resumed and report.live == live.name + "-c2"
+    assert Store.open(location).count() == live.count() and not Store.open(location).writing()
+    assert [c.name for c in Store.open(location).physical_collections()] == [live.name, live.name + "-c2"]
