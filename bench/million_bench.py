@@ -25,7 +25,8 @@ Per size, each command in its own process (peak RSS from os.wait4), one after an
 - serve: `docvec serve`, warm POST /search p50/p95 per mode (100 questions), RSS idle and under 20 clients;
 - disk: the index folder (local) or the server's data folder (server).
 Appends to bench/results/million-<store>.json. `--again noop,edit,serve,tail --label NAME` measures those
-figures again on a work folder kept by --keep (after a code change) and saves them under <size>.again.NAME.
+figures again on a work folder kept by --keep (after a code change) and saves them under <size>.again.NAME;
+`compact` there counts the HNSW graph's slots, runs `docvec reindex --compact` and counts them again.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="print the table and log-log slopes of the results")
     parser.add_argument("--again", metavar="PHASES",
                         help="measure again on a work folder kept by --keep: comma-separated of noop, edit, "
-                             "verify, keyword, serve, tail; saved under <size>.again.<--label>")
+                             "verify, keyword, serve, tail, compact; saved under <size>.again.<--label>")
     parser.add_argument("--label", default="again", help="the name --again saves its figures under")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ns = parser.parse_args()
@@ -418,6 +419,11 @@ def _again(store: str, size: int, work: Path, phases: list[str], questions: list
                 out["serve"] = _serve(cfg, questions, server)
             elif phase == "tail":
                 server = _tail_again(out, size, work, cfg, server)
+            elif phase == "compact":  # the HNSW graph's slots of deleted chunks, and what a rebuild drops
+                data = work / ("server" if server else "index")
+                out["graph_before"] = _run_child(["graph", str(cfg), str(data)])
+                out["compact"] = _cli(cfg, "reindex", "--compact", "-q")
+                out["graph_after"] = _run_child(["graph", str(cfg), str(data)])
             else:
                 raise SystemExit(f"unknown phase {phase!r}")
             out[phase + "_done_at"] = time.strftime("%H:%M:%S")
@@ -656,7 +662,7 @@ def _under_load(url: str, questions: list[str], pid: int) -> dict[str, Any]:
 def _child(args: list[str]) -> None:
     kind, rest = args[0], args[1:]
     figures = {"ingest": _child_ingest, "sync": _child_sync, "raw": _child_raw, "keyword": _child_keyword,
-               "compare": _child_compare}[kind](*rest)
+               "compare": _child_compare, "graph": _child_graph}[kind](*rest)
     print(json.dumps(figures), flush=True)
 
 
@@ -670,6 +676,21 @@ def _location(cfg: str) -> Any:
     from docvec.settings import store_location
 
     return store_location(_settings(cfg))
+
+
+def _child_graph(cfg: str, data: str) -> dict[str, Any]:
+    """The live collection's HNSW slots beside its chunks, from the header in the data folder (the index, or the
+    server's own folder: a client cannot read it, the bench can)."""
+    from docvec.residue import hnsw_slots
+    from docvec.store import Store
+
+    store = Store.open_for_reading(_location(cfg), records=False)
+    chunks = store.count()
+    found = hnsw_slots(Path(data), str(store._collection.id))
+    if found is None:
+        return {"collection": store.name, "chunks": chunks}
+    return {"collection": store.name, "chunks": chunks, "slots": found.slots, "dead": max(0, found.slots - chunks),
+            "memory_mb": round(found.memory_bytes / 2**20, 1)}
 
 
 def _child_ingest(cfg: str, spool: str) -> dict[str, Any]:

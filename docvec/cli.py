@@ -24,7 +24,7 @@ from docvec.config import Settings, check_headers, load_settings
 from docvec.entry import STOP_SIGNALS, STOPPED, stop_signal
 from docvec.errors import ConfigError, DocvecError, Interrupted
 from docvec.settings import store_location
-from docvec.status import mask_userinfo, status_data
+from docvec.status import compaction_advised, mask_userinfo, status_data
 from docvec.text import json_safe, printable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -270,15 +270,12 @@ def _render_status(data: dict[str, Any]) -> None:
         echo(f"collection {c['name']}: {role}, {c['model']}, {c['chunks']} chunks")
 
 
-COMPACT_HINT_SHARE = 0.10  # dead slots cost memory and search time in proportion: a tenth is worth a rebuild
-
-
 def _slots_line(h: dict[str, Any]) -> str:
     if "slots" not in h:
         return ""
     dead, slots = h["dead_slots"], h["slots"]
     line = f"; {slots} slots ({_human(h['memory_bytes'])} in memory), {dead} of deleted chunks"
-    if slots and dead / slots >= COMPACT_HINT_SHARE:
+    if compaction_advised(h):
         line += f" ({dead / slots:.0%}): `docvec reindex --compact` rebuilds the graph without them"
     return line
 

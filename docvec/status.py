@@ -34,18 +34,29 @@ def status_data(store: Any, settings: Settings) -> dict[str, Any]:
             "config": str(settings.config_file) if settings.config_file else None,
             "folder_since_sync": folder_since(store.docs_root(), stats.get("synced_at"), settings.docs.include),
             "hnsw": {**{k: v for k, v in store.hnsw_settings().items()
-                        if k in ("space", "ef_search", "ef_construction", "max_neighbors")}, **_slots(store, chunks)},
+                        if k in ("space", "ef_search", "ef_construction", "max_neighbors")},
+                     **graph_slots(store, chunks)},
             "watch": watch_state(store.location),
             "collections": [{"name": c.name, "live": c.live, "previous": c.previous, "incomplete": c.writing, "chunks": c.count,
                              "model": c.fingerprint.model if c.fingerprint else None}
                             for c in store.physical_collections()]}
 
 
-def _slots(store: Any, chunks: int) -> dict[str, int]:
-    """The graph's slots, how many hold deleted vectors and its memory (local indexes; nothing for a server)."""
+COMPACT_SHARE = 0.10  # dead slots cost memory and search time in proportion: past a tenth a rebuild is worth it
+
+
+def compaction_advised(hnsw: dict[str, Any]) -> bool:
+    """Whether the graph's slots of deleted chunks (status's "hnsw") are worth a `docvec reindex --compact`."""
+    return bool(hnsw.get("slots")) and hnsw["dead_slots"] / hnsw["slots"] >= COMPACT_SHARE
+
+
+def graph_slots(store: Any, chunks: int | None = None) -> dict[str, int]:
+    """The graph's slots, how many hold deleted vectors and its memory (local indexes; nothing for a server).
+    `chunks`: the collection's, when the caller has it."""
     found = store.hnsw_slots()
     if found is None:
         return {}
+    chunks = store.recorded_count() if chunks is None else chunks
     # Chroma saves the header every ~1,000 writes, so it can trail the last writes; each chunk holds a slot
     slots = max(found.slots, chunks)
     return {"slots": slots, "dead_slots": slots - chunks, "memory_bytes": slots * found.slot_bytes}

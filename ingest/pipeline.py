@@ -286,7 +286,19 @@ def ingest(store: Store | None, embedder: Embedder, scan_options: ScanOptions, p
     report.seconds = time.perf_counter() - started
     if store is not None and not dry_run:
         _record_stats(store, scan_options.root, report)
+        report.warnings.extend(_graph_note(store, report.chunks_total))
     return report
+
+
+def _graph_note(store: Store, chunks: int) -> list[str]:
+    """A warning when many of the HNSW graph's slots hold deleted chunks (a 100-byte read of its saved header)."""
+    from docvec.status import compaction_advised, graph_slots
+
+    slots = graph_slots(store, chunks)
+    if not compaction_advised(slots):
+        return []
+    return [f"{slots['dead_slots']} of the HNSW graph's {slots['slots']} slots hold deleted chunks (memory and search "
+            f"time): `docvec reindex --compact` rebuilds it without them, re-embedding nothing"]
 
 
 def docs_root_of(root: Path) -> str:

@@ -213,7 +213,10 @@ def _churned(tmp_path: Path) -> tuple[StoreLocation, Path, RecordingEmbedder]:
     ingest(open_for_writing(location, Fingerprint.build(embedder.info, PARAMS)), embedder, ScanOptions(docs), PARAMS)
     for f in docs.glob("*.md"):  # every chunk's text changes: its old vector is deleted, a new one added
         f.write_text(f.read_text().replace("# Document", "# Chapter"))
-    ingest(Store.open(location), embedder, ScanOptions(docs), PARAMS)
+    report = ingest(Store.open(location), embedder, ScanOptions(docs), PARAMS)
+    assert report.warnings == [f"{report.chunks_total} of the HNSW graph's {2 * report.chunks_total} slots hold "
+                               f"deleted chunks (memory and search time): `docvec reindex --compact` rebuilds it "
+                               f"without them, re-embedding nothing"]
     return location, docs, embedder
 
 
@@ -239,6 +242,7 @@ def test_status_counts_graph_slots_of_deleted_chunks_and_compact_drops_them(tmp_
     assert live.hnsw_slots().slots <= chunks  # type: ignore[union-attr]  # (the saved header trails <1,000 writes)
     after = json.loads(CliRunner().invoke(cli, ["status", "--json", "--config", str(cfg)]).output)["hnsw"]
     assert after["dead_slots"] == 0
+    assert ingest(Store.open(location), embedder, ScanOptions(docs), PARAMS).warnings == []
     # the rebuild is the configuration's own index: a plain reindex syncs it, switching nothing
     assert not reindex(location, embedder, ScanOptions(docs), PARAMS).switched
     assert reindex(location, embedder, ScanOptions(docs), PARAMS, compact=True).live == f"{report.previous}-c3"
