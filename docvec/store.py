@@ -310,15 +310,16 @@ class Store:
 
     def iter_metadata(self) -> Iterator[tuple[str, Metadata]]:
         """Every record's id and metadata, read page by page."""
-        for page in self._pages(["metadatas"], "reading metadata"):
-            for rid, meta in zip(page["ids"], page["metadatas"] or []):
-                yield rid, dict(meta or {})
+        for ids in self._id_pages("reading metadata"):
+            for begin in range(0, len(ids), PAGE):
+                yield from self.get_metadatas(ids[begin:begin + PAGE]).items()
 
     def iter_documents(self) -> Iterator[tuple[str, str, Metadata]]:
         """Every record's id, text and metadata, read page by page."""
-        for page in self._pages(["documents", "metadatas"], "reading records"):
-            for rid, doc, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or []):
-                yield rid, doc or "", dict(meta or {})
+        for ids in self._id_pages("reading records"):
+            for begin in range(0, len(ids), PAGE):
+                for rid, (doc, meta) in self.get_documents(ids[begin:begin + PAGE]).items():
+                    yield rid, doc, meta
 
     def _pages(self, include: list[str], action: str) -> Iterator[Any]:
         """The whole collection, PAGE records per `get` (one `get` over ~32k rows fails in Chroma).

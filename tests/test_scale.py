@@ -54,17 +54,24 @@ def test_a_full_read_lists_ids_then_reads_records_by_id(tmp_path: Path, monkeypa
     location = _index(tmp_path, 23)
     monkeypatch.setattr(store_module, "ID_PAGE", 7)
     monkeypatch.setattr(store_module, "PAGE", 3)
-    store = Store.open(location)
-    spy = _Spy(store._collection)
-    store._collection = spy
-    read = [rid for rid, _ in store.iter_metadata()]
     every = store_module.Store.open(location)._collection.get(include=[])["ids"]
-    assert sorted(read) == sorted(every) and len(read) == len(set(read)) == 23
-    offsets = [g for g in spy.gets if g.get("offset")]
-    assert offsets and all(g["include"] == [] and g["limit"] == 7 for g in offsets)
-    by_id = [g for g in spy.gets if "ids" in g]
-    assert all(len(g["ids"]) <= 3 and g["include"] == ["metadatas"] for g in by_id)
-    assert sum(len(g["ids"]) for g in by_id) == 23
+    for through_chroma in (True, False):  # a server's records, or a local index's read from its file
+        store = Store.open(location)
+        spy = _Spy(store._collection)
+        store._collection = spy
+        record_file = store._record_file()
+        assert record_file is not None
+        from_file: list[list[str]] = []
+        real = record_file.metadatas
+        monkeypatch.setattr(record_file, "metadatas",
+                            lambda ids: None if through_chroma else (from_file.append(list(ids)) or real(ids)))
+        read = [rid for rid, _ in store.iter_metadata()]
+        assert sorted(read) == sorted(every) and len(read) == len(set(read)) == 23
+        offsets = [g for g in spy.gets if g.get("offset")]
+        assert offsets and all(g["include"] == [] and g["limit"] == 7 for g in offsets)
+        by_id = [g["ids"] for g in spy.gets if "ids" in g and g["include"] == ["metadatas"]] + from_file
+        assert all(len(ids) <= 3 for ids in by_id) and sum(len(ids) for ids in by_id) == 23
+        assert all(g["include"] in ([], ["metadatas"]) for g in spy.gets)
 
 
 def test_a_first_keyword_build_reads_the_collection_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,12 +80,14 @@ def test_a_first_keyword_build_reads_the_collection_once(tmp_path: Path, monkeyp
     location = _index(tmp_path, 23)
     remove_keyword_index(location, Store.open(location).name)
     store = Store.open(location)
-    spy = _Spy(store._collection)
-    store._collection = spy
+    read: list[str] = []  # ids read by id, whether from the index's file or through Chroma
+    for name in ("get_documents", "get_metadatas", "get_embeddings"):
+        real = getattr(Store, name)
+        monkeypatch.setattr(Store, name, lambda self, ids, real=real: read.extend(ids) or real(self, ids))
     monkeypatch.setattr(Store, "iter_metadata", lambda self: pytest.fail("a comparison of every record"))
     with KeywordIndex.of(store) as keyword:
         assert sync_keyword_index(store, keyword) == 23
-        assert sum(len(g["ids"]) for g in spy.gets if "ids" in g and g["include"]) == 23  # each record once
+        assert sorted(read) == sorted(set(read)) and len(read) == 23  # each record once
         monkeypatch.undo()
         assert keyword_differences(store, keyword) == ([], [])
 
