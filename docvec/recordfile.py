@@ -73,22 +73,28 @@ class RecordFile:
     def _records(self, ids: Sequence[str]) -> dict[str, dict[str, Any]] | None:
         try:
             db = self._connection()
-            if not self._usable(db):
-                return None
             out: dict[str, dict[str, Any]] = {}
-            for begin in range(0, len(ids), BATCH):
-                batch = list(ids[begin:begin + BATCH])
-                marks = ",".join("?" * len(batch))
-                _scalars(out, db.execute(_SCALARS.format(marks=marks), (self._segment, *batch)))
-                _lists(out, db.execute(_LISTS.format(marks=marks), (self._segment, *batch)))
+            db.execute("BEGIN")  # one snapshot: a write between two statements would mix two versions
+            try:
+                if not self._usable(db):
+                    return None
+                for begin in range(0, len(ids), BATCH):
+                    batch = list(ids[begin:begin + BATCH])
+                    marks = ",".join("?" * len(batch))
+                    _scalars(out, db.execute(_SCALARS.format(marks=marks), (self._segment, *batch)))
+                    _lists(out, db.execute(_LISTS.format(marks=marks), (self._segment, *batch)))
+            finally:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")  # a read: nothing to keep, and the lock goes
             return out
         except sqlite3.Error:
             return None
 
     def _connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = sqlite3.connect(self._uri, uri=True, timeout=TIMEOUT_S, check_same_thread=False)
+        if db is None:  # transactions are begun explicitly (isolation_level None: no implicit ones)
+            db = self._local.db = sqlite3.connect(self._uri, uri=True, timeout=TIMEOUT_S, check_same_thread=False,
+                                                  isolation_level=None)
         return db
 
     def _usable(self, db: sqlite3.Connection) -> bool:
