@@ -37,7 +37,11 @@ WHERE e.segment_id = ? AND e.embedding_id IN ({marks})"""
 _LISTS = """SELECT e.embedding_id, a.key, a.string_value, a.int_value, a.float_value, a.bool_value
 FROM embeddings e JOIN embedding_metadata_array a ON a.id = e.id
 WHERE e.segment_id = ? AND e.embedding_id IN ({marks}) ORDER BY a.rowid"""
-# Every write in the log applied to the metadata segment (the log is purged as segments apply it: a few rows).
+# Every write in the log applied to the metadata segment: first against the log's last entry (its primary key),
+# then, when a later entry is another collection's, against this collection's own (Chroma purges the log as
+# segments apply it, so the scan by topic reads a few rows)
+_APPLIED_ALL = """SELECT (SELECT coalesce(max(seq_id), 0) FROM embeddings_queue)
+    <= coalesce((SELECT seq_id FROM max_seq_id WHERE segment_id = ?), 0)"""
 _APPLIED = """SELECT (SELECT coalesce(max(seq_id), 0) FROM embeddings_queue WHERE topic LIKE ?)
     <= coalesce((SELECT seq_id FROM max_seq_id WHERE segment_id = ?), 0)"""
 
@@ -107,7 +111,8 @@ class RecordFile:
         if not self._known:
             return False
         # fetchall: a statement left unfinished would keep a read lock on the file, and Chroma's writer waits on it
-        return bool(db.execute(_APPLIED, ("%/" + self._collection, self._segment)).fetchall()[0][0])
+        return bool(db.execute(_APPLIED_ALL, (self._segment,)).fetchall()[0][0]
+                    or db.execute(_APPLIED, ("%/" + self._collection, self._segment)).fetchall()[0][0])
 
 
 def _value(s: Any, i: Any, f: Any, b: Any) -> Any:

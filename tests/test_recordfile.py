@@ -126,3 +126,12 @@ def test_a_schema_other_than_chromas_known_one_is_read_through_chroma(tmp_path: 
 
 def test_an_unreadable_file_is_read_through_chroma(tmp_path: Path) -> None:
     assert RecordFile(tmp_path, "no-such-collection").documents(["x"]) is None
+
+
+def test_a_later_write_to_another_collection_leaves_the_reader_on(tmp_path: Path) -> None:
+    """A reindex's new collection, a backup: their writes come after the live collection's last one in Chroma's
+    log, and the live collection's records are still all applied."""
+    store, ids = _index(tmp_path)
+    other = store._client.create_collection("another-one", embedding_function=None)
+    other.add(ids=["x"], embeddings=[[0.5] * 384], documents=["later"])
+    assert RecordFile(store.location.path, str(store._collection.id)).documents(ids) == _chroma(store._collection, ids)
