@@ -110,10 +110,12 @@ def _compaction(live: Store, base: str, compact: bool) -> str | None:
 
 
 def _compacted(live: Store) -> str:
-    found = live.hnsw_slots()
-    if found is None:  # a server's files are its own
+    from docvec.status import graph_slots
+
+    slots = graph_slots(live)
+    if not slots:  # a server's files are its own
         return "compacted: the HNSW graph rebuilt from the live vectors"
-    return f"compacted: {max(0, found.slots - live.recorded_count())} graph slots of deleted chunks dropped"
+    return f"compacted: {slots['dead_slots']} graph slots of deleted chunks dropped"
 
 
 def _sources(store: Store) -> set[str]:
