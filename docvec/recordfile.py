@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from docvec.store import CHROMA_FILE
+from docvec.residue import catalog_uri, segment_of
 
 KNOWN_SCHEMA = {"embeddings_queue": 2, "metadb": 6, "sysdb": 10}  # Chroma 1.5.9's last migration of each part
 DOCUMENT_KEY = "chroma:document"
@@ -52,7 +52,7 @@ class RecordFile:
     """Reads one local collection's records by id from the index's SQLite file (None: read through Chroma)."""
 
     def __init__(self, index: Path, collection_id: str) -> None:
-        self._uri = (index / CHROMA_FILE).resolve().as_uri() + "?mode=ro"
+        self._uri = catalog_uri(index, read_only=True)
         self._collection = collection_id
         self._local = threading.local()  # a connection per thread: searches run side by side
         self._segment: str | None = None
@@ -104,9 +104,7 @@ class RecordFile:
     def _usable(self, db: sqlite3.Connection) -> bool:
         if self._known is None:
             done = dict(db.execute("SELECT dir, max(version) FROM migrations GROUP BY dir").fetchall())
-            rows = db.execute("SELECT id FROM segments WHERE collection = ? AND scope = 'METADATA'",
-                              (self._collection,)).fetchall()
-            self._segment = str(rows[0][0]) if rows else None
+            self._segment = segment_of(db, self._collection, "METADATA")
             self._known = done == KNOWN_SCHEMA and self._segment is not None
         if not self._known:
             return False

@@ -87,12 +87,11 @@ def hnsw_slots(index: Path, collection_id: str) -> HnswSlots | None:
     if not (index / CHROMA_FILE).is_file():
         return None
     with _connect(index, read_only=True) as db:
-        row = db.execute("SELECT id FROM segments WHERE collection = ? AND scope = 'VECTOR'",
-                         (collection_id,)).fetchone()
-    if row is None:
+        segment = segment_of(db, collection_id, "VECTOR")
+    if segment is None:
         return None
     try:
-        with open(index / str(row[0]) / "header.bin", "rb") as f:
+        with open(index / segment / "header.bin", "rb") as f:
             head = f.read(_HNSW_HEADER.size)
     except OSError:
         return None
@@ -147,7 +146,17 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
 
 
+def segment_of(db: sqlite3.Connection, collection_id: str, scope: str) -> str | None:
+    """The id of a collection's segment of one scope (VECTOR: the HNSW folder; METADATA: its records' rows)."""
+    rows = db.execute("SELECT id FROM segments WHERE collection = ? AND scope = ?", (collection_id, scope)).fetchall()
+    return str(rows[0][0]) if rows else None
+
+
+def catalog_uri(index: Path, read_only: bool) -> str:
+    """The SQLite URI of the index's catalog (read-only: never creates or writes it)."""
+    return (index / CHROMA_FILE).resolve().as_uri() + ("?mode=ro" if read_only else "")
+
+
 def _connect(index: Path, read_only: bool) -> contextlib.closing[sqlite3.Connection]:
     """A short SQLite connection to the index's catalog that waits for Chroma's own writes."""
-    uri = (index / CHROMA_FILE).resolve().as_uri() + ("?mode=ro" if read_only else "")
-    return contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30))
+    return contextlib.closing(sqlite3.connect(catalog_uri(index, read_only), uri=True, timeout=30))
