@@ -33,6 +33,7 @@ FIRST_DEPTH = 50  # candidates read from each ranking at first; most questions n
 # lists are prefixes of each other whatever the vector index misses (a -k 3 read deeper than -k 1 in CI and put a
 # missed chunk second).
 SAME_READS_UP_TO = 10
+LOOK_UP_FIRST = 4 * SAME_READS_UP_TO  # candidates looked up at first, the best first; then 4 times as many
 
 
 @dataclass
@@ -121,10 +122,7 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
         bound = -math.inf if complete else score(read.vector_bound, read.keyword_bound or 0.0)
         if bound < q.min_score:
             complete, bound = True, -math.inf  # nothing unread can pass min_score
-        _fill_exact(store, keyword, qvec, q, read, score, bound, known, prune=mode == "hybrid")
-        for c in read.pool.values():
-            c.score = score(c.similarity, c.keyword_score or 0.0)
-        hits = _select(store, read.pool, q, bound, known.documents, q.fusion.file_penalty)
+        hits = _certified(store, keyword, qvec, q, read, score, bound, known)
         if len(hits) >= q.top_k or complete:
             if not hits and where:
                 check_where_keys(store, where)  # an empty answer because of a mistyped key is an error
@@ -200,33 +198,62 @@ def _vector_read(store: Store, qvec: np.ndarray[Any, Any], q: Query, n: int, kno
     return known.whole[:n]
 
 
-def _fill_exact(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
-                read: _Read, score: Callable[[float | None, float], float], bound: float, known: _Known,
-                prune: bool) -> None:
-    """Look up the half of each candidate's score that its ranking did not give (the bm25 of a chunk only the
-    vector side read, the cosine of one only the keyword side read), one read each. With `prune`, a candidate
-    whose best possible score cannot beat `bound` is dropped instead: a deeper read brings it back if it must.
-    Every other candidate is looked up, whatever -k asks for: the vector side is approximate (HNSW), so a chunk
-    only the keyword side read can beat the vector bound; skipping it because -k 5's fifth hit looked out of its
-    reach put it at rank 2 for -k 10 and nowhere for -k 5 (looking all up costs ~1.5 ms at 100k chunks)."""
+def _certified(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
+               read: _Read, score: Callable[[float | None, float], float], bound: float,
+               known: _Known) -> list[Hit]:
+    """The hits that beat `bound` (the best any unread chunk could score), best first. A candidate missing half
+    its score (the bm25 of a chunk only the vector side read, the cosine of one only the keyword side read) is
+    looked up only when its best possible score could still place it: best first, in growing batches, until the
+    hits found beat the best score any candidate not yet looked up could reach. The hits are those of looking
+    every candidate up (a candidate left out scores below every hit kept, so it is neither a hit nor a copy folded
+    into one), for any -k; at 1M chunks the keyword side reads 800 deep and looking all up cost ~25 ms."""
     pool = read.pool
+    pending = _pending(pool, q, qvec, known)
+    _settle_beam(pool, known)  # what an earlier read looked up counts as this beam allows, like the rest
+    upper = _upper(read, score, known)
+    for rid in [rid for rid in pending if upper(pool[rid]) <= bound]:
+        del pool[rid]  # cannot beat the bound: a deeper read brings it back if it must
+    pending = sorted((rid for rid in pending if rid in pool), key=lambda rid: (-upper(pool[rid]), rid))
+    size = LOOK_UP_FIRST
+    while True:
+        waiting = set(pending)
+        ready = {rid: c for rid, c in pool.items() if rid not in waiting}
+        for c in ready.values():
+            c.score = score(c.similarity, c.keyword_score or 0.0)
+        edge = max(bound, upper(pool[pending[0]])) if pending else bound
+        hits = _select(store, ready, q, edge, known.documents, q.fusion.file_penalty)
+        if len(hits) >= q.top_k or not pending:
+            return hits
+        batch, pending = pending[:size], pending[size:]
+        _look_up(store, keyword, qvec if q.mode != "keyword" else None, q, pool, batch, known)
+        _settle_beam(pool, known)
+        pending = [rid for rid in pending if rid in pool]
+        size *= 4
+
+
+def _pending(pool: dict[str, _Candidate], q: Query, qvec: np.ndarray[Any, Any] | None,
+             known: _Known) -> list[str]:
+    """The candidates missing half their score once what this search already looked up is filled in."""
     for rid, c in pool.items():  # looked up by an earlier read of this search
         c.similarity = known.cosine.get(rid) if c.similarity is None else c.similarity
         c.keyword_score = known.bm25.get(rid) if c.keyword_score is None else c.keyword_score
-
-    def upper(c: _Candidate) -> float:  # no unread chunk beats the bounds: neither does a missing half
-        sim = read.vector_bound if c.similarity is None else c.similarity
-        return score(sim, (read.keyword_bound or 0.0) if c.keyword_score is None else c.keyword_score)
-
     # Keyword scores do not count the cosine: it is looked up for the hits shown only (_shown_similarity), not
     # for every candidate (800 vector reads a question at 1M chunks, where ties make the keyword side read deep).
     cosines = qvec is not None and q.mode != "keyword"
-    pending = [rid for rid, c in pool.items() if c.keyword_score is None or (c.similarity is None and cosines)]
-    if prune:
-        for rid in [rid for rid in pending if upper(pool[rid]) <= bound]:
-            del pool[rid]
-    _look_up(store, keyword, qvec if cosines else None, q, pool, [rid for rid in pending if rid in pool], known)
-    _settle_beam(pool, known)
+    return [rid for rid, c in pool.items() if c.keyword_score is None or (c.similarity is None and cosines)]
+
+
+def _upper(read: _Read, score: Callable[[float | None, float], float],
+           known: _Known) -> Callable[[_Candidate], float]:
+    """A candidate's best possible score: an unknown half at most what no unread chunk exceeds. A chunk only the
+    keyword side read is outside the vector side's whole beam (_read takes any in it from there), so with hybrid
+    scores it counts as the beam's last similarity at most (_settle_beam)."""
+    sim_cap = known.beam_last if known.beam_last is not None else read.vector_bound
+
+    def upper(c: _Candidate) -> float:
+        sim = sim_cap if c.similarity is None else c.similarity
+        return score(sim, (read.keyword_bound or 0.0) if c.keyword_score is None else c.keyword_score)
+    return upper
 
 
 def _shown_similarity(store: Store, qvec: np.ndarray[Any, Any] | None, hits: list[Hit], known: _Known) -> list[Hit]:
@@ -397,7 +424,8 @@ def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] 
     known = _known(store, q)
     read = _read(store, keyword, qvec, q, f.candidates or 100, known)
     # Every candidate is ranked: all get both scores (shown, not used to order).
-    _fill_exact(store, keyword, qvec, q, read, lambda sim, kw: 0.0, -math.inf, known, prune=False)
+    _look_up(store, keyword, qvec, q, read.pool, _pending(read.pool, q, qvec, known), known)
+    _settle_beam(read.pool, known)
     for c in read.pool.values():
         c.score = sum(w / (f.rrf_k + r) for w, r in ((f.vector_weight, c.vector_rank),
                                                     (f.keyword_weight, c.keyword_rank)) if r)

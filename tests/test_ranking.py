@@ -45,11 +45,13 @@ def test_top_n_is_the_first_n_of_any_longer_list(tmp_path_factory: object, words
     mode = "hybrid" if mode == "rrf" else mode
     question = " ".join(words)
 
-    def ids(k: int, how: Fusion = fusion) -> list[str]:
-        return [h.id for h in search(store, embedder, question, k, -1.0, None, mode, index, how, None, per_file)]
-    assert ids(n) == ids(n + extra)[:n]
-    if fusion.method == "score":  # and it is the order of scoring every chunk (a read deeper than the index)
-        assert ids(n) == ids(n, Fusion(candidates=100_000, file_penalty=penalty))
+    def hits(k: int, how: Fusion = fusion) -> list[tuple[str, float, tuple[str, ...]]]:
+        return [(h.id, round(h.score, 9), tuple(a.id for a in h.also))
+                for h in search(store, embedder, question, k, -1.0, None, mode, index, how, None, per_file)]
+    assert [h[0] for h in hits(n)] == [h[0] for h in hits(n + extra)[:n]]
+    if fusion.method == "score":  # and it is the order of scoring every chunk (a read deeper than the index,
+        # every candidate looked up): the same hits, scores and copies folded into them
+        assert hits(n) == hits(n, Fusion(candidates=100_000, file_penalty=penalty))
 
 
 _SHARED: dict[str, object] = {}
