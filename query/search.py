@@ -13,17 +13,14 @@ import hashlib
 import heapq
 import math
 import re
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import cache
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from docvec.embedders import Embedder, Vectors
 from docvec.errors import ConfigError, InvalidValue
-from docvec.keyword import KeywordHit, KeywordIndex
+from docvec.keyword import KeywordIndex
 from docvec.query.hits import Fusion, Hit, Location, where_keys
 from docvec.query.limits import FUSIONS, MAX_K, MAX_QUERY_CHARS, MODES
 from docvec.store import Metadata, QueryResult, Store
@@ -74,15 +71,6 @@ class _Known:
     whole: list[QueryResult] | None = None  # hybrid scores: the vector side's whole beam, read once
     in_beam: dict[str, tuple[int, float]] = field(default_factory=dict)  # the same by id: rank, cosine
 
-    ahead: tuple[int, Future[list[KeywordHit]]] | None = None  # the keyword side's first read, running
-
-    def keyword_read(self, keyword: KeywordIndex, question: str, depth: int) -> list[KeywordHit]:
-        """The keyword side's first `depth`: the read started ahead when it is that one."""
-        if self.ahead is not None and self.ahead[0] == depth:
-            (_, running), self.ahead = self.ahead, None
-            return running.result()
-        return keyword.search(question, depth)
-
     @property
     def beam_last(self) -> float | None:
         """The whole beam's last similarity (None: not read, or empty)."""
@@ -119,21 +107,13 @@ def search(store: Store, embedder: Embedder | None, question: str, top_k: int, m
         raise ConfigError(f"query mode '{mode}' needs the keyword index")
     if embedder is None and vector is None and mode != "keyword":
         raise ConfigError(f"query mode '{mode}' needs the embedding model")
-    rrf = mode == "hybrid" and fusion.method == "rrf"
-    depth = (fusion.candidates or 100) if rrf else max(fusion.candidates or FIRST_DEPTH, 1)
+    if vector is None and embedder is not None:
+        vector = embedder.embed_query(q.question)
+    qvec = None if vector is None else np.asarray(vector, dtype=np.float32)
+    if mode == "hybrid" and fusion.method == "rrf":
+        return _rrf(store, keyword, qvec, q)[:top_k]
+    depth = max(fusion.candidates or FIRST_DEPTH, 1)
     known = _known(store, q)  # what was looked up, kept across deeper reads
-    with _keyword_ahead(keyword, q, depth, known):
-        if vector is None and embedder is not None:
-            vector = embedder.embed_query(q.question)
-        qvec = None if vector is None else np.asarray(vector, dtype=np.float32)
-        if rrf:
-            return _rrf(store, keyword, qvec, q, known)[:top_k]
-        return _shown_similarity(store, qvec, _ranked(store, keyword, qvec, q, depth, known)[:top_k], known)
-
-
-def _ranked(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query, depth: int,
-            known: _Known) -> list[Hit]:
-    """The certified hits of the mode's score, read `depth` deep first and deeper until enough are certified."""
     while True:
         read = _read(store, keyword, qvec, q, depth, known)
         score = _scorer(q, read)
@@ -144,32 +124,10 @@ def _ranked(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, An
             complete, bound = True, -math.inf  # nothing unread can pass min_score
         hits = _certified(store, keyword, qvec, q, read, score, bound, known)
         if len(hits) >= q.top_k or complete:
-            if not hits and q.where:
-                check_where_keys(store, q.where)  # an empty answer because of a mistyped key is an error
-            return hits
+            if not hits and where:
+                check_where_keys(store, where)  # an empty answer because of a mistyped key is an error
+            return _shown_similarity(store, qvec, hits[:top_k], known)
         depth *= 4 if 4 * len(hits) >= q.top_k else 16  # few hits certified: duplicates or a flat ranking
-
-
-@contextmanager
-def _keyword_ahead(keyword: KeywordIndex | None, q: Query, depth: int, known: _Known) -> Iterator[None]:
-    """The keyword side's first read, started while the caller embeds the question and reads the vector side:
-    onnxruntime, Chroma and tantivy release the GIL, so on 2 cores they overlap (~5 ms of a hybrid search at 1M
-    chunks). It is waited for before the search returns: it never outlives the keyword index it reads."""
-    if q.mode == "vector" or keyword is None:
-        yield
-        return
-    running = _workers().submit(keyword.search, q.question, depth)
-    known.ahead = (depth, running)
-    try:
-        yield
-    finally:
-        wait([running])
-
-
-@cache
-def _workers() -> ThreadPoolExecutor:
-    """Threads for the keyword reads started ahead (one per search at a time; more wait their turn)."""
-    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="docvec-keyword")
 
 
 def _scorer(q: Query, read: _Read) -> Callable[[float | None, float], float]:
@@ -213,7 +171,7 @@ def _read(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any]
         everything = vector_bound is None
         capped = vector_bound is not None and (n == known.beam or len(found) < n)
     if q.mode != "vector" and keyword is not None:
-        raw = known.keyword_read(keyword, q.question, depth)
+        raw = keyword.search(q.question, depth)
         keyword_bound = raw[-1].score if len(raw) == depth else None
         best_kw = raw[0].score if raw else 0.0
         allowed = store.filter_ids([h.id for h in raw], q.where) if q.where and raw else None
@@ -460,10 +418,10 @@ def _fill_documents(store: Store, chosen: list[tuple[str, _Candidate]],
             c.document, c.metadata = known[rid]
 
 
-def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query,
-         known: _Known) -> list[Hit]:
+def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query) -> list[Hit]:
     """Reciprocal-rank fusion over a fixed depth of both rankings (so the order never depends on -k)."""
     f = q.fusion
+    known = _known(store, q)
     read = _read(store, keyword, qvec, q, f.candidates or 100, known)
     # Every candidate is ranked: all get both scores (shown, not used to order).
     _look_up(store, keyword, qvec, q, read.pool, _pending(read.pool, q, qvec, known), known)

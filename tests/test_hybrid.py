@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from docvec.chunker import ChunkParams
-from docvec.embedders import Vectors
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import SCHEMA_VERSION, KeywordIndex, analyzed, keyword_path, sync_keyword_index
 from docvec.store import Store, StoreLocation
@@ -241,33 +240,3 @@ def test_a_rows_body_from_stems_analysed_ahead_is_the_body_analysed_whole(label:
     whole = " ".join(analyzed(f"{label}\n{text}"))
     assert body(label, text, text_stems(text)) == whole
     assert body(label, text) == whole
-
-
-def test_the_keyword_read_started_ahead_is_the_one_used(tmp_path: Path, docs: Path, recorder: RecordingEmbedder,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The keyword side's first read runs while the question is embedded: it is read once, on another thread,
-    and a search whose embedding fails still waits for it (it never outlives the keyword index)."""
-    import threading
-
-    store = _ingest(tmp_path / "idx", docs, recorder)
-    reads: list[tuple[int, str]] = []
-    real = KeywordIndex.search
-
-    def recorded(self: KeywordIndex, question: str, k: int) -> list:  # type: ignore[type-arg]
-        found = real(self, question, k)
-        reads.append((k, threading.current_thread().name))
-        return found
-    monkeypatch.setattr(KeywordIndex, "search", recorded)
-    with KeywordIndex.of(store) as index:
-        for mode in ("hybrid", "keyword"):
-            reads.clear()
-            hits = search(store, recorder, "invalid token rejected", 3, mode=mode, keyword=index)
-            assert hits and reads[0][1].startswith("docvec-keyword") and len({k for k, _ in reads}) == len(reads)
-
-        class Failing(RecordingEmbedder):
-            def embed_query(self, text: str) -> Vectors:
-                raise RuntimeError("model gone")
-        reads.clear()
-        with pytest.raises(RuntimeError):
-            search(store, Failing(), "invalid token rejected", 3, mode="hybrid", keyword=index)
-        assert len(reads) == 1  # done before the error came out
