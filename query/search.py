@@ -211,8 +211,8 @@ def _certified(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any,
     pending = _pending(pool, q, qvec, known)
     _settle_beam(pool, known)  # what an earlier read looked up counts as this beam allows, like the rest
     upper = _upper(read, score, known)
-    for rid in [rid for rid in pending if upper(pool[rid]) <= bound]:
-        del pool[rid]  # cannot beat the bound: a deeper read brings it back if it must
+    for rid in [rid for rid in pending if upper(pool[rid]) <= bound or upper(pool[rid]) < q.min_score]:
+        del pool[rid]  # cannot beat the bound (a deeper read brings it back if it must) or pass min_score
     pending = sorted((rid for rid in pending if rid in pool), key=lambda rid: (-upper(pool[rid]), rid))
     size = LOOK_UP_FIRST
     while True:

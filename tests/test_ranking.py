@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from pathlib import Path
+from unittest.mock import patch
 
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +21,7 @@ from docvec.store import Hnsw, Store, StoreLocation
 from docvec.ingest.pipeline import ingest, open_for_writing
 from docvec.ingest.scan import ScanOptions
 from docvec.query.hits import Fusion, Hit
+from docvec.query import search as search_module
 from docvec.query.search import search
 from docvec.query.spans import grow, line_of, units
 from tests.conftest import SAMPLE_DOCS, RecordingEmbedder
@@ -37,9 +40,10 @@ def _index(root: Path, docs: Path, embedder: RecordingEmbedder) -> Store:
 @given(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=6), n=st.integers(1, 8),
        extra=st.integers(1, 60), mode=st.sampled_from(["vector", "keyword", "hybrid", "rrf"]),
        first_depth=st.sampled_from([0, 1, 3]), per_file=st.sampled_from([0, 1, 2]),
-       penalty=st.sampled_from([0.0, 0.05, 0.3]))
+       penalty=st.sampled_from([0.0, 0.05, 0.3]), min_score=st.sampled_from([-1.0, 0.1, 0.3]))
 def test_top_n_is_the_first_n_of_any_longer_list(tmp_path_factory: object, words: list[str], n: int, extra: int,
-                                                  mode: str, first_depth: int, per_file: int, penalty: float) -> None:
+                                                  mode: str, first_depth: int, per_file: int, penalty: float,
+                                                  min_score: float) -> None:
     store, index, embedder = _shared_index(tmp_path_factory)
     fusion = Fusion(method="rrf" if mode == "rrf" else "score", candidates=first_depth, file_penalty=penalty)
     mode = "hybrid" if mode == "rrf" else mode
@@ -47,11 +51,16 @@ def test_top_n_is_the_first_n_of_any_longer_list(tmp_path_factory: object, words
 
     def hits(k: int, how: Fusion = fusion) -> list[tuple[str, float, tuple[str, ...]]]:
         return [(h.id, round(h.score, 9), tuple(a.id for a in h.also))
-                for h in search(store, embedder, question, k, -1.0, None, mode, index, how, None, per_file)]
+                for h in search(store, embedder, question, k, min_score, None, mode, index, how, None, per_file)]
     assert [h[0] for h in hits(n)] == [h[0] for h in hits(n + extra)[:n]]
     if fusion.method == "score":  # and it is the order of scoring every chunk (a read deeper than the index,
         # every candidate looked up): the same hits, scores and copies folded into them
         assert hits(n) == hits(n, Fusion(candidates=100_000, file_penalty=penalty))
+        for first in (1, 3):  # candidates looked up a few at a time, only as far as they could place:
+            with patch.object(search_module, "LOOK_UP_FIRST", first):  # as if every one was looked up
+                lazy = hits(n)
+            with patch.object(search_module, "_upper", lambda read, score, known: lambda c: math.inf):
+                assert lazy == hits(n)
 
 
 _SHARED: dict[str, object] = {}
@@ -214,10 +223,8 @@ def test_the_order_does_not_depend_on_k_when_the_vector_index_misses_chunks(tmp_
     assert not changed
 
 
-def test_vector_lists_share_one_beam_whatever_k(tmp_path: Path, recorder: RecordingEmbedder) -> None:
-    """HNSW explores max(ef_search, depth) candidates, so a read deeper than ef_search is a wider beam: it found
-    chunks the shallower reads of smaller -k missed and reordered their hits (a -k 60 read 800 deep in CI put a
-    chunk first that -k 1 and -k 5 never saw). Every -k up to ef_search now reads within one beam."""
+def _sparse(tmp_path: Path, recorder: RecordingEmbedder) -> Store:
+    """~1,000 small chunks of random words behind a sparse HNSW graph with a beam of 60: misses are common."""
     location = StoreLocation(tmp_path / "idx", "sparse", hnsw=Hnsw(ef_search=60, ef_construction=2,
                                                                    max_neighbors=2))
     docs = tmp_path / "docs"  # far more chunks than Chroma's beam of 100
@@ -229,6 +236,36 @@ def test_vector_lists_share_one_beam_whatever_k(tmp_path: Path, recorder: Record
     tiny = ChunkParams(max_tokens=24, min_tokens=0, overlap_tokens=0)
     store = open_for_writing(location, Fingerprint.build(recorder.info, tiny))
     ingest(store, recorder, ScanOptions(docs), tiny)
+    return store
+
+
+def test_candidates_looked_up_lazily_give_the_hits_of_looking_all_up(tmp_path: Path,
+                                                                      recorder: RecordingEmbedder) -> None:
+    """Hybrid search looks a candidate's missing half up only while its best possible score could still place
+    it; the hits, their scores and the copies folded into them are those of looking every candidate up."""
+    store = _sparse(tmp_path, recorder)
+    differ, lazy_reads = [], 0
+    with KeywordIndex.of(store) as index:
+        for i in range(0, len(WORDS) - 3, 11):
+            question = " ".join(WORDS[i:i + 3])
+            for k, min_score, penalty in ((1, -1.0, 0.05), (5, 0.1, 0.0), (10, -1.0, 0.3), (30, 0.2, 0.05)):
+                def hits() -> list[tuple[str, float, tuple[str, ...]]]:
+                    return [(h.id, round(h.score, 9), tuple(a.id for a in h.also)) for h in search(
+                        store, recorder, question, k, min_score, None, "hybrid", index, Fusion(file_penalty=penalty))]
+                with patch.object(search_module, "LOOK_UP_FIRST", 2):
+                    lazy = hits()
+                with patch.object(search_module, "_upper", lambda read, score, known: lambda c: math.inf):
+                    every = hits()
+                differ += [(question, k)] if lazy != every else []
+                lazy_reads += bool(lazy)
+    assert lazy_reads > 20 and not differ
+
+
+def test_vector_lists_share_one_beam_whatever_k(tmp_path: Path, recorder: RecordingEmbedder) -> None:
+    """HNSW explores max(ef_search, depth) candidates, so a read deeper than ef_search is a wider beam: it found
+    chunks the shallower reads of smaller -k missed and reordered their hits (a -k 60 read 800 deep in CI put a
+    chunk first that -k 1 and -k 5 never saw). Every -k up to ef_search now reads within one beam."""
+    store = _sparse(tmp_path, recorder)
     changed, missed = [], 0
     with KeywordIndex.of(store) as index:
         for i in range(0, len(WORDS) - 3, 7):
