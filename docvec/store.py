@@ -341,8 +341,7 @@ class Store:
         it (locally ~0.3 µs) — so pages of a fixed 50k ids made the listing quadratic: 42.8 s of a 1M-chunk server
         index's keyword build against 8 s at 500k (the build's 1.33 slope). Pages of a quarter of the collection
         list 1M ids in 13.2 s; the cap keeps one read's ids small in memory (500k ids: ~40 MB)."""
-        with _chroma(action, self.location):
-            page = min(ID_PAGE_MAX, max(ID_PAGE, self._collection.count() // ID_PAGES + 1))
+        page = min(ID_PAGE_MAX, max(ID_PAGE, self.count() // ID_PAGES + 1))
         offset = 0
         while True:
             with _chroma(action, self.location):

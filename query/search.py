@@ -214,11 +214,12 @@ def _certified(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any,
     for rid in [rid for rid in pending if upper(pool[rid]) <= bound or upper(pool[rid]) < q.min_score]:
         del pool[rid]  # cannot beat the bound (a deeper read brings it back if it must) or pass min_score
     pending = sorted((rid for rid in pending if rid in pool), key=lambda rid: (-upper(pool[rid]), rid))
+    waiting = set(pending)
+    ready = {rid: c for rid, c in pool.items() if rid not in waiting}
+    fresh = ready  # scored once each: at first every candidate not waiting, then each batch looked up
     size = LOOK_UP_FIRST
     while True:
-        waiting = set(pending)
-        ready = {rid: c for rid, c in pool.items() if rid not in waiting}
-        for c in ready.values():
+        for c in fresh.values():
             c.score = score(c.similarity, c.keyword_score or 0.0)
         edge = max(bound, upper(pool[pending[0]])) if pending else bound
         hits = _select(store, ready, q, edge, known.documents, q.fusion.file_penalty)
@@ -226,8 +227,9 @@ def _certified(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any,
             return hits
         batch, pending = pending[:size], pending[size:]
         _look_up(store, keyword, qvec if q.mode != "keyword" else None, q, pool, batch, known)
-        _settle_beam(pool, known)
-        pending = [rid for rid in pending if rid in pool]
+        _settle_beam(pool, known)  # caps the batch's misses; the ready ones were capped before
+        fresh = {rid: pool[rid] for rid in batch if rid in pool}  # _look_up drops a chunk that vanished
+        ready.update(fresh)
         size *= 4
 
 
