@@ -4,9 +4,10 @@ Measured (bench/README.md, "What Chroma leaves"): deleting records by id, by whe
 upserting leave nothing; `delete_collection` leaves every list-valued metadata row of the collection's records in
 `embedding_metadata_array` and the collection's vector segment folder on disk. `embeddings.id` is a plain
 INTEGER PRIMARY KEY, so SQLite gives the highest freed ids to the next records written, and Chroma then returns
-the leftover list values as theirs: a new untagged page matched `tag=secret`. docvec deletes a collection's
-records before the collection (no rows are left), and every writer sweeps what an older docvec, another tool or
-a kill left before its first write; `verify` reports any residue it finds.
+the leftover list values as theirs: a new untagged page matched `tag=secret`. docvec sweeps a local index right
+after it deletes a collection (on a server, which it cannot sweep, it deletes the records first: no rows are
+left), and every writer sweeps what an older docvec, another tool or a kill left before its first write;
+`verify` reports any residue it finds.
 
 Each check is "rows that name a record, segment or collection that does not exist": the same query finds and
 sweeps, whichever kind of delete left them. A whole sweep reads every metadata row (10 s at a million chunks), so

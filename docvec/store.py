@@ -240,12 +240,15 @@ class Store:
             _set_pointer(self._client, self.location.collection, self.name, None)
 
     def drop_physical(self, name: str) -> None:
-        """Delete a physical collection that is not live: its records first, then the collection.
+        """Delete a physical collection that is not live (on a server its records first), then sweep residue.
 
         Chroma 1.5.9's `delete_collection` leaves the collection's list-valued metadata rows behind
         (`embedding_metadata_array`), and SQLite gives their integer ids to the next records written, which then
-        carry list values (dirs, tags) of records that no longer exist. Deleting records by id removes their rows,
-        on a server too; a local index is then swept for anything left (bench/README.md, "What Chroma leaves")."""
+        carry list values (dirs, tags) of records that no longer exist (bench/README.md, "What Chroma leaves").
+        A local index is swept right after (and by every writer before its first write, should a kill come
+        between). A server's files cannot be swept, so there its records are deleted by id first, which leaves
+        no rows. Locally that would cost an HNSW update a call: a 1M-record backup took over 34 minutes in pages
+        of 1,000 (bench/README.md, session 24)."""
         if name == self.name:
             raise StoreError(f"refusing to delete the live collection '{name}'")
         with _chroma("deleting a backup", self.location):
@@ -253,7 +256,7 @@ class Store:
         if doomed is not None:
             other = Store(self.location, self._client, doomed)
             other.mark_writing_quietly()
-            while ids := other.ids_page():
+            while self.location.host and (ids := other.ids_page()):
                 other.delete(ids)
             with _chroma("deleting a backup", self.location):
                 self._client.delete_collection(name)
@@ -283,9 +286,9 @@ class Store:
         return None if self.location.host else hnsw_slots(self.files_location.path, str(self._collection.id))
 
     def ids_page(self) -> list[str]:
-        """Up to PAGE record ids (for deleting a collection record by record)."""
+        """Up to WRITE_BATCH record ids, Chroma's largest delete (for deleting a collection record by record)."""
         with _chroma("reading ids", self.location):
-            return list(self._collection.get(include=[], limit=PAGE)["ids"])
+            return list(self._collection.get(include=[], limit=WRITE_BATCH)["ids"])
 
     def _check_format(self) -> None:
         meta = self._collection.metadata or {}
