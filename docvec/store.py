@@ -368,17 +368,23 @@ class Store:
 
     def get_documents(self, ids: Sequence[str]) -> dict[str, tuple[str, Metadata]]:
         """Stored texts and metadata by id."""
+        return self.get_texts(ids)[0]
+
+    def get_texts(self, ids: Sequence[str], keys: Sequence[str] | None = None
+                  ) -> tuple[dict[str, tuple[str, Metadata]], bool]:
+        """Stored texts and metadata by id, of every key or at least of `keys`; and whether the metadata is whole
+        (Chroma's `get` reads every key whatever is asked; a local index's file can read just those)."""
         fast = self._record_file()
-        found = fast.documents(ids) if fast is not None else None
+        found = fast.documents(ids, keys) if fast is not None else None
         if found is not None:
-            return found
+            return found, keys is None
         out: dict[str, tuple[str, Metadata]] = {}
         for begin in range(0, len(ids), PAGE):
             with _chroma("reading records", self.location):
                 page = self._collection.get(ids=list(ids[begin:begin + PAGE]), include=["documents", "metadatas"])
             for rid, doc, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or []):
                 out[rid] = (doc or "", dict(meta or {}))
-        return out
+        return out, True
 
     def get_metadatas(self, ids: Sequence[str]) -> dict[str, Metadata]:
         """Stored metadata by id."""

@@ -34,6 +34,10 @@ FIRST_DEPTH = 50  # candidates read from each ranking at first; most questions n
 # missed chunk second).
 SAME_READS_UP_TO = 10
 LOOK_UP_FIRST = 4 * SAME_READS_UP_TO  # candidates looked up at first, the best first; then 4 times as many
+# What ranks and folds a candidate the walk reaches (_place, _location) besides its text; only the hits shown are
+# read whole. Half the cost of a record's ~15 keys: at 1M chunks folding a beam of ~100 identical copies read
+# 100-300 records a question.
+PLACE_KEYS = ("source", "start_line", "end_line", "label", "start_char", "end_char")
 
 
 @dataclass
@@ -61,12 +65,21 @@ class _Read:
 
 
 @dataclass
+class _Texts:
+    """Texts and metadata read by id during one search: each candidate the walk reached with its PLACE_KEYS,
+    and the hits shown with every key."""
+
+    placed: dict[str, tuple[str, Metadata]] = field(default_factory=dict)
+    whole: dict[str, Metadata] = field(default_factory=dict)
+
+
+@dataclass
 class _Known:
     """Exact scores and texts looked up during one search, so a deeper read does not look them up again."""
 
     bm25: dict[str, float] = field(default_factory=dict)
     cosine: dict[str, float] = field(default_factory=dict)
-    documents: dict[str, tuple[str, Metadata]] = field(default_factory=dict)
+    texts: _Texts = field(default_factory=_Texts)
     beam: int = 0  # the deepest vector read: the index's ef_search, or -k when more is asked
     whole: list[QueryResult] | None = None  # hybrid scores: the vector side's whole beam, read once
     in_beam: dict[str, tuple[int, float]] = field(default_factory=dict)  # the same by id: rank, cosine
@@ -222,7 +235,7 @@ def _certified(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any,
         for c in fresh.values():
             c.score = score(c.similarity, c.keyword_score or 0.0)
         edge = max(bound, upper(pool[pending[0]])) if pending else bound
-        hits = _select(store, ready, q, edge, known.documents, q.fusion.file_penalty)
+        hits = _select(store, ready, q, edge, known.texts, q.fusion.file_penalty)
         if len(hits) >= q.top_k or not pending:
             return hits
         batch, pending = pending[:size], pending[size:]
@@ -311,14 +324,14 @@ def _cosines(store: Store, qvec: np.ndarray[Any, Any], ids: list[str], known: _K
 
 
 def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float,
-            known: dict[str, tuple[str, Metadata]] | None = None, penalty: float = 0.0) -> list[Hit]:
+            texts: _Texts | None = None, penalty: float = 0.0) -> list[Hit]:
     """The hits among the candidates, best first: duplicates folded, hits per file capped, and a chunk's score
     lowered by `penalty` for each hit of its file above it. Only hits whose score beats `bound` (the best any
     unread chunk could score) are certain; the walk stops at the first that does not."""
     order = sorted((kv for kv in pool.items() if kv[1].score > bound and kv[1].score >= q.min_score
                     and (q.mode != "keyword" or kv[1].keyword_rank)), key=lambda kv: (-kv[1].score, kv[0]))
-    walk = _Walk(store, order, {} if known is None else known, q.top_k + 10)
-    kept: list[Hit] = []
+    walk = _Walk(store, order, _Texts() if texts is None else texts, q.top_k + 10)
+    kept: list[tuple[str, _Candidate, float]] = []
     also: dict[str, list[Location]] = {}
     by_text: dict[str, str] = {}
     per_source: dict[str, int] = {}
@@ -334,10 +347,12 @@ def _select(store: Store, pool: dict[str, _Candidate], q: Query, bound: float,
             continue
         by_text[text_key], also[rid] = rid, []
         per_source[source] = per_source.get(source, 0) + 1
-        kept.append(_hit(len(kept) + 1, rid, c, q, lowered))
+        kept.append((rid, c, lowered))
         if len(kept) == q.top_k:
             break
-    return [replace(h, also=tuple(also[h.id])) for h in kept]
+    whole = _read_whole(store, [rid for rid, _, _ in kept], walk.texts)
+    return [_hit(rank, rid, c, q, lowered, whole.get(rid, c.metadata), tuple(also[rid]))
+            for rank, (rid, c, lowered) in enumerate(kept, 1)]
 
 
 class _Walk:
@@ -345,9 +360,8 @@ class _Walk:
     candidate whose penalty grew since it was queued goes back in the queue). Texts are read only as far as
     the walk goes, twice as many each time (duplicates)."""
 
-    def __init__(self, store: Store, order: list[tuple[str, _Candidate]],
-                 known: dict[str, tuple[str, Metadata]], step: int) -> None:
-        self.store, self.order, self.known = store, order, known
+    def __init__(self, store: Store, order: list[tuple[str, _Candidate]], texts: _Texts, step: int) -> None:
+        self.store, self.order, self.texts = store, order, texts
         self.fetched = 0
         self.step = step
 
@@ -376,7 +390,7 @@ class _Walk:
     def _read(self, at: int) -> tuple[str, _Candidate]:
         if at >= self.fetched:
             batch = self.order[self.fetched:self.fetched + self.step]
-            _fill_documents(self.store, batch, self.known)
+            _fill_documents(self.store, batch, self.texts)
             self.fetched += len(batch)
             self.step *= 2
         return self.order[at]
@@ -401,23 +415,34 @@ def _location(rid: str, m: Metadata) -> Location:
                     str(m.get("label", "")), rid, int(m.get("start_char", 0)), int(m.get("end_char", 0)))
 
 
-def _hit(rank: int, rid: str, c: _Candidate, q: Query, penalty: float) -> Hit:
-    m = c.metadata
+def _hit(rank: int, rid: str, c: _Candidate, q: Query, penalty: float, m: Metadata,
+         also: tuple[Location, ...]) -> Hit:
     return Hit(rank, c.score - penalty, rid, str(m.get("label", "")), str(m.get("source", "")),
                int(m.get("start_line", 0)), int(m.get("end_line", 0)), c.document or "", m,
                c.similarity if c.missed is None else c.missed, None if q.mode == "vector" else c.keyword_score,
-               c.vector_rank, c.keyword_rank, (), None, None, penalty, None if c.missed is None else c.similarity)
+               c.vector_rank, c.keyword_rank, also, None, None, penalty, None if c.missed is None else c.similarity)
 
 
-def _fill_documents(store: Store, chosen: list[tuple[str, _Candidate]],
-                    known: dict[str, tuple[str, Metadata]]) -> None:
-    """Text and metadata of the hits that will be shown, in one read (`known` keeps them for a deeper read)."""
-    missing = [rid for rid, c in chosen if c.document is None and rid not in known]
+def _fill_documents(store: Store, chosen: list[tuple[str, _Candidate]], texts: _Texts) -> None:
+    """Text and the PLACE_KEYS of candidates the walk reaches, in one read (`texts` keeps them for a deeper
+    read)."""
+    missing = [rid for rid, c in chosen if c.document is None and rid not in texts.placed]
     if missing:
-        known.update(store.get_documents(missing))
+        found, whole = store.get_texts(missing, PLACE_KEYS)
+        texts.placed.update(found)
+        if whole:  # read through Chroma: every key came anyway
+            texts.whole.update((rid, meta) for rid, (_, meta) in found.items())
     for rid, c in chosen:
-        if rid in known:
-            c.document, c.metadata = known[rid]
+        if rid in texts.placed:
+            c.document, c.metadata = texts.placed[rid]
+
+
+def _read_whole(store: Store, ids: list[str], texts: _Texts) -> dict[str, Metadata]:
+    """Every key of the hits shown, in one read (a chunk deleted since it was placed keeps what was read)."""
+    missing = [rid for rid in ids if rid not in texts.whole]
+    if missing:
+        texts.whole.update((rid, meta) for rid, (_, meta) in store.get_documents(missing).items())
+    return texts.whole
 
 
 def _rrf(store: Store, keyword: KeywordIndex | None, qvec: np.ndarray[Any, Any] | None, q: Query) -> list[Hit]:

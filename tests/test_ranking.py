@@ -7,6 +7,7 @@ import math
 import random
 import re
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 from click.testing import CliRunner
@@ -17,6 +18,7 @@ from docvec.chunker import ChunkParams
 from docvec.cli import cli
 from docvec.fingerprint import Fingerprint
 from docvec.keyword import KeywordIndex
+from docvec.recordfile import RecordFile
 from docvec.store import Hnsw, Store, StoreLocation
 from docvec.ingest.pipeline import ingest, open_for_writing
 from docvec.ingest.scan import ScanOptions
@@ -94,6 +96,32 @@ def test_identical_passages_are_one_hit_listing_the_other_places(tmp_path: Path,
         assert note in text[place.start_char:place.end_char] and place.id and place.id != same[0].id
         assert text[:place.start_char].count("\n") + 1 == place.start_line
     assert same[0].as_dict()["also"][0].keys() >= {"id", "source", "line", "end_line", "start_char", "end_char"}
+
+
+def test_copies_are_folded_from_their_places_and_only_the_hits_shown_are_read_whole(
+        tmp_path: Path, recorder: RecordingEmbedder) -> None:
+    """Folding a beam of identical copies read every copy's whole record (~15 keys, lists among them); it now
+    reads each candidate's text and PLACE_KEYS, and the hits shown whole: their metadata is the stored one."""
+    docs = tmp_path / "docs"
+    page = "---\ntags: [ops, keys]\n---\n# Runbook\n\nRotate the signing keys every ninety days at once.\n"
+    for n in range(24):
+        (docs / f"team{n % 3}").mkdir(parents=True, exist_ok=True)
+        (docs / f"team{n % 3}" / f"copy{n:02}.md").write_text(page)
+    (docs / "other.md").write_text("# Billing\n\nInvoices go out on the first day of the month.\n")
+    store = _index(tmp_path / "idx", docs, recorder)
+    stored = store.get_documents([rid for rid, _ in store.iter_metadata()])
+    reads: list[tuple[int, object]] = []
+    documents = RecordFile.documents
+
+    def counted(self: RecordFile, ids: Any, keys: Any = None) -> Any:
+        reads.append((len(ids), keys))
+        return documents(self, ids, keys)
+    with patch.object(RecordFile, "documents", counted):
+        hits = search(store, recorder, "rotate signing keys", 2)
+    assert [len(h.also) for h in hits] == [23, 0]
+    assert all(h.metadata == stored[h.id][1] for h in hits) and hits[0].metadata["fm.tags"] == ["ops", "keys"]
+    assert sum(n for n, keys in reads if keys is None) == 2  # the hits shown
+    assert sum(n for n, keys in reads if keys == search_module.PLACE_KEYS) == 25  # every candidate, placed
 
 
 def test_of_copies_that_rank_alike_the_first_in_path_then_reading_order_is_shown(

@@ -53,18 +53,22 @@ def _chroma(col: Any, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=st.lists(st.tuples(st.one_of(st.none(), st.text(min_size=1, max_size=40)), _META),
                         min_size=1, max_size=12),
-       asked=st.lists(st.integers(0, 14), unique=True, min_size=1, max_size=15))
+       asked=st.lists(st.integers(0, 14), unique=True, min_size=1, max_size=15),
+       keys=st.one_of(st.none(), st.lists(_KEYS, unique=True, max_size=4)))
 def test_records_read_from_the_file_are_what_chromas_get_returns(client: Any, records: list[Any],
-                                                                 asked: list[int]) -> None:
+                                                                 asked: list[int], keys: list[str] | None) -> None:
     """Texts, scalars by type (True is not 1, 1 is not 1.0), lists in order, records without text or metadata,
-    and ids the collection does not hold (left out) — equal to Chroma's own answer."""
+    and ids the collection does not hold (left out) — equal to Chroma's own answer; with `keys`, to its answer
+    restricted to those keys (a record holding none of them still comes, with its text)."""
     col = _collection(client, records)
     ids = [f"r{i}" for i in asked]
     path = Path(client.get_settings().persist_directory)
-    found = RecordFile(path, str(col.id)).documents(ids)
+    found = RecordFile(path, str(col.id)).documents(ids, keys)
     assert found is not None
     expected = _chroma(col, ids)
-    assert {k: (d, _typed(m)) for k, (d, m) in found.items()} == {k: (d, _typed(m)) for k, (d, m) in expected.items()}
+    restricted = {k: (d, m if keys is None else {key: v for key, v in m.items() if key in keys})
+                  for k, (d, m) in expected.items()}
+    assert {k: (d, _typed(m)) for k, (d, m) in found.items()} == {k: (d, _typed(m)) for k, (d, m) in restricted.items()}
     metadatas = RecordFile(path, str(col.id)).metadatas(ids)
     assert metadatas is not None and {k: _typed(m) for k, m in metadatas.items()} == {
         k: _typed(m) for k, (_, m) in expected.items()}
