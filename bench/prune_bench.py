@@ -23,7 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results" / "prune.json"
 LIVE = 10_000
-BATCH = 5_000
 
 
 def main() -> None:
@@ -57,14 +56,15 @@ def _child(index: Path, size: int, way: str, pages: int) -> dict[str, Any]:
     import numpy as np
 
     from docvec.residue import find, sweep
+    from docvec.store import WRITE_BATCH  # Chroma's largest add, as docvec writes
 
     client = chromadb.PersistentClient(str(index))
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     for name, count in (("live", LIVE), ("backup", size)):
         col = client.create_collection(name, embedding_function=None)
-        for begin in range(0, count, BATCH):
-            span = range(begin, min(count, begin + BATCH))
+        for begin in range(0, count, WRITE_BATCH):
+            span = range(begin, min(count, begin + WRITE_BATCH))
             col.add(ids=[f"{name}-{i}" for i in span], embeddings=rng.normal(size=(len(span), 384)).astype(np.float32),
                     documents=[f"Paragraph {i} of the docs. " * 12 for i in span], metadatas=[_meta(i) for i in span])
     built = time.perf_counter() - t0
